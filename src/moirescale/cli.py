@@ -1,0 +1,62 @@
+"""The ``moirescale`` command. Each sub-package registers its own sub-commands (``<package>/commands.py``).
+
+Bad input raises :class:`moirescale.errors.UserError`; it is printed as one line and the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from moirescale.errors import UserError
+
+app = typer.Typer(
+    name="moirescale",
+    help="Neural scaling laws for deep regression: simulate, train, sweep, fit, report, predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Imported here so `moirescale --help` stays fast and each package owns its commands.
+    from moirescale.analysis import commands as analysis_commands
+    from moirescale.data import commands as data_commands
+    from moirescale.physics import commands as physics_commands
+    from moirescale.sweep import commands as sweep_commands
+    from moirescale.train import commands as train_commands
+
+    for mod in (physics_commands, data_commands, train_commands, sweep_commands, analysis_commands):
+        mod.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: run the app, turning UserError into one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors (bad option types, missing args) are user errors too
+        import click
+
+        if isinstance(exc, click.exceptions.UsageError | click.exceptions.BadParameter):
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+            sys.exit(0)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The results table: one row per trained network, stored as Parquet part files in ``RUNDIR/results.parquet/``.
+
+Appending is the only write. Each call writes one new part file via write-to-temp + atomic rename, so a killed
+process never leaves a half-written row behind, and readers see the parts as one table (pyarrow dataset).
+Downstream tools rely on the columns in :data:`REQUIRED_COLUMNS` (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TABLE_NAME = "results.parquet"
+
+# Column -> arrow type. Order is the on-disk order. Missing values are null.
+SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),  # deterministic id of (config, arch, size, target, N_D, realization, seed)
+        ("group_id", pa.string()),  # id of the grid point (all realizations share it)
+        ("grid", pa.string()),  # name of the sweep grid this run belongs to ("" outside a sweep)
+        ("arch", pa.string()),  # fcn / resnet18 / vit
+        ("n_layers", pa.int64()),  # FCN hidden layers (or depth knob); null where not meaningful
+        ("width", pa.int64()),  # FCN neurons per layer (or width knob)
+        ("n_params", pa.int64()),  # trainable parameters = the paper's N_M
+        ("target", pa.string()),  # theta / J / D / all
+        ("n_train", pa.int64()),  # N_D
+        ("realization", pa.int64()),
+        ("seed", pa.int64()),
+        ("schedule", pa.string()),
+        ("test_mse", pa.float64()),  # mean over the target's outputs, scaled label units
+        ("val_mse", pa.float64()),
+        ("test_mse_theta", pa.float64()),
+        ("test_mse_J", pa.float64()),
+        ("test_mse_D", pa.float64()),
+        ("epochs", pa.int64()),
+        ("steps", pa.int64()),
+        ("final_lr", pa.float64()),
+        ("wall_time_s", pa.float64()),
+        ("device", pa.string()),
+        ("status", pa.string()),  # ok / failed / diverged
+        ("error", pa.string()),
+        ("checkpoint", pa.string()),  # path relative to RUNDIR, "" if none
+        ("noise_train", pa.float64()),  # sigma of Gaussian noise used while training (0 = clean)
+        ("finished_at", pa.string()),  # ISO time
+    ]
+)
+COLUMNS: list[str] = SCHEMA.names
+REQUIRED_COLUMNS: list[str] = [
+    "run_id", "arch", "n_layers", "width", "n_params", "target", "n_train",
+    "realization", "seed", "test_mse", "val_mse", "status",
+]
+STATUSES = ("ok", "failed", "diverged")
+
+
+def table_path(rundir: str | os.PathLike[str]) -> Path:
+    return Path(rundir) / TABLE_NAME
+
+
+def append_rows(rundir: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path | None:
+    """Append rows atomically as one new part file. Unknown keys are an error; missing keys become null.
+
+    Returns the part file written, or None when ``rows`` is empty.
+    """
+    rows = [dict(r) for r in rows]
+    if not rows:
+        return None
+    for r in rows:
+        unknown = set(r) - set(COLUMNS)
+        if unknown:
+            raise KeyError(f"unknown result columns: {sorted(unknown)}")
+        if r.get("status") not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {r.get('status')!r}")
+    table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=SCHEMA)
+    folder = table_path(rundir)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"part-{uuid.uuid4().hex}.parquet"
+    tmp = folder / f".{name}.tmp"
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:  # make the bytes durable before the rename publishes them
+        os.fsync(fh.fileno())
+    final = folder / name
+    os.replace(tmp, final)
+    return final
+
+
+def read_results(rundir: str | os.PathLike[str]) -> pd.DataFrame:
+    """All rows of a run directory as a DataFrame (empty, with every column, if there are none yet).
+
+    A run id written twice (e.g. a part from a retry that raced a kill) is kept once: the last written wins.
+    """
+    folder = table_path(rundir)
+    parts = sorted(folder.glob("part-*.parquet"), key=lambda p: p.stat().st_mtime_ns) if folder.is_dir() else []
+    if folder.is_file():  # a single-file table is accepted too
+        parts = [folder]
+    if not parts:
+        return SCHEMA.empty_table().to_pandas()
+    frames = [pq.read_table(p, schema=SCHEMA).to_pandas() for p in parts]
+    df = pd.concat(frames, ignore_index=True)
+    return df.drop_duplicates("run_id", keep="last").reset_index(drop=True)
+
+
+def done_ids(rundir: str | os.PathLike[str], include_failed: bool = False) -> set[str]:
+    """Run ids that need no more work: finished ok or diverged (and failed ones, if asked)."""
+    df = read_results(rundir)
+    keep = {"ok", "diverged"} | ({"failed"} if include_failed else set())
+    return set(df.loc[df["status"].isin(keep), "run_id"])
