@@ -27,8 +27,11 @@ def _register() -> None:
     from moirescale.physics import commands as physics_commands
     from moirescale.sweep import commands as sweep_commands
     from moirescale.train import commands as train_commands
+    from moirescale.use import commands as use_commands
 
-    for mod in (physics_commands, data_commands, train_commands, sweep_commands, analysis_commands):
+    for mod in (
+        physics_commands, data_commands, train_commands, sweep_commands, analysis_commands, use_commands
+    ):
         mod.register(app)
 
 
