@@ -20,6 +20,14 @@ app = typer.Typer(
 )
 
 
+@app.command()
+def version() -> None:
+    """Print the moirescale version."""
+    from moirescale import __version__
+
+    print(__version__)
+
+
 def _register() -> None:
     # Imported here so `moirescale --help` stays fast and each package owns its commands.
     from moirescale.analysis import commands as analysis_commands
