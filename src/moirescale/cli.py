@@ -20,6 +20,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Neural scaling laws for deep regression: simulate, train, sweep, fit, report, predict."""
+
+
 @app.command()
 def version() -> None:
     """Print the moirescale version."""
@@ -47,26 +52,12 @@ _register()
 
 
 def main() -> None:
-    """Entry point: run the app, turning UserError into one line on stderr and exit code 2."""
+    """Entry point. Usage errors (bad options) exit 2 via typer; a UserError prints one line and exits 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(1)
-    except Exception as exc:  # click usage errors (bad option types, missing args) are user errors too
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError | click.exceptions.BadParameter):
-            print(f"error: {exc.format_message()}", file=sys.stderr)
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
-            sys.exit(0)
-        raise
 
 
 if __name__ == "__main__":
