@@ -1,0 +1,307 @@
+"""Experiment configs: one YAML file names the dataset, the seed and a list of named grids.
+
+Validated on load with pydantic (unknown key, wrong type, impossible value), before any work starts. Every
+problem becomes a :class:`~moirescale.errors.UserError` that names the file and the key's path, e.g.
+``configs/x.yaml: grids[1].model.width[0]: Input should be greater than 0``. The schema is documented, with an
+example, in ``docs/sweeps.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from moirescale.errors import UserError
+
+ARCHS = ("fcn", "resnet18", "vit")
+SCHEDULES = ("constant", "cosine", "plateau", "adjustable")
+TARGETS = ("theta", "J", "D", "all")
+LADDER_BASE = 224  # N_D = 224 * 2**k (PAPER.md)
+MAX_K = 20  # 224 * 2**20 is ~2e8 images: anything above is a typo
+
+# Size knobs each family accepts; lists are swept as a cartesian product. FCN: the paper's n_l x n_n.
+# ResNet-18: `width` = channels of the first stage (64 = the standard net).
+# ViT: embedding width, depth, heads, patch size.
+MODEL_KNOBS: dict[str, dict[str, bool]] = {  # knob -> required
+    "fcn": {"n_layers": True, "width": True},
+    "resnet18": {"width": False},
+    "vit": {"width": False, "depth": False, "heads": False, "patch": False},
+}
+
+PosInt = Annotated[int, Field(gt=0)]
+# A knob is one value or a list; a scalar is read as a one-element list (one error path, no union noise).
+IntOrList = Annotated[list[PosInt], BeforeValidator(lambda v: v if isinstance(v, list) else [v])]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class GenerateSpec(_Strict):
+    """How to create the dataset store when it is missing (``moirescale generate``)."""
+
+    config: str  # a dataset config (configs/dataset*.yaml), relative to the sweep config or absolute
+    # Split sizes passed to `moirescale generate` (None: the dataset config's own `splits`).
+    n_train: PosInt | None = None
+    n_val: Annotated[int, Field(ge=0)] | None = None
+    n_test: PosInt | None = None
+    seed: int | None = None  # None: the sweep's seed
+    workers: PosInt | None = None
+
+
+class DatasetSpec(_Strict):
+    store: str  # store directory, relative to the sweep config or absolute
+    generate: GenerateSpec | None = None
+
+
+class Recipe(_Strict):
+    """Training recipe fields (a subset of :class:`~moirescale.train.spec.TrainSpec`); unset ones inherit."""
+
+    schedule: Literal[SCHEDULES] | None = None  # type: ignore[valid-type]
+    schedule_kw: dict[str, Any] | None = None
+    optimizer: Literal["adam", "adamw"] | None = None
+    lr: Annotated[float, Field(gt=0, lt=10)] | None = None
+    weight_decay: Annotated[float, Field(ge=0)] | None = None
+    batch_size: PosInt | None = None
+    max_epochs: PosInt | None = None
+    channels: Literal["top", "both"] | None = None
+    shared_data: bool | None = None
+    noise_train: Annotated[float, Field(ge=0)] | None = None
+
+    def overrides(self) -> dict[str, Any]:
+        """Only the fields the YAML set (an explicit ``max_epochs: null`` counts as set)."""
+        return {k: getattr(self, k) for k in self.model_fields_set}
+
+
+class ScheduleChoice(_Strict):
+    schedule: Literal[SCHEDULES]  # type: ignore[valid-type]
+    schedule_kw: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelGrid(_Strict):
+    arch: Literal[ARCHS]  # type: ignore[valid-type]
+    n_layers: IntOrList | None = None
+    width: IntOrList | None = None
+    depth: IntOrList | None = None
+    heads: IntOrList | None = None
+    patch: IntOrList | None = None
+
+    @model_validator(mode="after")
+    def _knobs_fit_arch(self) -> ModelGrid:
+        allowed = MODEL_KNOBS[self.arch]
+        for knob in ("n_layers", "width", "depth", "heads", "patch"):
+            value = getattr(self, knob)
+            if value is not None and knob not in allowed:
+                raise ValueError(f"{knob!r} is not a knob of {self.arch} (allowed: {', '.join(allowed)})")
+            if value is None and allowed.get(knob):
+                raise ValueError(f"{self.arch} needs {knob!r}")
+            if value is not None and (not value or len(set(value)) != len(value)):
+                raise ValueError(f"{knob!r} must be a non-empty list without repeats")
+        return self
+
+    def knob_lists(self) -> dict[str, list[int]]:
+        """Knob -> list of values, in the order the config gives them (set knobs only)."""
+        out = {}
+        for knob in MODEL_KNOBS[self.arch]:
+            v = getattr(self, knob)
+            if v is not None:
+                out[knob] = list(v)
+        return out
+
+
+class NTrain(_Strict):
+    """The N_D ladder: exponents ``k`` (N_D = 224*2^k), an inclusive ``k_range``, or explicit ``values``."""
+
+    k: list[Annotated[int, Field(ge=0, le=MAX_K)]] | None = None
+    k_range: tuple[Annotated[int, Field(ge=0, le=MAX_K)], Annotated[int, Field(ge=0, le=MAX_K)]] | None = None
+    values: list[PosInt] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> NTrain:
+        given = [f for f in ("k", "k_range", "values") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of k (list), k_range ([lo, hi]) or values (list of N_D)")
+        if self.k_range is not None and self.k_range[0] > self.k_range[1]:
+            raise ValueError(f"k_range {list(self.k_range)} is empty: the first bound must be <= the second")
+        sizes = self.sizes()
+        if not sizes or len(set(sizes)) != len(sizes):
+            raise ValueError("the N_D list must be non-empty without repeats")
+        return self
+
+    def sizes(self) -> list[int]:
+        if self.k is not None:
+            return [LADDER_BASE * 2**k for k in self.k]
+        if self.k_range is not None:
+            return [LADDER_BASE * 2**k for k in range(self.k_range[0], self.k_range[1] + 1)]
+        return list(self.values or [])
+
+    def off_ladder(self) -> list[int]:
+        return [n for n in self.sizes() if not _on_ladder(n)]
+
+
+def _on_ladder(n: int) -> bool:
+    q, r = divmod(n, LADDER_BASE)
+    return r == 0 and q > 0 and (q & (q - 1)) == 0
+
+
+class Resources(_Strict):
+    """Per-task resources for the Ray executor (None: the executor's default for the family)."""
+
+    num_cpus: Annotated[float, Field(gt=0)] | None = None
+    num_gpus: Annotated[float, Field(ge=0)] | None = None
+
+
+class Grid(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    model: ModelGrid
+    n_train: NTrain
+    targets: list[Literal[TARGETS]]  # type: ignore[valid-type]
+    realizations: PosInt  # N_r: realization indices 0..N_r-1
+    group_size: PosInt | None = None  # realizations per job (None: all for FCN = one ensemble, 1 otherwise)
+    train: Recipe = Field(default_factory=Recipe)
+    schedules: list[ScheduleChoice] | None = None  # a schedule comparison: the grid is run once per schedule
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("n_train", mode="before")
+    @classmethod
+    def _list_is_values(cls, v: Any) -> Any:
+        return {"values": v} if isinstance(v, list) else v
+
+    @field_validator("schedules", mode="before")
+    @classmethod
+    def _names_are_choices(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [{"schedule": s} if isinstance(s, str) else s for s in v]
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_unique(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("targets must be a non-empty list without repeats")
+        return v
+
+    @model_validator(mode="after")
+    def _schedules_consistent(self) -> Grid:
+        if self.schedules is not None:
+            if not self.schedules:
+                raise ValueError("schedules must be a non-empty list (or left out)")
+            if "schedule" in self.train.model_fields_set:
+                raise ValueError("give either train.schedule or schedules, not both")
+        return self
+
+
+class SweepConfig(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    seed: Annotated[int, Field(ge=0)] = 0
+    dataset: DatasetSpec
+    recipes: dict[Literal[ARCHS], Recipe] = Field(default_factory=dict)  # type: ignore[valid-type]
+    grids: list[Grid] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SweepConfig:
+        names = [g.name for g in self.grids]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"grid names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+    def grid(self, name: str) -> Grid:
+        for g in self.grids:
+            if g.name == name:
+                return g
+        raise UserError(f"no grid named {name!r} in config {self.name!r}")
+
+
+class LoadedConfig:
+    """A validated config plus where it came from (relative paths resolve against its folder)."""
+
+    def __init__(self, cfg: SweepConfig, path: Path, raw: dict[str, Any], text: str):
+        self.cfg = cfg
+        self.path = path
+        self.raw = raw  # the parsed YAML, for comparing two configs regardless of comments and layout
+        self.text = text
+
+    def resolve(self, p: str) -> Path:
+        q = Path(os.path.expanduser(p))
+        return q if q.is_absolute() else (self.path.parent / q).resolve()
+
+    @property
+    def store_path(self) -> Path:
+        return self.resolve(self.cfg.dataset.store)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "union[")) or part == "[key]":
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _first_error(exc: ValidationError) -> str:
+    # Union members (int | list[int]) each report a failure; show the most specific one, once.
+    errs = exc.errors()
+    shown: list[str] = []
+    for e in errs:
+        loc = tuple(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/sweeps.md for the schema)"
+        line = f"{_loc(loc)}: {msg}"
+        if line not in shown:
+            shown.append(line)
+    return "; ".join(shown[:3]) + (f" (and {len(shown) - 3} more)" if len(shown) > 3 else "")
+
+
+def parse_config(data: Any, where: str = "config") -> SweepConfig:
+    """Validate a parsed YAML mapping; raise UserError naming the key path of the first problems."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: the top level must be a mapping (name:, dataset:, grids:, ...)")
+    try:
+        cfg = SweepConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"{where}: {_first_error(exc)}") from None
+    for g in cfg.grids:
+        off = g.n_train.off_ladder()
+        if off:  # allowed (documented), but the paper's ladder is 224*2^k, so say so
+            warnings.warn(
+                f"{where}: grid {g.name!r}: N_D {off} not of the form 224*2^k", UserWarning, stacklevel=2
+            )
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
+    """Read and validate a sweep config file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{p}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    cfg = parse_config(data, where=str(p))
+    return LoadedConfig(cfg, p.resolve(), data, text)
+

@@ -1,0 +1,126 @@
+"""Grid expansion: a validated config -> grid points (TrainSpecs) -> the jobs still to run.
+
+A *point* is one (model size, schedule, target, N_D) of a grid with all its realizations; its
+:func:`~moirescale.train.spec.group_id` depends only on what defines the result (not on the grid's name), so
+the same network declared by two grids (Fig. 1's n_n=4 curve is also part of Fig. 4) has one run id and is
+trained once. A *job* is one TrainSpec handed to ``run_spec``: an FCN point's realizations grouped into one
+ensemble (``group_size`` of them at a time), ResNet/ViT one realization per job.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from moirescale.sweep.config import Grid, SweepConfig
+from moirescale.train.spec import TrainSpec, group_id, run_id
+
+ENSEMBLE_ARCHS = ("fcn",)  # families trained as ensembles of realizations in one job
+
+
+def recipe_for(cfg: SweepConfig, grid: Grid) -> dict[str, Any]:
+    """TrainSpec recipe fields: the TrainSpec defaults <- ``recipes[arch]`` <- the grid's ``train``."""
+    out: dict[str, Any] = {}
+    family = cfg.recipes.get(grid.model.arch)
+    if family is not None:
+        out.update(family.overrides())
+    out.update(grid.train.overrides())
+    if out.get("schedule_kw") is None:
+        out.pop("schedule_kw", None)
+    return out
+
+
+def grid_points(cfg: SweepConfig, grid: Grid) -> list[TrainSpec]:
+    """Every point of one grid, in a fixed order: model size, schedule, target, N_D (slowest to fastest)."""
+    knobs = grid.model.knob_lists()
+    names = list(knobs)
+    recipe = recipe_for(cfg, grid)
+    schedules: list[dict[str, Any]] = (
+        [{"schedule": s.schedule, "schedule_kw": dict(s.schedule_kw)} for s in grid.schedules]
+        if grid.schedules
+        else [{}]
+    )
+    points = []
+    for values in itertools.product(*(knobs[n] for n in names)):
+        model_kw = dict(zip(names, values, strict=True))
+        for sched in schedules:
+            for target in grid.targets:
+                for n_train in grid.n_train.sizes():
+                    kw = {**recipe, **sched}
+                    points.append(
+                        TrainSpec(
+                            arch=grid.model.arch,
+                            target=target,
+                            n_train=n_train,
+                            realizations=tuple(range(grid.realizations)),
+                            model_kw=model_kw,
+                            seed=cfg.seed,
+                            grid=grid.name,
+                            **kw,
+                        )
+                    )
+    return points
+
+
+def default_group_size(grid: Grid) -> int:
+    if grid.group_size is not None:
+        return grid.group_size
+    return grid.realizations if grid.model.arch in ENSEMBLE_ARCHS else 1
+
+
+@dataclass
+class Point:
+    """One unique grid point across the whole config, with the union of the realizations grids ask for."""
+
+    spec: TrainSpec  # realizations = sorted union; grid = the first grid declaring it
+    grids: list[str] = field(default_factory=list)
+    group_size: int = 1
+
+    @property
+    def gid(self) -> str:
+        return group_id(self.spec)
+
+    def run_ids(self) -> list[str]:
+        return [run_id(self.spec, r) for r in self.spec.realizations]
+
+
+def unique_points(cfg: SweepConfig) -> list[Point]:
+    """All points of all grids, merged by group id (the first declaration names the grid; the
+    largest group size wins)."""
+    by_gid: dict[str, Point] = {}
+    for grid in cfg.grids:
+        gsize = default_group_size(grid)
+        for spec in grid_points(cfg, grid):
+            gid = group_id(spec)
+            if gid not in by_gid:
+                by_gid[gid] = Point(spec, [grid.name], gsize)
+                continue
+            p = by_gid[gid]
+            p.group_size = max(p.group_size, gsize)  # the larger ensemble pays more
+            if grid.name not in p.grids:
+                p.grids.append(grid.name)
+            reals = tuple(sorted(set(p.spec.realizations) | set(spec.realizations)))
+            p.spec = replace(p.spec, realizations=reals)
+    return list(by_gid.values())
+
+
+def grid_run_ids(cfg: SweepConfig) -> dict[str, list[str]]:
+    """Grid name -> the run ids it needs (a run shared by two grids is listed under both)."""
+    return {g.name: [run_id(s, r) for s in grid_points(cfg, g) for r in s.realizations] for g in cfg.grids}
+
+
+def jobs(cfg: SweepConfig, done: Iterable[str] = ()) -> list[TrainSpec]:
+    """The TrainSpecs still to run: every needed realization not in ``done``, chunked by the group size."""
+    done = set(done)
+    out = []
+    for p in unique_points(cfg):
+        todo = [r for r in p.spec.realizations if run_id(p.spec, r) not in done]
+        for i in range(0, len(todo), p.group_size):
+            out.append(replace(p.spec, realizations=tuple(todo[i : i + p.group_size])))
+    return out
+
+
+def spec_run_ids(spec: TrainSpec) -> list[str]:
+    return [run_id(spec, r) for r in spec.realizations]
