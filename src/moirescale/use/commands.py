@@ -1,9 +1,74 @@
-"""CLI sub-commands of this package (registered by moirescale.cli)."""
+"""CLI sub-commands of this package (registered by moirescale.cli): predict, noise, demo."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def _floats(text: str, what: str) -> list[float]:
+    from moirescale.errors import UserError
+
+    if not text.strip():
+        return []
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what}: give comma-separated numbers, e.g. 0.05,0.1, got {text!r}") from None
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the main app."""
+
+    @app.command()
+    def predict(
+        rundir: Path = typer.Argument(..., help="Run directory of a sweep (results.parquet + checkpoints/)."),
+        image: str = typer.Argument(
+            ..., help="Image: .npy ((H,W) top layer or (C,H,W)), a picture (.png), or STORE_DIR::split:index."
+        ),
+        arch: str | None = typer.Option(None, help="Use only this architecture (fcn, resnet18, vit)."),
+        width: int | None = typer.Option(None, help="Use only networks of this width."),
+        n_layers: int | None = typer.Option(None, "--n-layers", help="Use only networks of this depth."),
+        n_train: int | None = typer.Option(None, "--n-train", help="Use only networks trained on this N_D."),
+        nm_per_px: float | None = typer.Option(
+            None, "--nm-per-px",
+            help="Pixel size of the input in nm (default: the store's for a store sample, "
+            "else the image is taken to span the training field of view).",
+        ),
+        store: str | None = typer.Option(None, help="Training dataset store, if the run does not record it."),
+        top: int = typer.Option(1, help="Also show the K best grid points per label (rank 1 is the answer)."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    ) -> None:
+        """Predict theta, J and D of an image with the best trained networks (ensemble mean ± spread)."""
+        from moirescale.use.predict import predict as run_predict
+        from moirescale.use.predict import render_table, to_json
+
+        preds, inp = run_predict(rundir, image, arch=arch, width=width, n_layers=n_layers, n_train=n_train,
+                                 nm_per_px=nm_per_px, store=store, top=top)
+        if json_out:
+            print(to_json(preds, inp))
+        else:
+            render_table(preds, inp)
+
+    @app.command()
+    def noise(
+        rundir: Path = typer.Argument(..., help="Run directory of a sweep."),
+        store: str | None = typer.Option(None, help="Dataset store (default: the sweep's)."),
+        levels: str = typer.Option("0.05,0.1,0.2,0.3", help="Gaussian noise sigmas, comma-separated."),
+        flip: str = typer.Option("0.01,0.05,0.1,0.2", help="Fractions of sign-flipped pixels."),
+        select: str = typer.Option("all", help="'all' ok networks or the 'best' realization per grid point."),
+        seed: int = typer.Option(0, help="Noise seed (the same noise for every network)."),
+        n_test: int | None = typer.Option(None, "--n-test", help="Use only the first N test images."),
+    ) -> None:
+        """Evaluate trained networks on noisy test images; writes RUNDIR/noise.parquet."""
+        from moirescale.use.noise import evaluate_noise, summarize_noise
+        from moirescale.use.predict import find_store
+
+        store_dir = find_store(rundir, store)
+        table = evaluate_noise(
+            rundir, store_dir, levels=_floats(levels, "--levels"), flips=_floats(flip, "--flip"),
+            select=select, seed=seed, n_test=n_test, progress=True,
+        )
+        summarize_noise(table)
+        print(f"wrote {rundir / 'noise.parquet'} ({len(table)} rows)")

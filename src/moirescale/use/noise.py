@@ -27,6 +27,7 @@ GAUSSIAN_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)  # sigma, as in Lee e
 FLIP_LEVELS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2)  # fraction of pixels with flipped sign
 KINDS = ("clean", "gaussian", "flip")
 NOISE_TABLE = "noise.parquet"
+GRID_KEY = ("arch", "width", "n_layers", "target", "n_train")
 NOISE_COLUMNS = [
     "run_id", "arch", "width", "n_layers", "target", "n_train", "realization",
     "noise_kind", "noise_level", "mse", "mse_theta", "mse_J", "mse_D", "n_test",
@@ -139,3 +140,166 @@ def _write_noise(rundir: str | os.PathLike[str], df: pd.DataFrame) -> Path:
     df.to_parquet(tmp, index=False)
     os.replace(tmp, path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluating trained networks under noise
+
+
+def _checkpoints_to_evaluate(rundir: Path, select: str) -> pd.DataFrame:
+    """Rows of the results table whose checkpoints to evaluate: every ok one, or the best per grid point."""
+    from moirescale.results import read_results
+
+    if select not in ("all", "best"):
+        raise UserError(f"--select must be 'all' or 'best', got {select!r}")
+    df = read_results(rundir)
+    d = df[(df["status"] == "ok") & df["checkpoint"].fillna("").astype(bool)].copy()
+    if d.empty:
+        raise UserError(f"{rundir}: no finished network with a checkpoint; run a sweep first")
+    d = d[[(rundir / c).is_file() for c in d["checkpoint"]]]
+    if d.empty:
+        raise UserError(f"{rundir}: the checkpoints named in results.parquet are missing")
+    if select == "best":  # the realization with the lowest validation MSE of each grid point
+        key = "group_id" if d["group_id"].notna().all() else [*GRID_KEY]
+        d = d.sort_values("val_mse", kind="stable").groupby(key, dropna=False, sort=False).head(1)
+    return d.sort_values([*GRID_KEY, "realization"]).reset_index(drop=True)
+
+
+def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
+    import torch
+
+    dev = next(iter(model.parameters())).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            xb = torch.from_numpy(images[i : i + batch_size]).to(dev)
+            out.append(model(xb).float().cpu().numpy())
+    return np.concatenate(out).reshape(len(images), -1)
+
+
+def _channel_slice(meta: dict[str, Any]) -> slice:
+    in_shape = tuple(meta.get("in_shape") or ())
+    n = in_shape[0] if len(in_shape) == 3 else (1 if meta.get("channels", "top") == "top" else 2)
+    return slice(0, int(n))
+
+
+def evaluate_noise(
+    rundir: str | os.PathLike[str],
+    store: Any,
+    levels: Sequence[float] = GAUSSIAN_LEVELS,
+    flips: Sequence[float] = FLIP_LEVELS,
+    select: str = "all",
+    seed: int = 0,
+    n_test: int | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Evaluate trained networks on the test split under each noise setting; write ``RUNDIR/noise.parquet``.
+
+    Resumable: (run_id, noise_kind, noise_level) rows already in the table are kept and not recomputed; the
+    table is rewritten atomically after each network.
+
+    Parameters
+    ----------
+    rundir : run directory with results.parquet and checkpoints/
+    store : a :class:`moirescale.data.store.Store` or its path (the dataset the networks were trained on)
+    levels : Gaussian sigmas; flips : flipped-pixel fractions ('clean' is always evaluated, as the baseline)
+    select : 'all' ok checkpoints, or the 'best' realization (lowest val MSE) per grid point
+    seed : noise seed (the same noise for every network)
+    n_test : evaluate on the first n_test test images only (None: all)
+
+    Returns
+    -------
+    The whole noise table (one row per network and noise setting; MSE in scaled label units).
+    """
+    from moirescale.data.store import Store, open_store
+    from moirescale.labels import LABELS, scale, target_index
+    from moirescale.train import load_checkpoint
+
+    rundir = Path(rundir)
+    if not rundir.is_dir():
+        raise UserError(f"{rundir}: no such run directory")
+    settings = noise_settings(levels, flips)
+    st = store if isinstance(store, Store) else open_store(store)
+    runs = _checkpoints_to_evaluate(rundir, select)
+    n_all = st.split_len("test")
+    n = n_all if n_test is None else min(int(n_test), n_all)
+    if n < 1:
+        raise UserError(f"{st.root}: the test split is empty")
+    images, labels = st.read("test", np.arange(n))
+    y = scale(labels)  # networks regress min-max scaled labels; every MSE is in those units
+
+    table = read_noise(rundir)
+    done = set(zip(table["run_id"], table["noise_kind"], table["noise_level"].astype(float), strict=True))
+    # The corrupted test sets, drawn once on all channels and shared by every network (paired comparisons).
+    noisy: dict[tuple[str, float], np.ndarray] = {}
+
+    def corrupted(kind: str, level: float, ch: slice) -> np.ndarray:
+        if (kind, level) not in noisy:
+            noisy[kind, level] = apply_noise(images, kind, level, noise_seed(seed, kind, level))
+        return np.ascontiguousarray(noisy[kind, level][:, ch])
+
+    it = runs.iterrows()
+    if progress:
+        from rich.progress import track
+
+        it = track(list(it), description="noise evaluation")
+    for _, r in it:
+        todo = [(k, v) for k, v in settings if (r["run_id"], k, v) not in done]
+        if not todo:
+            continue
+        model, meta = load_checkpoint(rundir / r["checkpoint"])
+        model.eval()
+        ch = _channel_slice(meta)
+        cols = target_index(r["target"])
+        new = []
+        for kind, level in todo:
+            pred = _predict(model, corrupted(kind, level, ch), batch_size)
+            err = (pred - y[:, cols]) ** 2
+            per = {f"mse_{lab}": np.nan for lab in LABELS}
+            for j, c in enumerate(cols):
+                per[f"mse_{LABELS[c]}"] = float(err[:, j].mean())
+            new.append({
+                "run_id": r["run_id"], "arch": r["arch"], "width": r["width"], "n_layers": r["n_layers"],
+                "target": r["target"], "n_train": int(r["n_train"]), "realization": int(r["realization"]),
+                "noise_kind": kind, "noise_level": float(level), "mse": float(err.mean()), **per, "n_test": n,
+            })
+        table = pd.concat([table, pd.DataFrame(new, columns=NOISE_COLUMNS)], ignore_index=True)
+        table = table.astype({"noise_level": float, "mse": float, "n_train": "int64", "realization": "int64"})
+        _write_noise(rundir, table)
+        done.update((r["run_id"], k, v) for k, v in todo)
+    return table
+
+
+def summarize_noise(table: pd.DataFrame) -> pd.DataFrame:
+    """Geometric-mean MSE over realizations per (model, target, N_D) and noise setting, as a rich table.
+
+    Returns the summary (one row per model/target/N_D/noise setting).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    if table.empty:
+        return table
+    t = table.copy()
+    t["setting"] = t["noise_kind"] + " " + t["noise_level"].map(lambda v: f"{v:g}")
+    t.loc[t["noise_kind"] == "clean", "setting"] = "clean"
+    t["log_mse"] = np.log(t["mse"].clip(lower=1e-300))
+    keys = ["arch", "width", "n_layers", "target", "n_train"]
+    s = t.groupby([*keys, "noise_kind", "noise_level", "setting"], dropna=False)["log_mse"].mean()
+    s = np.exp(s).rename("gmean_mse").reset_index()
+    settings = list(dict.fromkeys(t.sort_values(["noise_kind", "noise_level"], key=lambda c: c.map(
+        {"clean": 0, "gaussian": 1, "flip": 2}) if c.name == "noise_kind" else c)["setting"]))
+    wide = s.pivot_table(index=keys, columns="setting", values="gmean_mse", dropna=False).reset_index()
+    table_ = Table(title="geometric-mean test MSE (scaled labels) under noise")
+    for k in ("model", "target", "N_D"):
+        table_.add_column(k)
+    for name in settings:
+        table_.add_column(name, justify="right")
+    for _, r in wide.sort_values(keys).iterrows():
+        w = "" if pd.isna(r["width"]) else f" {int(r['width'])}"
+        nl = "" if pd.isna(r["n_layers"]) else f"x{int(r['n_layers'])}"
+        table_.add_row(f"{r['arch']}{w}{nl}", str(r["target"]), str(int(r["n_train"])),
+                       *[f"{r[c]:.3g}" if c in r and pd.notna(r[c]) else "" for c in settings])
+    Console().print(table_)
+    return s

@@ -387,11 +387,7 @@ def training_grid(checkpoint: str, rundir: str | os.PathLike[str], store: str | 
         except UserError:
             nm = None
     if nm is None:
-        store_dir = store or meta.get("store") or meta.get("store_path") or _store_from_rundir(rundir)
-        if store_dir is None:
-            raise UserError(
-                f"{rundir}: cannot tell the training pixel size; pass --store DATASET_DIR"
-            )
+        store_dir = store or meta.get("store") or meta.get("store_path") or find_store(rundir)
         from moirescale.data.store import open_store
 
         s = open_store(store_dir)
@@ -404,25 +400,42 @@ def training_grid(checkpoint: str, rundir: str | os.PathLike[str], store: str | 
 
 
 def _store_from_rundir(rundir: str | os.PathLike[str]) -> str | None:
-    """The dataset a sweep used, if the run directory records it (``store.txt`` / ``sweep.json``/config)."""
+    """The dataset a sweep used, if the run directory records it (a copy of its config, or store.txt)."""
     r = Path(rundir)
     txt = r / "store.txt"
     if txt.is_file():
         return txt.read_text().strip() or None
-    for name in ("sweep.json", "config.json"):
-        p = r / name
-        if p.is_file():
-            try:
-                cfg = json.loads(p.read_text())
-            except ValueError:
-                continue
-            for k in ("store", "store_path", "dataset"):
-                v = cfg.get(k)
-                if isinstance(v, str):
-                    return v
-                if isinstance(v, dict) and isinstance(v.get("path"), str):
-                    return v["path"]
+    for p in sorted(r.glob("*.yaml")) + sorted(r.glob("*.json")):
+        try:
+            import yaml
+
+            cfg = yaml.safe_load(p.read_text())  # JSON is YAML too
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        if not isinstance(cfg, dict):
+            continue
+        for k in ("store", "store_path", "dataset"):
+            v = cfg.get(k)
+            if isinstance(v, dict):
+                v = v.get("store") or v.get("path")
+            if isinstance(v, str):
+                path = Path(v)
+                # A relative store path in a copied sweep config is relative to the original config file.
+                origin = cfg.get("config_path") or cfg.get("source")
+                if not path.is_absolute() and isinstance(origin, str):
+                    path = Path(origin).parent / path
+                return str(path)
     return None
+
+
+def find_store(rundir: str | os.PathLike[str], store: str | None = None) -> str:
+    """The training dataset of a run directory: ``store`` if given, else what the run directory records."""
+    if store:
+        return store
+    found = _store_from_rundir(rundir)
+    if found is None:
+        raise UserError(f"{rundir}: the run directory does not name its dataset; pass --store DATASET_DIR")
+    return found
 
 
 @dataclass
