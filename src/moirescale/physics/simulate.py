@@ -1,0 +1,197 @@
+"""simulate_sample / simulate_batch: labels and seeds in, annealed spins, J_perp and images out."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from moirescale.errors import UserError
+from moirescale.physics import rng
+from moirescale.physics.anneal_numpy import from_soa, to_soa
+from moirescale.physics.energy import bond_energy, couplings
+from moirescale.physics.jperp import jperp_landscape
+from moirescale.physics.lattice import cell_size, check_theta, theta_eff
+from moirescale.physics.params import AnnealProtocol, ImageSpec, ModelParams
+from moirescale.physics.render import render_image
+
+BACKENDS = ("auto", "numba", "torch", "numpy")
+_TORCH_STATE_FLOATS = 1 << 25  # per torch chunk: about 128 MiB of spin state, x ~10 for temporaries
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> ``torch`` when CUDA is available, else ``numba``; validates the name."""
+    if backend not in BACKENDS:
+        raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        import torch
+
+        return "torch" if torch.cuda.is_available() else "numba"
+    return backend
+
+
+def _check_labels(theta_deg, J, D, seeds) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    try:
+        th = np.atleast_1d(np.asarray(theta_deg, dtype=np.float64))
+        jj = np.atleast_1d(np.asarray(J, dtype=np.float64))
+        dd = np.atleast_1d(np.asarray(D, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise UserError("theta, J and D must be numbers or arrays of numbers") from None
+    seeds_l = [rng.check_seed(s) for s in np.atleast_1d(np.asarray(seeds, dtype=object)).tolist()]
+    if th.ndim != 1 or not (len(th) == len(jj) == len(dd) == len(seeds_l)):
+        raise UserError(
+            "theta, J, D and seeds must be 1-D of equal length, got "
+            f"{len(th)}, {len(jj)}, {len(dd)}, {len(seeds_l)}"
+        )
+    for t in th:
+        check_theta(t)
+    for name, arr in (("J", jj), ("D", dd)):
+        bad = ~np.isfinite(arr) | (arr < 0) | (arr > 100)
+        if bad.any():
+            raise UserError(f"{name} must be a finite coupling in [0, 100] meV, got {arr[bad][0]}")
+    return th, jj, dd, seeds_l
+
+
+def simulate_batch(
+    theta_deg,
+    J,
+    D,
+    seeds,
+    *,
+    backend: str = "auto",
+    image: ImageSpec = ImageSpec(),
+    protocol: AnnealProtocol = AnnealProtocol(),
+    params: ModelParams = ModelParams(),
+    cells_per_side: int = 1,
+    workers: int | None = None,
+    device: str | None = None,
+) -> list[dict]:
+    """Simulate many samples; one dict per sample, in input order.
+
+    Parameters
+    ----------
+    theta_deg, J, D, seeds : 1-D arrays of equal length: twist angle (deg), J_perp depth (meV), DMI (meV),
+        seed.
+    backend : ``auto`` (torch on CUDA if available, else numba), ``numba``, ``torch``, ``numpy`` (reference).
+    image, protocol, params : image spec, annealing protocol, fixed model constants.
+    cells_per_side : moire cells per side of the simulation cell (finer angle grid, m^2 the cost).
+    workers : numba threads (default all cores); also torch's CPU threads while it runs.
+    device : torch device for the torch back end (default CUDA if available, else CPU).
+
+    Returns
+    -------
+    list of dict with ``spins`` float32 (2,n,n,2,3), ``jperp`` float64 (n,n,2) meV, ``image`` float32 (C,H,W),
+    ``theta_eff`` (deg), ``J``, ``D``, ``seed``, ``energy`` (total, meV). Deterministic given seed and
+    back end.
+    """
+    th, jj, dd, seeds_l = _check_labels(theta_deg, J, D, seeds)
+    be = resolve_backend(backend)
+    image.validate()
+    protocol.validate()
+    if workers is not None and (int(workers) != workers or workers < 1):
+        raise UserError(f"workers must be a positive integer, got {workers}")
+    temps = protocol.temperatures()
+    groups: dict[int, list[int]] = defaultdict(list)
+    sizes = {}
+    for idx, t in enumerate(th):
+        n, L0 = cell_size(t, cells_per_side)
+        groups[n].append(idx)
+        sizes[idx] = (n, L0)
+
+    out: list[dict | None] = [None] * len(th)
+    for n, members in groups.items():
+        chunk = len(members) if be != "torch" else max(1, _TORCH_STATE_FLOATS // (12 * n * n))
+        for start in range(0, len(members), chunk):
+            idxs = members[start : start + chunk]
+            jperps = [jperp_landscape(n, sizes[i][1], jj[i]) for i in idxs]
+            cps = [couplings(jp, dd[i], params) for jp, i in zip(jperps, idxs, strict=True)]
+            xs = np.stack([to_soa(rng.initial_spins(n, seeds_l[i], protocol.noise)) for i in idxs])
+            jps = np.ascontiguousarray(np.stack([np.moveaxis(cp["jperp"], 2, 0) for cp in cps]))
+            dmis = np.ascontiguousarray(np.stack([cp["dmi"] for cp in cps]))
+            keys = np.array([rng.sample_key(seeds_l[i]) for i in idxs], dtype=np.uint64)
+            c0 = cps[0]
+            xs = _run_backend(be, xs, jps, dmis, c0, keys, temps, workers, device)
+            spins_all = from_soa(xs)
+            for b, i in enumerate(idxs):
+                spins = spins_all[b]
+                out[i] = {
+                    "spins": spins,
+                    "jperp": jperps[b],
+                    "image": render_image(spins, rng.image_origin(n, seeds_l[i]), image),
+                    "theta_eff": theta_eff(sizes[i][1]),
+                    "J": float(jj[i]),
+                    "D": float(dd[i]),
+                    "seed": seeds_l[i],
+                    "energy": bond_energy(spins, jperps[b], dd[i], params),
+                }
+    return out  # type: ignore[return-value]
+
+
+def _run_backend(be, xs, jps, dmis, c0, keys, temps, workers, device):
+    if be == "numba":
+        from moirescale.physics import anneal_numba
+
+        return anneal_numba.anneal(xs, jps, dmis, c0["j1"], c0["lam"], c0["bz"], keys, temps, workers=workers)
+    if be == "torch":
+        import torch
+
+        from moirescale.physics import anneal_torch
+
+        old = torch.get_num_threads()
+        if workers is not None:
+            torch.set_num_threads(int(workers))
+        try:
+            return anneal_torch.anneal(
+                xs, jps, dmis, c0["j1"], c0["lam"], c0["bz"], keys, temps, device=device
+            )
+        finally:
+            torch.set_num_threads(old)
+    from moirescale.physics import anneal_numpy
+
+    res = np.empty_like(xs)
+    for b in range(xs.shape[0]):
+        cp = {
+            "j1": c0["j1"],
+            "lam": c0["lam"],
+            "bz": c0["bz"],
+            "dmi": dmis[b],
+            "jperp": np.moveaxis(jps[b], 0, 2),
+        }
+        res[b] = to_soa(anneal_numpy.anneal(from_soa(xs[b]), cp, temps, keys[b]))
+    return res
+
+
+def simulate_sample(
+    theta_deg: float,
+    J: float,
+    D: float,
+    seed: int,
+    *,
+    backend: str = "auto",
+    image: ImageSpec = ImageSpec(),
+    protocol: AnnealProtocol = AnnealProtocol(),
+    params: ModelParams = ModelParams(),
+    cells_per_side: int = 1,
+    workers: int | None = None,
+    device: str | None = None,
+) -> dict:
+    """Simulate one sample; see :func:`simulate_batch` for the arguments and the returned dict."""
+    for name, val in (("theta", theta_deg), ("J", J), ("D", D)):
+        if np.ndim(val) != 0:
+            raise UserError(f"{name} must be a single number for simulate_sample")
+        if not isinstance(val, int | float | np.number) or not math.isfinite(float(val)):
+            raise UserError(f"{name} must be a finite number, got {val!r}")
+    return simulate_batch(
+        [theta_deg],
+        [J],
+        [D],
+        [seed],
+        backend=backend,
+        image=image,
+        protocol=protocol,
+        params=params,
+        cells_per_side=cells_per_side,
+        workers=workers,
+        device=device,
+    )[0]
