@@ -72,3 +72,15 @@ def register(app: typer.Typer) -> None:
         )
         summarize_noise(table)
         print(f"wrote {rundir / 'noise.parquet'} ({len(table)} rows)")
+
+    @app.command()
+    def demo(
+        out: Path = typer.Option(Path("demo"), "--out", help="Run directory of the demo."),
+        config: Path = typer.Option(Path("configs/demo.yaml"), "--config", help="Sweep config to run."),
+        fresh: bool = typer.Option(False, "--fresh", help="Delete the run directory first (keeps data)."),
+        noise_n_test: int = typer.Option(500, "--noise-n-test", help="Test images for the noise evaluation."),
+    ) -> None:
+        """Generate the demo dataset, sweep, evaluate noise, fit and report; resumes whatever is done."""
+        from moirescale.use.demo import run_demo
+
+        run_demo(out, config, fresh=fresh, noise_n_test=noise_n_test)

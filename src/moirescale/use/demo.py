@@ -1,0 +1,243 @@
+"""``moirescale demo``: from nothing to a scaling-law report, each stage resumable by itself.
+
+Stages (each skips or resumes what is already done):
+
+1. dataset: ``moirescale generate`` of the dataset the sweep config names (resumes an unfinished store);
+2. sweep: ``moirescale sweep CONFIG --out DIR`` (skips run ids already in the results table);
+3. noise: :func:`moirescale.use.noise.evaluate_noise` (skips rows already in ``DIR/noise.parquet``);
+4. examples: ``DIR/figures/examples.png`` (the paper's Fig. 2: top-layer images at several theta, J, D);
+5. fit + report: ``moirescale fit DIR`` and ``moirescale report DIR`` (cheap: always redone);
+
+then it prints where the report is and the fitted alpha_D with their intervals.
+
+The sweep, fit and report stages run as subprocesses of the ``moirescale`` command: the demo exercises exactly
+what a user would type, and a failing stage stops the demo with that stage's own message and exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moirescale.errors import UserError
+
+DEFAULT_CONFIG = Path("configs/demo.yaml")
+EXAMPLES = Path("figures") / "examples.png"
+
+
+def _log(msg: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold cyan]demo[/bold cyan] {msg}")
+
+
+def _cli(*args: str) -> None:
+    """Run one ``moirescale`` sub-command; a failure ends the demo with its exit code."""
+    cmd = [sys.executable, "-m", "moirescale.cli", *args]
+    _log("$ moirescale " + " ".join(args))
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        raise SystemExit(rc)
+
+
+def _store_is_complete(path: Path) -> bool:
+    from moirescale.data.store import read_manifest
+
+    try:
+        return bool(read_manifest(path).get("complete"))
+    except UserError:
+        return False
+
+
+def ensure_dataset(config: Path) -> Path:
+    """Generate (or finish) the dataset store that the sweep config names; return its path."""
+    from moirescale.sweep.config import load_config
+
+    loaded = load_config(config)
+    store = loaded.store_path()
+    if _store_is_complete(store):
+        _log(f"dataset {store}: already complete")
+        return store
+    gen = loaded.cfg.dataset.generate
+    if gen is None:
+        raise UserError(f"{config}: dataset {store} is missing and the config has no dataset.generate")
+    args = ["generate", "--config", str(loaded.resolve(gen.config)), "--out", str(store)]
+    for flag, value in (("--n-train", gen.n_train), ("--n-val", gen.n_val), ("--n-test", gen.n_test),
+                        ("--seed", gen.seed if gen.seed is not None else loaded.cfg.seed),
+                        ("--workers", gen.workers)):
+        if value is not None:
+            args += [flag, str(value)]
+    _cli(*args)
+    return store
+
+
+def pick_examples(labels: np.ndarray, n: int = 4) -> list[tuple[str, int]]:
+    """Indices of samples that sweep each label across its range with the other two near mid-range.
+
+    Row r varies label r (theta, J, D) over ``n`` evenly spaced quantiles; each pick is the sample nearest (in
+    min-max scaled units) to the wanted point. Returns (row name, index) pairs, row-major.
+    """
+    from moirescale.labels import LABELS, scale
+
+    z = scale(labels).astype(np.float64)
+    mid = np.median(z, axis=0)
+    picks: list[tuple[str, int]] = []
+    for r, name in enumerate(LABELS):
+        for q in np.linspace(0.05, 0.95, n):
+            want = mid.copy()
+            want[r] = np.quantile(z[:, r], q)
+            w = np.ones(3)
+            w[r] = 4.0  # hit the swept label closely; the others matter less
+            d = ((z - want) ** 2 * w).sum(axis=1)
+            for i in np.argsort(d):  # no sample twice
+                if int(i) not in {j for _, j in picks}:
+                    picks.append((name, int(i)))
+                    break
+    return picks
+
+
+def examples_figure(store_path: str | os.PathLike[str], out: str | os.PathLike[str], n: int = 4,
+                    max_read: int = 2000) -> Path:
+    """Save the Fig. 2 panel: top-layer images (red +1, blue -1) sweeping theta, J and D in turn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from moirescale.data.store import open_store
+
+    st = open_store(store_path, checksum=False)
+    split = "test" if st.split_len("test") >= 3 * n else "train"
+    m = min(st.split_len(split), max_read)
+    if m < 3 * n:
+        raise UserError(f"{store_path}: too few samples ({m}) to draw the examples figure")
+    images, labels = st.read(split, np.arange(m))
+    picks = pick_examples(labels, n)
+    names = {"theta": "θ sweep", "J": "J sweep", "D": "D sweep"}
+    fig, axes = plt.subplots(3, n, figsize=(2.3 * n + 0.8, 7.4), squeeze=False)
+    for k, (row, i) in enumerate(picks):
+        ax = axes[k // n][k % n]
+        im = ax.imshow(images[i, 0], cmap="bwr", vmin=-1, vmax=1, origin="lower", interpolation="nearest")
+        th, J, D = labels[i]
+        ax.set_title(f"θ={th:.2f}°  J={J:.2f}\nD={D:.2f} meV", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k % n == 0:
+            ax.set_ylabel(names[row], fontsize=9)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="top-layer $S_z$")
+    fig.suptitle("Example domain images (top layer; red +1, blue −1)", fontsize=10)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)  # atomic: a killed demo never leaves a half-written figure that would be reused
+    return out
+
+
+def alpha_table(rundir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The data-scaling fits (variable n_train) of ``RUNDIR/fits.json``, sorted for printing."""
+    path = Path(rundir) / "fits.json"
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    fits = [f for f in doc.get("fits", []) if f.get("variable") == "n_train"]
+    return sorted(fits, key=lambda f: (f.get("target") or "", f.get("arch") or "", f.get("n_params") or 0))
+
+
+def print_alphas(rundir: str | os.PathLike[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    fits = alpha_table(rundir)
+    console = Console()
+    if not fits:
+        console.print("no data-scaling fits (too few N_D points?)")
+        return
+    t = Table(title="fitted data-scaling exponents: MSE ∝ N_D^(−α_D)")
+    for col in ("target", "model", "N_M", "α_D", "95% interval", "points"):
+        t.add_column(col, justify="right" if col in ("N_M", "α_D", "points") else "left")
+    for f in fits:
+        w = f" {f['width']}" if f.get("width") is not None else ""
+        nl = f"x{f['n_layers']}" if f.get("n_layers") is not None else ""
+        lo, hi = f.get("alpha_lo"), f.get("alpha_hi")
+        interval = f"[{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
+        alpha = f.get("alpha")
+        t.add_row(str(f.get("target")), f"{f.get('arch')}{w}{nl}",
+                  f"{f['n_params']:.3g}" if f.get("n_params") else "",
+                  f"{alpha:.2f}" if alpha is not None else "", interval, str(f.get("n_points", "")))
+    console.print(t)
+
+
+def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAULT_CONFIG,
+             fresh: bool = False, noise_select: str = "all", noise_n_test: int | None = 500) -> Path:
+    """Run (or resume) the whole demo into ``out``; returns the report path.
+
+    Parameters
+    ----------
+    out : the run directory
+    config : the sweep config (default configs/demo.yaml)
+    fresh : delete ``out`` first (the dataset store is kept: it is the expensive part and is deterministic)
+    noise_select, noise_n_test : passed to :func:`moirescale.use.noise.evaluate_noise`
+    """
+    from moirescale.use.noise import evaluate_noise, summarize_noise
+
+    out = Path(out)
+    config = Path(config)
+    if not config.is_file():
+        raise UserError(f"{config}: no such sweep config (run the demo from the repository root)")
+    if fresh and out.exists():
+        if out.resolve() in (Path.cwd().resolve(), Path.home().resolve()) or not out.is_dir():
+            raise UserError(f"--fresh would delete {out}; give a dedicated run directory")
+        _log(f"--fresh: removing {out}")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    stamps: dict[str, float] = {}
+
+    def stage(name: str, t: float) -> None:
+        stamps[name] = time.perf_counter() - t
+        _log(f"{name}: {stamps[name]:.0f} s")
+
+    t = time.perf_counter()
+    store = ensure_dataset(config)
+    stage("dataset", t)
+
+    t = time.perf_counter()
+    _cli("sweep", str(config), "--out", str(out))
+    stage("sweep", t)
+
+    t = time.perf_counter()
+    _log("noise robustness of the trained networks")
+    table = evaluate_noise(out, store, select=noise_select, n_test=noise_n_test, progress=True)
+    summarize_noise(table)
+    stage("noise", t)
+
+    t = time.perf_counter()
+    ex = out / EXAMPLES
+    if ex.is_file():
+        _log(f"{ex}: already there")
+    else:
+        examples_figure(store, ex)
+        _log(f"wrote {ex}")
+    stage("examples", t)
+
+    t = time.perf_counter()
+    _cli("fit", str(out))
+    _cli("report", str(out))
+    stage("fit+report", t)
+
+    total = time.perf_counter() - t0
+    (out / "demo_timing.json").write_text(json.dumps({**stamps, "total": total}, indent=2) + "\n")
+    print_alphas(out)
+    report = out / "report.html"
+    print(f"report: {report.resolve()}  (demo took {total / 60:.1f} min)")
+    return report
