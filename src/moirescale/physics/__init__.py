@@ -3,7 +3,13 @@
 
 from moirescale.physics.lattice import A_NM, cell_size, moire_period_nm, theta_eff
 from moirescale.physics.params import AnnealProtocol, ImageSpec, ModelParams
-from moirescale.physics.simulate import BACKENDS, resolve_backend, simulate_batch, simulate_sample
+from moirescale.physics.simulate import (
+    BACKENDS,
+    anneal_spins,
+    resolve_backend,
+    simulate_batch,
+    simulate_sample,
+)
 
 __all__ = [
     "A_NM",
@@ -11,6 +17,7 @@ __all__ = [
     "AnnealProtocol",
     "ImageSpec",
     "ModelParams",
+    "anneal_spins",
     "cell_size",
     "moire_period_nm",
     "resolve_backend",

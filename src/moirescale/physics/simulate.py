@@ -128,6 +128,42 @@ def simulate_batch(
     return out  # type: ignore[return-value]
 
 
+def anneal_spins(
+    jperp: np.ndarray,
+    D: float,
+    seed: int,
+    *,
+    backend: str = "auto",
+    protocol: AnnealProtocol = AnnealProtocol(),
+    temps: np.ndarray | None = None,
+    params: ModelParams = ModelParams(),
+    spins0: np.ndarray | None = None,
+    workers: int | None = None,
+    device: str | None = None,
+) -> np.ndarray:
+    """Anneal one sample on any J_perp landscape ``(n, n, 2)`` meV (e.g. a constant one, for tests).
+
+    ``temps`` (one temperature per sweep) overrides ``protocol``; ``spins0`` overrides the seeded +z start.
+    Returns float32 spins ``(2, n, n, 2, 3)``.
+    """
+    be = resolve_backend(backend)
+    seed = rng.check_seed(seed)
+    jperp = np.asarray(jperp, dtype=np.float64)
+    n = jperp.shape[0]
+    if jperp.shape != (n, n, 2):
+        raise UserError(f"jperp must have shape (n, n, 2), got {jperp.shape}")
+    temps = protocol.temperatures() if temps is None else np.asarray(temps, dtype=np.float32).reshape(-1)
+    s0 = rng.initial_spins(n, seed, protocol.noise) if spins0 is None else np.asarray(spins0, np.float32)
+    if s0.shape != (2, n, n, 2, 3):
+        raise UserError(f"spins0 must have shape {(2, n, n, 2, 3)}, got {s0.shape}")
+    cp = couplings(jperp, D, params)
+    xs = to_soa(s0)[None].copy()
+    jps = np.ascontiguousarray(np.moveaxis(cp["jperp"], 2, 0)[None])
+    keys = np.array([rng.sample_key(seed)], dtype=np.uint64)
+    xs = _run_backend(be, xs, jps, cp["dmi"][None].copy(), cp, keys, temps, workers, device)
+    return from_soa(xs)[0]
+
+
 def _run_backend(be, xs, jps, dmis, c0, keys, temps, workers, device):
     if be == "numba":
         from moirescale.physics import anneal_numba
