@@ -1,0 +1,348 @@
+"""Run every fit the data supports and collect them for ``fits.json``, the figures and the report.
+
+A curve that cannot be fitted (too few points, ...) is listed under ``skipped`` with the reason instead of
+stopping the whole analysis; only when *nothing* can be fitted is that an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from moirescale.analysis import fits as F
+from moirescale.analysis.stats import load_results, point_stats
+from moirescale.errors import UserError
+
+CURVE_D_KEYS = ["arch", "n_layers", "width", "n_params", "target", "schedule", "grid", "noise_train"]
+CURVE_M_KEYS = ["arch", "n_layers", "target", "n_train", "schedule", "grid", "noise_train"]
+FAMILY_KEYS = ["arch", "target", "schedule", "grid", "noise_train"]
+FITS_VERSION = 1
+
+
+def _meta(keys: list[str], values: tuple) -> dict[str, Any]:
+    out = {}
+    for k, v in zip(keys, values, strict=True):
+        out[k] = (
+            None
+            if (v is None or (not isinstance(v, str) and pd.isna(v)))
+            else (v if isinstance(v, str) else (float(v) if k == "noise_train" else int(v)))
+        )
+    return out
+
+
+def _label(meta: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in meta.items() if v not in (None, ""))
+
+
+@dataclass
+class Analysis:
+    stats: pd.DataFrame
+    settings: F.FitSettings
+    curves_d: list[tuple[dict[str, Any], F.PowerLawFit]] = field(default_factory=list)
+    curves_m: list[tuple[dict[str, Any], F.PowerLawFit]] = field(default_factory=list)
+    size_trends: list[tuple[dict[str, Any], F.SizeTrendFit]] = field(default_factory=list)
+    joints: list[tuple[dict[str, Any], F.JointFit]] = field(default_factory=list)
+    joint_extrap: list[tuple[dict[str, Any], F.JointFit, list[dict[str, Any]]]] = field(default_factory=list)
+    extrapolation: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``fits.json`` document (schema in docs/analysis.md)."""
+        fits_out = []
+        for variable, curves in (("n_train", self.curves_d), ("n_params", self.curves_m)):
+            for meta, fit in curves:
+                d = {
+                    "arch": meta["arch"],
+                    "n_layers": meta["n_layers"],
+                    "width": meta.get("width"),
+                    "n_params": meta.get("n_params"),
+                    "target": meta["target"],
+                    "variable": variable,
+                    "n_train": meta.get("n_train"),
+                    "schedule": meta["schedule"],
+                    "grid": meta["grid"],
+                    "noise_train": meta["noise_train"],
+                }
+                d.update(fit.to_dict())
+                d["points"] = [
+                    {"n": int(n), "gm": math.exp(y), "log_se": float(s)}
+                    for n, y, s in zip(fit.n, fit.y, fit.sigma, strict=True)
+                ]
+                fits_out.append(d)
+        trends = []
+        for meta, t in self.size_trends:
+            d = dict(meta)
+            d.update(t.to_dict())
+            d["points"] = [
+                {
+                    "n_params": int(p),
+                    "alpha": float(a),
+                    "alpha_lo": float(lo),
+                    "alpha_hi": float(hi),
+                    "in_fit": bool(u),
+                }
+                for p, a, lo, hi, u in zip(t.n_params, t.alpha, t.alpha_lo, t.alpha_hi, t.used, strict=True)
+            ]
+            trends.append(d)
+        joints = []
+        for meta, j in self.joints:
+            d = dict(meta)
+            d.update(j.to_dict())
+            joints.append(d)
+        s = asdict(self.settings)
+        return {
+            "version": FITS_VERSION,
+            "level": self.settings.level,
+            "settings": s,
+            "fits": fits_out,
+            "alpha_vs_size": trends,
+            "joint": joints,
+            "extrapolation": self.extrapolation,
+            "skipped": self.skipped,
+        }
+
+
+def _curve_arrays(g: pd.DataFrame, x: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    g = g[g["n_r"] > 0].sort_values(x)
+    return g[x].to_numpy(dtype=float), list(g["logs"])
+
+
+def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis:
+    """Statistics and every fit the results support. UserError if no curve at all can be fitted."""
+    st = settings or F.FitSettings()
+    stats = point_stats(df)
+    an = Analysis(stats=stats, settings=st)
+    seed = st.seed
+
+    # alpha_D: one curve per model (and target, schedule, grid), varying N_D
+    for key, g in stats.groupby(CURVE_D_KEYS, dropna=False, sort=True):
+        meta = _meta(CURVE_D_KEYS, key)
+        n, logs = _curve_arrays(g, "n_train")
+        try:
+            fit = F.fit_power_law(
+                n,
+                logs,
+                floor=st.floor,
+                n_boot=st.n_boot if not st.floor else st.n_boot_nonlinear,
+                fit_range=st.fit_range,
+                seed=seed,
+                level=st.level,
+            )
+        except UserError as e:
+            an.skipped.append({"what": "alpha_D", **meta, "reason": str(e)})
+            continue
+        an.curves_d.append((meta, fit))
+        # extrapolation: fit on the smaller N_D, predict the largest held out
+        nn = n if st.fit_range is None else n[(n >= st.fit_range[0]) & (n <= st.fit_range[1])]
+        ll = logs if st.fit_range is None else [v for v, k in zip(logs, np.isin(n, nn), strict=True) if k]
+        try:
+            rows = F.extrapolate_power_law(
+                nn,
+                ll,
+                floor=st.floor,
+                seed=seed,
+                level=st.level,
+                n_boot=st.n_boot if not st.floor else st.n_boot_nonlinear,
+            )
+            for r in rows:
+                an.extrapolation.append({"kind": "power_law", **meta, **r})
+        except UserError as e:
+            an.skipped.append({"what": "extrapolation", **meta, "reason": str(e)})
+
+    # alpha_M: one curve per depth (and N_D, target, ...), varying the model size
+    for key, g in stats.groupby(CURVE_M_KEYS, dropna=False, sort=True):
+        meta = _meta(CURVE_M_KEYS, key)
+        n, logs = _curve_arrays(g, "n_params")
+        if np.unique(n).size < 2:
+            continue  # a single model size is not a model-size curve; nothing to report
+        try:
+            fit = F.fit_power_law(n, logs, n_boot=st.n_boot, seed=seed, level=st.level)
+        except UserError as e:
+            an.skipped.append({"what": "alpha_M", **meta, "reason": str(e)})
+            continue
+        an.curves_m.append((meta, fit))
+
+    # alpha_D vs N_M per family; joint law per family
+    for key, g in stats.groupby(FAMILY_KEYS, dropna=False, sort=True):
+        meta = _meta(FAMILY_KEYS, key)
+        members = [
+            (m, f)
+            for m, f in an.curves_d
+            if all(m[k] == meta[k] for k in FAMILY_KEYS) and m["n_params"] is not None
+        ]
+        sizes = sorted({m["n_params"] for m, _ in members})
+        if len(sizes) >= 2:
+            if len(members) != len(sizes):  # several curves per size (e.g. equal N_M at two depths): keep all
+                pass
+            try:
+                t = F.fit_alpha_vs_size(
+                    [m["n_params"] for m, _ in members], [f for _, f in members], seed=seed
+                )
+                an.size_trends.append((meta, t))
+            except UserError as e:
+                an.skipped.append({"what": "alpha_D vs N_M", **meta, "reason": str(e)})
+        g = g[(g["n_r"] > 0) & g["n_params"].notna()]
+        if st.fit_range is not None:
+            g = g[(g["n_train"] >= st.fit_range[0]) & (g["n_train"] <= st.fit_range[1])]
+        if g["n_params"].nunique() < 2:
+            continue
+        nm, nd, logs = g["n_params"].to_numpy(float), g["n_train"].to_numpy(float), list(g["logs"])
+        try:
+            j = F.fit_joint(nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=seed, level=st.level)
+            an.joints.append((meta, j))
+        except UserError as e:
+            an.skipped.append({"what": "joint", **meta, "reason": str(e)})
+            continue
+        try:
+            jx, rows = F.extrapolate_joint(
+                nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=seed, level=st.level
+            )
+            an.joint_extrap.append((meta, jx, rows))
+            for r in rows:
+                an.extrapolation.append({"kind": "joint", **meta, **r})
+        except UserError as e:
+            an.skipped.append({"what": "joint extrapolation", **meta, "reason": str(e)})
+
+    if not an.curves_d and not an.curves_m:
+        reasons = sorted({s["reason"] for s in an.skipped}) or ["no curve has points with successful runs"]
+        raise UserError("no scaling curve could be fitted: " + "; ".join(reasons[:3]))
+    return an
+
+
+def write_fits(rundir: str | os.PathLike[str], an: Analysis) -> Path:
+    """Write ``RUNDIR/fits.json`` atomically."""
+    path = Path(rundir) / "fits.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(an.to_dict(), indent=1, allow_nan=False, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, tuple):
+        return list(v)
+    raise TypeError(f"not JSON serialisable: {type(v)}")
+
+
+def analyze_rundir(rundir: str | os.PathLike[str], settings: F.FitSettings | None = None) -> Analysis:
+    """:func:`analyze` on ``RUNDIR/results.parquet``."""
+    return analyze(load_results(rundir), settings)
+
+
+# ----------------------------------------------------------------------------------------------- advise
+
+
+def advise(an: Analysis, target: str, mse: float, arch: str | None = None) -> dict[str, Any]:
+    """What N_D (and N_M) reach a test MSE of ``mse`` for ``target``: from the joint fit of each family,
+    or, for a family with one model size, from its per-curve alpha_D fit.
+    Intervals are bootstrap percentiles."""
+    if not (mse > 0 and math.isfinite(mse)):
+        raise UserError("--mse must be a positive number")
+    answers: list[dict[str, Any]] = []
+    fams = {
+        (m["arch"], m["schedule"], m["grid"], m["noise_train"])
+        for m, _ in an.curves_d
+        if m["target"] == target
+    }
+    if arch is not None:
+        fams = {f for f in fams if f[0] == arch}
+    if not fams:
+        have = sorted({(m["arch"], m["target"]) for m, _ in an.curves_d})
+        raise UserError(
+            f"no fitted alpha_D curve for target={target!r}"
+            + (f", arch={arch!r}" if arch else "")
+            + f"; fitted (arch, target): {have}"
+        )
+    obs_max = float(an.stats["n_train"].max())
+    for a, sched, grid, noise in sorted(fams):
+        meta = {"arch": a, "target": target, "schedule": sched, "grid": grid, "noise_train": noise}
+        joint = next((j for m, j in an.joints if all(m[k] == meta[k] for k in meta)), None)
+        curves = [(m, f) for m, f in an.curves_d if all(m[k] == meta[k] for k in meta)]
+        if joint is not None:
+            ans = F.invert_joint(joint, mse, [m["n_params"] for m, _ in curves])
+        else:
+            ans = {"method": "power_law", "per_model": []}
+            for m, f in curves:
+                r = F.invert_power_law(f, mse)
+                ans["per_model"].append(
+                    {
+                        "n_params": m["n_params"],
+                        "n_layers": m["n_layers"],
+                        "width": m["width"],
+                        "n_train": r["n"],
+                        "n_train_lo": r["n_lo"],
+                        "n_train_hi": r["n_hi"],
+                        "possible": r["possible"],
+                        "floor": f.floor,
+                    }
+                )
+            ans["possible"] = any(p["possible"] for p in ans["per_model"])
+        for p in ans["per_model"]:
+            p["extrapolated"] = bool(p["possible"] and p["n_train"] > obs_max)
+        answers.append({**meta, **ans})
+    return {"target": target, "mse": mse, "max_observed_n_train": obs_max, "answers": _clean_json(answers)}
+
+
+def _clean_json(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _clean_json(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_clean_json(x) for x in v]
+    return F._to_python(v)
+
+
+def format_advice(adv: dict[str, Any]) -> str:
+    """Human-readable lines for ``moirescale advise``."""
+
+    def num(v: Any) -> str:
+        if v in ("inf", None) or (isinstance(v, float) and not math.isfinite(v)):
+            return "unreachable"
+        return f"{float(v):,.0f}"
+
+    lines = [
+        f"target {adv['target']}: test MSE {adv['mse']:g} "
+        f"(largest N_D measured: {adv['max_observed_n_train']:,.0f})"
+    ]
+    for a in adv["answers"]:
+        head = f"{a['arch']}" + (f" [{a['schedule']}]" if a["schedule"] else "") + f" via {a['method']} fit"
+        lines.append(head)
+        if a["method"] == "joint":
+            lines.append(
+                f"  irreducible floor E = {a['floor']:.3g} (95% {a['floor_interval'][0]:.3g} .. "
+                f"{a['floor_interval'][1]:.3g})"
+            )
+            if not a["possible"]:
+                lines.append(f"  impossible: the target MSE {adv['mse']:g} is at or below the fitted floor")
+                continue
+            nmin, nmm = a["n_train_min"], a["n_params_min"]
+            lines.append(
+                f"  with an unlimited model: N_D = {num(nmin['n_train'])} "
+                f"(95% {num(nmin['interval'][0])} .. {num(nmin['interval'][1])})"
+            )
+            lines.append(
+                f"  with unlimited data: N_M = {num(nmm['n_params'])} "
+                f"(95% {num(nmm['interval'][0])} .. {num(nmm['interval'][1])})"
+            )
+        elif not a["possible"]:
+            lines.append(
+                f"  impossible: the target MSE {adv['mse']:g} is at or below every model's fitted floor"
+            )
+        for p in a["per_model"]:
+            extra = " (extrapolated beyond the data)" if p.get("extrapolated") else ""
+            if p["possible"]:
+                lines.append(
+                    f"  N_M = {p['n_params']:,}: N_D = {num(p['n_train'])} "
+                    f"(95% {num(p['n_train_lo'])} .. {num(p['n_train_hi'])}){extra}"
+                )
+            else:
+                lines.append(f"  N_M = {p['n_params']:,}: unreachable (model-size floor above the target)")
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""Statistics over network realizations: one row per grid point, plus the Fig. 3(e) subset bootstrap.
+
+The test loss of a regressor varies over orders of magnitude between seeds (a few networks land in poor
+minima), so the paper's main statistic is the geometric mean ``exp(mean(log MSE))``. Everything downstream
+(fits, figures) works on the log losses kept per point here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from moirescale import results
+from moirescale.errors import UserError
+
+# A grid point: every realization sharing these values is one sample of the same random variable.
+POINT_KEYS: list[str] = [
+    "arch",
+    "n_layers",
+    "width",
+    "n_params",
+    "target",
+    "n_train",
+    "schedule",
+    "grid",
+    "noise_train",
+]
+_NUMERIC_KEYS = ("n_layers", "width", "n_params", "n_train")
+
+
+def load_results(rundir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``RUNDIR/results.parquet`` and validate it; UserError if it is missing or empty."""
+    path = results.table_path(rundir)
+    if not os.path.isdir(rundir):
+        raise UserError(f"run directory {os.fspath(rundir)!r} does not exist")
+    if not path.exists():
+        raise UserError(f"no results table at {path}; run a sweep first (or point at the right RUNDIR)")
+    df = results.read_results(rundir)
+    if df.empty:
+        raise UserError(f"the results table at {path} has no rows")
+    return df
+
+
+def clean_results(df: pd.DataFrame) -> pd.DataFrame:
+    """Normalise key columns and classify rows; UserError on losses that cannot be logged.
+
+    Returns a copy with ``status`` in ok/failed/diverged: an 'ok' row whose test MSE is NaN or infinite is
+    re-labelled 'diverged' (never averaged in). An 'ok' row with a zero or negative MSE is a bug upstream: the
+    log-based statistics cannot use it and silently dropping it would bias the mean, so it is an error.
+    """
+    missing = [c for c in ("arch", "target", "n_train", "test_mse", "status") if c not in df.columns]
+    if missing:
+        raise UserError(f"results table lacks columns {missing}")
+    df = df.copy()
+    for c in results.COLUMNS:
+        if c not in df.columns:
+            df[c] = None
+    for c in _NUMERIC_KEYS:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+    df["schedule"] = df["schedule"].fillna("").astype(str)
+    df["grid"] = df["grid"].fillna("").astype(str)
+    df["noise_train"] = pd.to_numeric(df["noise_train"], errors="coerce").fillna(0.0).astype(float)
+    df["test_mse"] = pd.to_numeric(df["test_mse"], errors="coerce").astype(float)
+    ok = df["status"] == "ok"
+    bad = ok & ~np.isfinite(df["test_mse"].to_numpy())
+    df.loc[bad, "status"] = "diverged"
+    nonpos = (df["status"] == "ok") & (df["test_mse"] <= 0)
+    if nonpos.any():
+        rid = df.loc[nonpos, "run_id"].iloc[0]
+        raise UserError(
+            f"{int(nonpos.sum())} ok run(s) have a zero or negative test_mse (e.g. run {rid!r}); "
+            "an MSE must be > 0 to take its log: fix or re-run them"
+        )
+    if df["n_train"].isna().any():
+        raise UserError("results rows without n_train (N_D) cannot be placed on a scaling curve")
+    return df
+
+
+def geometric_stats(values: np.ndarray) -> dict[str, float]:
+    """The paper's statistics of one sample of test losses.
+
+    Returns geometric mean ``gm`` with its delta-method standard error
+    ``gm * std(log) / sqrt(N)``, the standard error of the mean log ``log_se``, arithmetic mean
+    ``am`` and its SE, median and MAD.
+    """
+    x = np.asarray(values, dtype=float)
+    n = x.size
+    if n == 0:
+        raise UserError("empty group: no successful realizations to average")
+    lx = np.log(x)
+    sd_log = float(lx.std(ddof=1)) if n > 1 else float("nan")
+    gm = float(np.exp(lx.mean()))
+    med = float(np.median(x))
+    return {
+        "n_r": n,
+        "gm": gm,
+        "log_mean": float(lx.mean()),
+        "log_sd": sd_log,
+        "log_se": sd_log / np.sqrt(n),
+        "gm_se": gm * sd_log / np.sqrt(n),
+        "am": float(x.mean()),
+        "am_se": float(x.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+        "median": med,
+        "mad": float(np.median(np.abs(x - med))),
+    }
+
+
+def point_stats(df: pd.DataFrame, keep_logs: bool = True) -> pd.DataFrame:
+    """One row per grid point (:data:`POINT_KEYS`) with the statistics of :func:`geometric_stats`.
+
+    Failed and diverged runs are excluded from the statistics and counted in ``n_failed`` / ``n_diverged``. A
+    point whose every run failed has ``n_r = 0`` and NaN statistics (it still shows up, so it is never
+    silently lost). With ``keep_logs`` the column ``logs`` holds each point's array of log MSEs
+    (for bootstraps).
+    """
+    df = clean_results(df)
+    rows: list[dict[str, Any]] = []
+    for key, g in df.groupby(POINT_KEYS, dropna=False, sort=True):
+        row = dict(zip(POINT_KEYS, key, strict=True))
+        for c in _NUMERIC_KEYS:
+            row[c] = None if pd.isna(row[c]) else int(row[c])
+        ok = g.loc[g["status"] == "ok", "test_mse"].to_numpy(dtype=float)
+        row["n_failed"] = int((g["status"] == "failed").sum())
+        row["n_diverged"] = int((g["status"] == "diverged").sum())
+        if ok.size:
+            row.update(geometric_stats(ok))
+        else:
+            row.update(
+                dict.fromkeys(
+                    ["gm", "log_mean", "log_sd", "log_se", "gm_se", "am", "am_se", "median", "mad"],
+                    float("nan"),
+                )
+            )
+            row["n_r"] = 0
+        if keep_logs:
+            row["logs"] = np.log(ok)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        raise UserError("no grid points in the results table")
+    for c in _NUMERIC_KEYS:
+        out[c] = out[c].astype("Int64")
+    return out
+
+
+def status_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs per (arch, target, status), for the report."""
+    df = clean_results(df)
+    t = df.groupby(["arch", "target", "status"]).size().unstack("status", fill_value=0)
+    for s in results.STATUSES:
+        if s not in t.columns:
+            t[s] = 0
+    return t[list(results.STATUSES)].reset_index()
+
+
+def bootstrap_gm(
+    values: np.ndarray,
+    n_r_list: list[int] | None = None,
+    n_subsets: int = 50,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The paper's Fig. 3(e): the geometric mean vs the number of realizations N_r.
+
+    For each N_r, ``n_subsets`` random subsets of N_r networks are drawn (without replacement) from the
+    available ones; returns the mean and standard deviation of their geometric means.
+    The spread shrinks as N_r grows and shows how many realizations a stable geometric mean needs.
+    """
+    x = np.asarray(values, dtype=float)
+    if x.size < 2:
+        raise UserError("the realization bootstrap needs at least 2 realizations")
+    if n_subsets < 2:
+        raise UserError("n_subsets must be at least 2")
+    if n_r_list is None:
+        n_r_list = sorted({int(v) for v in np.unique(np.geomspace(1, x.size, 12).round())})
+    rng = np.random.default_rng(seed)
+    lx = np.log(x)
+    rows = []
+    for n_r in n_r_list:
+        if not 1 <= n_r <= x.size:
+            raise UserError(f"N_r={n_r} is outside 1..{x.size} (the available realizations)")
+        # argsort of uniforms: one random permutation per subset, vectorised
+        idx = np.argsort(rng.random((n_subsets, x.size)), axis=1)[:, :n_r]
+        gms = np.exp(lx[idx].mean(axis=1))
+        rows.append(
+            {
+                "n_r": n_r,
+                "gm_mean": float(gms.mean()),
+                "gm_sd": float(gms.std(ddof=1)),
+                "n_subsets": n_subsets,
+            }
+        )
+    return pd.DataFrame(rows)
