@@ -1,0 +1,119 @@
+"""In-memory training data and the batch stream that every training path (single net or ensemble) shares.
+
+Training works on arrays, not on the store, so the core can be tested on synthetic data and an ensemble can
+slice one tensor per step. :func:`load_train_data` fills a :class:`TrainData` from a dataset store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from moirescale.errors import UserError
+
+
+@dataclass
+class TrainData:
+    """Images (N, C, H, W) float32 and min-max scaled labels (N, 3) float32 of the three splits.
+
+    ``x_train``/``y_train`` hold every training sample any realization may use; which rows a realization
+    trains on is given separately (an index array into them), so realizations can share or not share a subset.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "test"):
+            x, y = getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+            if x.ndim != 4 or y.ndim != 2 or y.shape[1] != 3 or len(x) != len(y):
+                raise UserError(
+                    f"{name} data must be x (N, C, H, W) and y (N, 3); got {x.shape} and {y.shape}"
+                )
+            if len(x) == 0:
+                raise UserError(f"the {name} split is empty")
+        shapes = {self.x_train.shape[1:], self.x_val.shape[1:], self.x_test.shape[1:]}
+        if len(shapes) != 1:
+            raise UserError(f"image shapes differ between splits: {sorted(shapes)}")
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.x_train.shape[1:])  # type: ignore[return-value]
+
+
+def load_train_data(
+    store_path: str | os.PathLike[str],
+    subsets: list[np.ndarray],
+    channels: str = "top",
+) -> tuple[TrainData, list[np.ndarray]]:
+    """Read the union of the training subsets plus the whole val and test splits into memory.
+
+    Returns the data and the subsets re-indexed into ``TrainData.x_train`` (order preserved).
+    """
+    from moirescale.data.store import open_store
+    from moirescale.data.torch_data import load_arrays
+
+    store = open_store(store_path)
+    try:
+        for split in ("val", "test"):
+            if store.split_len(split) == 0:
+                raise UserError(f"{store_path}: the {split} split is missing or empty")
+        union, inverse = np.unique(np.concatenate(subsets), return_inverse=True)
+        x_tr, y_tr = load_arrays(store, "train", union, channels)
+        x_va, y_va = load_arrays(store, "val", None, channels)
+        x_te, y_te = load_arrays(store, "test", None, channels)
+    finally:
+        store.close()
+    local, pos = [], 0
+    for s in subsets:
+        local.append(inverse[pos : pos + len(s)].astype(np.int64))
+        pos += len(s)
+    return TrainData(x_tr, y_tr, x_va, y_va, x_te, y_te), local
+
+
+class BatchStream:
+    """Mini-batch indices (and optional input noise) for one data order, drawn from a seeded generator.
+
+    Every epoch is a fresh permutation of the subset cut into batches of ``batch_size``; a final batch of a
+    single sample is dropped (BatchNorm cannot train on it). Two streams with the same seed give the same
+    batches, which is what makes an ensemble step equal to the same step of each network trained alone.
+    """
+
+    def __init__(self, subset: np.ndarray, batch_size: int, seed: int):
+        self.subset = torch.as_tensor(np.asarray(subset, dtype=np.int64))
+        self.batch_size = int(min(batch_size, len(subset)))
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.noise_gen = torch.Generator().manual_seed(int(seed) ^ 0x5EED)
+        self._queue: list[torch.Tensor] = []
+        self.epoch = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(len(self.subset), self.batch_size)
+
+    def next(self) -> torch.Tensor:
+        """Indices (into the training arrays) of the next batch."""
+        if not self._queue:
+            perm = self.subset[torch.randperm(len(self.subset), generator=self.gen)]
+            chunks = list(torch.split(perm, self.batch_size))
+            if len(chunks) > 1 and len(chunks[-1]) < 2:
+                chunks.pop()
+            self._queue = chunks[::-1]
+            self.epoch += 1
+        return self._queue.pop()
+
+    def noise(self, shape: tuple[int, ...], sigma: float) -> torch.Tensor:
+        return torch.randn(shape, generator=self.noise_gen) * sigma
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    b = min(batch_size, n)
+    full, rest = divmod(n, b)
+    return full + (1 if rest >= 2 else 0) if full else 1

@@ -1,0 +1,248 @@
+"""Training engines: one step, prediction, best-weight keeping and dropping of finished networks.
+
+:func:`moirescale.train.loop.fit` drives either engine with the same loop, so a network trained alone and the
+same network inside an ensemble see the same batches, rates, evaluations and stopping decisions.
+
+- :class:`ModuleEngine`: one ``nn.Module`` (any architecture), autograd and torch's fused Adam/AdamW.
+- :class:`FCNEnsemble`: N_r FCNs with stacked weights and a hand-written forward/backward. With a shared batch
+  the first layer of all networks is ONE wide matmul ``(B x in) @ (in x N_r*n)`` (weight gradient: another),
+  hidden layers are batched matmuls, and the update is torch's fused Adam kernel over the stacked tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from moirescale.models.fcn import FCN
+
+_CHUNK_ELEMS = 1 << 25  # activations per prediction chunk (bounds memory on large validation sets)
+
+
+def _fused_step(
+    opt: str, params, grads, exp_avg, exp_avg_sq, step: torch.Tensor, lr: float, weight_decay: float
+) -> None:
+    """torch's fused (Adam|AdamW) kernel, the same one ``torch.optim.Adam(fused=True)`` calls."""
+    fn = torch._fused_adamw_ if opt == "adamw" else torch._fused_adam_
+    fn(
+        params,
+        grads,
+        exp_avg,
+        exp_avg_sq,
+        [],
+        [step] * len(params),
+        lr=lr,
+        beta1=0.9,
+        beta2=0.999,
+        weight_decay=weight_decay,
+        eps=1e-8,
+        amsgrad=False,
+        maximize=False,
+    )
+
+
+class ModuleEngine:
+    """One network of any architecture."""
+
+    def __init__(self, model: nn.Module, optimizer: str = "adam", weight_decay: float = 0.0):
+        self.model = model
+        cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+        self.opt = cls(model.parameters(), lr=1e-3, weight_decay=weight_decay, fused=True)
+        self.active = np.arange(1)
+        self.best: dict[str, torch.Tensor] | None = None
+
+    @property
+    def n(self) -> int:
+        return 1
+
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor, lr: np.ndarray) -> torch.Tensor:
+        for g in self.opt.param_groups:
+            g["lr"] = float(lr[0])
+        self.model.train()
+        out = self.model(xb)
+        loss = torch.mean((out - yb) ** 2)
+        self.opt.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):  # a non-finite loss is reported by the caller; never step on it
+            loss.backward()
+            self.opt.step()
+        return loss.detach().view(1)
+
+    @torch.no_grad()
+    def _predict_with(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
+        per = max(1, _CHUNK_ELEMS // max(1, x[0].numel()))
+        return torch.cat([self.model(x[i : i + per]) for i in range(0, len(x), per)])[None]
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """(n_active, N, n_outputs) predictions of the networks still training."""
+        return self._predict_with(x)
+
+    def keep_best(self, improved: np.ndarray) -> None:
+        if improved.any():
+            self.best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def drop(self, mask: np.ndarray) -> None:
+        if mask.any():
+            self.active = self.active[~mask]
+
+    def predict_best(self, x: torch.Tensor, nets: list[int]) -> torch.Tensor:
+        current = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.best)
+        out = self._predict_with(x)
+        self.model.load_state_dict(current)
+        return out
+
+    def best_state(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v.cpu() for k, v in self.best.items()}
+
+
+class FCNEnsemble:
+    """``len(models)`` FCNs of one shape trained at once (initial weights are copied from ``models``)."""
+
+    def __init__(self, models: list[FCN], optimizer: str = "adam", weight_decay: float = 0.0):
+        linears = [list(m.layers) + [m.head] for m in models]
+        self.n_layers = len(linears[0]) - 1
+        # Stacked parameters, layer k: W[k] (R, out, in) as nn.Linear stores it, b[k] (R, out).
+        self.W = [
+            torch.stack([ls[k].weight.detach() for ls in linears]).contiguous()
+            for k in range(len(linears[0]))
+        ]
+        self.b = [
+            torch.stack([ls[k].bias.detach() for ls in linears]).contiguous() for k in range(len(linears[0]))
+        ]
+        self.opt = optimizer
+        self.weight_decay = weight_decay
+        self._alloc_state(fresh=True)
+        self.bestW = [w.clone() for w in self.W]
+        self.bestb = [b.clone() for b in self.b]
+        self.has_best = np.zeros(len(models), dtype=bool)
+        self.active = np.arange(len(models))
+        self.t = 0
+        self._n = len(models)
+
+    @property
+    def n(self) -> int:
+        return self._n
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return self.W + self.b
+
+    def _alloc_state(self, fresh: bool, keep: torch.Tensor | None = None) -> None:
+        if fresh:
+            self.m = [torch.zeros_like(p) for p in self.params]
+            self.v = [torch.zeros_like(p) for p in self.params]
+        else:
+            self.m = [m[keep].contiguous() for m in self.m]
+            self.v = [v[keep].contiguous() for v in self.v]
+        self.gW = [torch.empty_like(w) for w in self.W]
+        self.gb = [torch.empty_like(b) for b in self.b]
+
+    # -- arithmetic
+    def _forward(
+        self,
+        W: list[torch.Tensor],
+        b: list[torch.Tensor],
+        x: torch.Tensor,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Outputs (R, B, o) and the hidden activations (R, B, n) of each layer."""
+        r, n, d_in = W[0].shape
+        if x.dim() == 2:  # shared batch: one wide matmul for every network's first layer
+            z = torch.addmm(b[0].reshape(1, -1), x, W[0].reshape(r * n, d_in).t())
+            h = torch.relu_(z).view(x.shape[0], r, n).transpose(0, 1)
+        else:  # own batch per network: (R, B, in)
+            h = torch.relu_(torch.baddbmm(b[0].unsqueeze(1), x, W[0].transpose(1, 2)))
+        hs = [h]
+        for k in range(1, len(W) - 1):
+            h = torch.relu_(torch.baddbmm(b[k].unsqueeze(1), h, W[k].transpose(1, 2)))
+            hs.append(h)
+        out = torch.baddbmm(b[-1].unsqueeze(1), h, W[-1].transpose(1, 2))
+        return out, hs
+
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor, lr: np.ndarray) -> torch.Tensor:
+        x = xb.flatten(-3)
+        out, hs = self._forward(self.W, self.b, x)
+        diff = out - yb
+        losses = diff.square().mean((1, 2))
+        bsz, n_out = out.shape[1], out.shape[2]
+        g = diff.mul_(2.0 / (bsz * n_out))  # dL_r/d out for L_r = mean squared error of network r
+        L = len(self.W) - 1
+        for k in range(L, 0, -1):
+            torch.bmm(g.transpose(1, 2), hs[k - 1], out=self.gW[k])
+            torch.sum(g, 1, out=self.gb[k])
+            g = torch.bmm(g, self.W[k]).mul_(hs[k - 1] > 0)  # back through layer k, then the ReLU
+        r, n, d_in = self.W[0].shape
+        if x.dim() == 2:  # first-layer weight gradient: one wide matmul, no input gradient needed
+            g2 = g.transpose(0, 1).reshape(bsz, r * n)
+            torch.mm(g2.t(), x, out=self.gW[0].view(r * n, d_in))
+            torch.sum(g2, 0, out=self.gb[0].view(r * n))
+        else:
+            torch.bmm(g.transpose(1, 2), x, out=self.gW[0])
+            torch.sum(g, 1, out=self.gb[0])
+        self._adam(lr, losses)
+        return losses.detach()
+
+    def _adam(self, lr: np.ndarray, losses: torch.Tensor) -> None:
+        self.t += 1
+        step = torch.tensor(float(self.t), dtype=torch.float32, device=self.W[0].device)
+        params, grads = self.params, self.gW + self.gb
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):  # never update a network on a non-finite loss (the caller drops it)
+            lr = np.where(finite.cpu().numpy(), lr, 0.0)
+            for gr in grads:
+                gr.nan_to_num_(0.0, 0.0, 0.0)
+        values = np.unique(lr)
+        if len(values) == 1:  # the usual case: every network at the same rate -> one call over whole tensors
+            _fused_step(self.opt, params, grads, self.m, self.v, step, float(values[0]), self.weight_decay)
+            return
+        for val in values:  # rates differ (after plateau decays): one fused call per distinct rate
+            rows = np.flatnonzero(lr == val).tolist()
+            pick = [(p, gr, m, v) for p, gr, m, v in zip(params, grads, self.m, self.v, strict=True)]
+            sel = [(p[i], gr[i], m[i], v[i]) for p, gr, m, v in pick for i in rows]
+            ps, gs, ms, vs = (list(t) for t in zip(*sel, strict=True))
+            _fused_step(self.opt, ps, gs, ms, vs, step, float(val), self.weight_decay)
+
+    @torch.no_grad()
+    def _predict_with(self, W: list[torch.Tensor], b: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        r, n, _ = W[0].shape
+        per = max(1, _CHUNK_ELEMS // max(1, r * n))
+        return torch.cat([self._forward(W, b, x[i : i + per])[0] for i in range(0, len(x), per)], dim=1)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self._predict_with(self.W, self.b, x)
+
+    def predict_best(self, x: torch.Tensor, nets: list[int]) -> torch.Tensor:
+        idx = torch.as_tensor(nets, dtype=torch.long, device=self.W[0].device)
+        return self._predict_with([w[idx] for w in self.bestW], [b[idx] for b in self.bestb], x)
+
+    def keep_best(self, improved: np.ndarray) -> None:
+        if not improved.any():
+            return
+        dev = self.W[0].device
+        local = torch.as_tensor(np.flatnonzero(improved), device=dev)
+        orig = torch.as_tensor(self.active[improved], device=dev)
+        for best, cur in zip(self.bestW + self.bestb, self.W + self.b, strict=True):
+            best.index_copy_(0, orig, cur.index_select(0, local))
+        self.has_best[self.active[improved]] = True
+
+    def drop(self, mask: np.ndarray) -> None:
+        """Stop training the networks ``mask`` marks (compacts the stacks so they cost nothing more)."""
+        if not mask.any():
+            return
+        keep = torch.as_tensor(np.flatnonzero(~mask), device=self.W[0].device)
+        self.W = [w[keep].contiguous() for w in self.W]
+        self.b = [b[keep].contiguous() for b in self.b]
+        self._alloc_state(fresh=False, keep=keep)
+        self.active = self.active[~mask]
+
+    def best_state(self, i: int) -> dict[str, torch.Tensor]:
+        """Network ``i``'s best weights as an :class:`FCN` state dict."""
+        sd = {}
+        for k in range(self.n_layers):
+            sd[f"layers.{k}.weight"] = self.bestW[k][i].cpu().clone()
+            sd[f"layers.{k}.bias"] = self.bestb[k][i].cpu().clone()
+        sd["head.weight"] = self.bestW[-1][i].cpu().clone()
+        sd["head.bias"] = self.bestb[-1][i].cpu().clone()
+        return sd

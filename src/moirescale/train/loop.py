@@ -1,0 +1,164 @@
+"""THE training loop, shared by every architecture and by ensembles (see engines.py).
+
+MSE on min-max scaled labels, mini-batches from a seeded :class:`BatchStream`, a validation pass every
+``cfg.eval_every`` optimiser steps driving the schedule and early stopping (best weights kept per network),
+then the per-target test MSE of the best weights. A non-finite loss stops only that network (``diverged``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from moirescale.train.data import BatchStream, TrainData
+from moirescale.train.schedules import Schedule, ScheduleConfig
+
+
+@dataclass
+class NetResult:
+    """Outcome of one network. MSEs are per output column, in scaled label units."""
+
+    status: str = "ok"  # ok / diverged
+    error: str = ""
+    val_mse: np.ndarray | None = None
+    test_mse: np.ndarray | None = None
+    steps: int = 0
+    epochs: float = 0.0
+    final_lr: float = float("nan")
+    best_step: int = 0
+    history: list[tuple[int, float, float, float]] = field(default_factory=list)  # (step, lr, train, val)
+
+
+@dataclass
+class Tensors:
+    """The training data as tensors on the device, label columns already picked for the target."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @classmethod
+    def from_data(
+        cls,
+        data: TrainData,
+        columns: list[int],
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensors:
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+
+        return cls(
+            t(data.x_train),
+            t(data.y_train[:, columns]),
+            t(data.x_val),
+            t(data.y_val[:, columns]),
+            t(data.x_test),
+            t(data.y_test[:, columns]),
+        )
+
+
+def _mse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(R, N, o) predictions vs (N, o) labels -> (R, o) MSE, accumulated in float64."""
+    return (pred.double() - y.double()).square().mean(1)
+
+
+def fit(
+    engine: Any,
+    data: Tensors,
+    subsets: list[np.ndarray],
+    batch_seeds: list[int],
+    batch_size: int,
+    cfg: ScheduleConfig,
+    noise: float = 0.0,
+    on_eval: Callable[[int, int, float, float], None] | None = None,
+) -> list[NetResult]:
+    """Train the ``engine.n`` networks of ``engine`` and return one :class:`NetResult` each.
+
+    ``subsets``/``batch_seeds``: one entry shared by all networks (shared batch order), or one per network.
+    ``on_eval(step, n_active, train_loss, val_loss)`` is called after each validation (for progress bars).
+    """
+    n = engine.n
+    shared = len(subsets) == 1
+    if not shared and len(subsets) != n:
+        raise ValueError("need one subset for all networks or one per network")
+    streams = [BatchStream(s, batch_size, seed) for s, seed in zip(subsets, batch_seeds, strict=True)]
+    spe = streams[0].steps_per_epoch
+    sched = Schedule(cfg, n)
+    res = [NetResult() for _ in range(n)]
+    dev = data.x_train.device
+    run_loss, run_count, last_lr = np.zeros(n), np.zeros(n), np.full(n, np.nan)
+    step = 0
+
+    def stop(local: np.ndarray, why: str | None = None) -> None:
+        for i in engine.active[local]:
+            res[i].steps, res[i].epochs = step, step / spe
+            if why is not None:
+                res[i].status, res[i].error = "diverged", why.format(lr=last_lr[i])
+        engine.drop(local)
+
+    while step < cfg.budget and engine.active.size:
+        act = engine.active
+        lr = sched.lr(step)[act]
+        last_lr[act] = lr
+        if shared:
+            idx = streams[0].next().to(dev)
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if noise > 0:
+                xb = xb + streams[0].noise(tuple(xb.shape), noise).to(dev, xb.dtype)
+        else:
+            idx = torch.stack([streams[i].next() for i in act]).to(dev)  # (R, B)
+            xb, yb = data.x_train[idx], data.y_train[idx]
+            if noise > 0:
+                xb = xb + torch.stack([streams[i].noise(tuple(xb.shape[1:]), noise) for i in act]).to(
+                    dev, xb.dtype
+                )
+        losses = engine.train_step(xb, yb, lr).double().cpu().numpy()  # (n_active,): one sync per step
+        step += 1
+        bad = ~np.isfinite(losses)
+        run_loss[act[~bad]] += losses[~bad]
+        run_count[act] += 1
+        if bad.any():
+            stop(bad, f"non-finite training loss at step {step} (lr={{lr:.3g}})")
+        if engine.active.size and (step % cfg.eval_every == 0 or step == cfg.budget):
+            act = engine.active
+            val = _mse(engine.predict(data.x_val), data.y_val).mean(1).cpu().numpy()
+            bad = ~np.isfinite(val)
+            if bad.any():
+                stop(bad, f"non-finite validation loss at step {step} (lr={{lr:.3g}})")
+                act, val = engine.active, val[~bad]
+            full = np.full(n, np.inf)
+            full[act] = val
+            mask = np.zeros(n, dtype=bool)
+            mask[act] = True
+            improved = sched.observe(step, full, mask)
+            for i in act[improved[act]]:
+                res[i].best_step = step
+            engine.keep_best(improved[act])
+            train = run_loss[act] / np.maximum(1, run_count[act])
+            for i, tr, v in zip(act, train, val, strict=True):
+                res[i].history.append((step, float(last_lr[i]), float(tr), float(v)))
+            run_loss[act], run_count[act] = 0.0, 0
+            stop(sched.stopped[act])
+            if on_eval is not None and val.size:
+                on_eval(step, int(engine.active.size), float(np.mean(train)), float(np.mean(val)))
+    stop(np.ones(engine.active.size, dtype=bool))
+
+    ok = [i for i in range(n) if res[i].status == "ok" and np.isfinite(sched.best_strict[i])]
+    for i in range(n):
+        res[i].final_lr = float(last_lr[i])
+        if res[i].status == "ok" and i not in ok:
+            res[i].status, res[i].error = "diverged", "no finite validation loss"
+    if ok:
+        val = _mse(engine.predict_best(data.x_val, ok), data.y_val).cpu().numpy()
+        test = _mse(engine.predict_best(data.x_test, ok), data.y_test).cpu().numpy()
+        for j, i in enumerate(ok):
+            res[i].val_mse, res[i].test_mse = val[j], test[j]
+    return res

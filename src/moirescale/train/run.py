@@ -1,0 +1,383 @@
+"""Run a :class:`TrainSpec`: every realization of one grid point, as an ensemble where that pays.
+
+Public entry points: :func:`run_spec` (store -> rows + checkpoints), :func:`train_arrays` (in-memory data ->
+results; what the tests and the schedule study use), :func:`load_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from moirescale.errors import UserError
+from moirescale.labels import LABELS, RANGES, target_index
+from moirescale.models import FCN, count_params, create_model, model_options
+from moirescale.train.data import TrainData, load_train_data
+from moirescale.train.engines import FCNEnsemble, ModuleEngine
+from moirescale.train.loop import NetResult, Tensors, fit
+from moirescale.train.schedules import SCHEDULES, schedule_config
+from moirescale.train.spec import TrainSpec, group_id, realization_seed, run_id
+
+ENSEMBLE_PARAM_LIMIT = 1 << 25  # stacked parameters per ensemble chunk (x ~6 buffers: W, grad, m, v, best)
+OPTIMIZERS = ("adam", "adamw")
+CHANNELS = ("top", "both")
+
+
+@dataclass
+class Trained:
+    """One trained network: its realization, outcome, best weights (None if diverged) and size."""
+
+    realization: int
+    result: NetResult
+    state: dict[str, torch.Tensor] | None
+    n_params: int
+    wall_time_s: float
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' asked for, but no CUDA device is available")
+    return dev
+
+
+def data_seed(spec: TrainSpec) -> int:
+    """Seed of the batch order shared by all realizations of a spec (``shared_data=True``)."""
+    return int.from_bytes(hashlib.sha256(f"{spec.seed}:batches".encode()).digest()[:4], "little")
+
+
+def subset_seeds(spec: TrainSpec) -> list[int]:
+    """Seeds of the training subsets: one shared (``spec.seed``) or one per realization."""
+    return [spec.seed] if spec.shared_data else [realization_seed(spec, r) for r in spec.realizations]
+
+
+def make_subsets(spec: TrainSpec, pool: int) -> list[np.ndarray]:
+    """The first N_D of a seeded permutation of the pool (what ``Store.subset_indices`` returns), per seed."""
+    if not 1 <= spec.n_train <= pool:
+        raise UserError(f"n_train={spec.n_train} must be between 1 and the training pool size {pool}")
+    return [np.random.default_rng(int(s)).permutation(pool)[: spec.n_train] for s in subset_seeds(spec)]
+
+
+def validate_spec(spec: TrainSpec, in_shape: tuple[int, ...] | None = None) -> int:
+    """Check a spec at the boundary (one clear UserError); return N_M when the image shape is known."""
+    model_options(spec.arch)  # unknown model -> UserError
+    target_index(spec.target)
+    if spec.channels not in CHANNELS:
+        raise UserError(f"channels must be one of {', '.join(CHANNELS)}, got {spec.channels!r}")
+    if spec.schedule not in SCHEDULES:
+        raise UserError(f"unknown schedule {spec.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if spec.optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {spec.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if spec.n_train < 1:
+        raise UserError(f"n_train must be >= 1, got {spec.n_train}")
+    if spec.batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {spec.batch_size}")
+    if not spec.realizations or len(set(spec.realizations)) != len(spec.realizations):
+        raise UserError(f"realizations must be a non-empty list of distinct indices, got {spec.realizations}")
+    if spec.weight_decay < 0 or spec.noise_train < 0:
+        raise UserError("weight_decay and noise_train must be >= 0")
+    schedule_config(
+        spec.schedule, spec.lr, spec.n_train, spec.batch_size, spec.max_epochs, **spec.schedule_kw
+    )
+    if in_shape is None:
+        return 0
+    return count_params(create_model(spec.arch, in_shape, len(target_index(spec.target)), **spec.model_kw))
+
+
+def use_ensemble(spec: TrainSpec, ensemble: bool | str = "auto") -> bool:
+    if ensemble == "auto":
+        return spec.arch == "fcn" and len(spec.realizations) > 1
+    return bool(ensemble) and spec.arch == "fcn"
+
+
+def train_arrays(
+    spec: TrainSpec,
+    data: TrainData,
+    subsets: list[np.ndarray] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    ensemble: bool | str = "auto",
+    progress: Any = None,
+) -> list[Trained]:
+    """Train every realization of ``spec`` on in-memory ``data``.
+
+    Parameters
+    ----------
+    subsets : rows of ``data.x_train`` to train on: one array shared by all realizations, or one per
+        realization. Default: :func:`make_subsets` over all of ``data.x_train``.
+    ensemble : "auto" (FCNs with several realizations), True or False (one network after another).
+    progress : a callable ``(done_steps_delta, description)`` or None.
+    """
+    cols = target_index(spec.target)
+    n_params = validate_spec(spec, data.in_shape)
+    if subsets is None:
+        subsets = make_subsets(spec, len(data.x_train))
+    reals = list(spec.realizations)
+    batch_seeds = [data_seed(spec)] if spec.shared_data else [realization_seed(spec, r) for r in reals]
+    if len(subsets) != len(batch_seeds):
+        raise ValueError("one subset per realization is needed when shared_data is False (one when True)")
+    cfg = schedule_config(
+        spec.schedule, spec.lr, spec.n_train, spec.batch_size, spec.max_epochs, **spec.schedule_kw
+    )
+    dev = torch.device(device)
+    tensors = Tensors.from_data(data, cols, dev, dtype)
+
+    def build(r: int) -> torch.nn.Module:
+        torch.manual_seed(realization_seed(spec, r))  # the realization's initialisation
+        return create_model(spec.arch, data.in_shape, len(cols), **spec.model_kw).to(dev, dtype)
+
+    if use_ensemble(spec, ensemble):
+        per = max(1, ENSEMBLE_PARAM_LIMIT // max(1, n_params))
+        groups = [list(range(i, min(i + per, len(reals)))) for i in range(0, len(reals), per)]
+    else:
+        groups = [[j] for j in range(len(reals))]
+    out: list[Trained] = []
+    for g in groups:
+        t0 = time.perf_counter()
+        models = [build(reals[j]) for j in g]
+        if len(g) > 1 or (spec.arch == "fcn" and ensemble is True):
+            engine: Any = FCNEnsemble(
+                [m for m in models if isinstance(m, FCN)], spec.optimizer, spec.weight_decay
+            )
+        else:
+            engine = ModuleEngine(models[0], spec.optimizer, spec.weight_decay)
+        g_sub = subsets if spec.shared_data else [subsets[j] for j in g]
+        g_seed = batch_seeds if spec.shared_data else [batch_seeds[j] for j in g]
+        last = [0]
+
+        def on_eval(step: int, n_active: int, train_loss: float, val_loss: float, g=g, last=last) -> None:
+            if progress is not None:
+                progress(
+                    step - last[0],
+                    f"nets {g[0] + 1}-{g[-1] + 1}/{len(reals)} active {n_active} "
+                    f"epoch {step / max(1, cfg.budget) * 0 + step // max(1, _spe(spec)):d} "
+                    f"loss {train_loss:.3g} val {val_loss:.3g}",
+                )
+            last[0] = step
+
+        results = fit(engine, tensors, g_sub, g_seed, spec.batch_size, cfg, spec.noise_train, on_eval)
+        if progress is not None:
+            progress(cfg.budget - last[0], "")
+        wall = (time.perf_counter() - t0) / len(g)
+        for j, res in zip(g, results, strict=True):
+            state = (
+                engine.best_state(0 if len(g) == 1 and isinstance(engine, ModuleEngine) else g.index(j))
+                if res.status == "ok"
+                else None
+            )
+            out.append(Trained(reals[j], res, state, n_params, wall))
+    return out
+
+
+def _spe(spec: TrainSpec) -> int:
+    from moirescale.train.data import steps_per_epoch
+
+    return steps_per_epoch(spec.n_train, spec.batch_size)
+
+
+def budget_steps(spec: TrainSpec) -> int:
+    cfg = schedule_config(
+        spec.schedule, spec.lr, spec.n_train, spec.batch_size, spec.max_epochs, **spec.schedule_kw
+    )
+    return cfg.budget
+
+
+def _row(spec: TrainSpec, t: Trained, device: str, checkpoint: str) -> dict[str, Any]:
+    opts = {**model_options(spec.arch), **spec.model_kw}
+    cols = target_index(spec.target)
+    res = t.result
+    ok = res.status == "ok"
+    row: dict[str, Any] = {
+        "run_id": run_id(spec, t.realization),
+        "group_id": group_id(spec),
+        "grid": spec.grid,
+        "arch": spec.arch,
+        "n_layers": int(opts["n_layers"]) if "n_layers" in opts else None,
+        "width": int(opts["width"]) if "width" in opts else None,
+        "n_params": int(t.n_params),
+        "target": spec.target,
+        "n_train": int(spec.n_train),
+        "realization": int(t.realization),
+        "seed": int(spec.seed),
+        "schedule": spec.schedule,
+        "test_mse": float(np.mean(res.test_mse)) if ok else None,
+        "val_mse": float(np.mean(res.val_mse)) if ok else None,
+        "epochs": int(res.epochs),
+        "steps": int(res.steps),
+        "final_lr": float(res.final_lr),
+        "wall_time_s": float(t.wall_time_s),
+        "device": device,
+        "status": res.status,
+        "error": res.error,
+        "checkpoint": checkpoint,
+        "noise_train": float(spec.noise_train),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    for lab in LABELS:
+        row[f"test_mse_{lab}"] = None
+    if ok:
+        for j, c in enumerate(cols):
+            row[f"test_mse_{LABELS[c]}"] = float(res.test_mse[j])
+    return row
+
+
+def _save_checkpoint(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"state_dict": state, "meta": meta}, tmp)
+    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
+
+
+def run_spec(
+    spec: TrainSpec,
+    store_path: str | os.PathLike[str],
+    rundir: str | os.PathLike[str],
+    device: str = "auto",
+    progress: bool = True,
+    checkpoints: str = "all",
+) -> list[dict[str, Any]]:
+    """Train every realization of ``spec`` on the store and return one results row per network.
+
+    Saves each successful network's best weights to ``rundir/checkpoints/<run_id>.pt`` (the default, "all"),
+    only the realization with the lowest validation MSE (``"best"``), or none (``"none"``). The caller appends
+    the rows (:func:`moirescale.results.append_rows`).
+    """
+    from moirescale.data.store import open_store
+
+    if checkpoints not in ("all", "best", "none"):
+        raise UserError(f"checkpoints must be all, best or none, got {checkpoints!r}")
+    dev = resolve_device(device)
+    store = open_store(store_path)
+    try:
+        c = store.image_shape[0]
+        if spec.channels == "both" and c < 2:
+            raise UserError(f"channels='both' needs a two-channel store; {store_path} has {c} channel")
+        in_shape = (1 if spec.channels == "top" else c, *store.image_shape[1:])
+        validate_spec(spec, in_shape)
+        pool = store.split_len("train")
+        if spec.n_train > pool:
+            raise UserError(
+                f"n_train={spec.n_train} is larger than the training pool of {pool} samples in {store_path}"
+            )
+        for split in ("val", "test"):
+            if store.split_len(split) == 0:
+                raise UserError(f"{store_path}: the {split} split is missing or empty")
+        subsets = [store.subset_indices(spec.n_train, s) for s in subset_seeds(spec)]
+        manifest = dict(store.manifest)
+    finally:
+        store.close()
+    data, local = load_train_data(store_path, subsets, spec.channels)
+
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        n_groups = 1
+        if not use_ensemble(spec):
+            n_groups = len(spec.realizations)
+        elif n_groups:
+            per = max(1, ENSEMBLE_PARAM_LIMIT // max(1, validate_spec(spec, in_shape)))
+            n_groups = -(-len(spec.realizations) // per)
+        bar = Progress(
+            TextColumn("[bold]train[/] {task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        task = bar.add_task(
+            f"{spec.arch} {spec.target} N_D={spec.n_train}", total=budget_steps(spec) * n_groups
+        )
+        bar.start()
+
+    def report(delta: int, desc: str) -> None:
+        if bar is not None:
+            bar.update(task, advance=delta, **({"description": desc} if desc else {}))
+
+    try:
+        trained = train_arrays(spec, data, local, device=dev, progress=report if bar else None)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    rundir = Path(rundir)
+    ok = [t for t in trained if t.state is not None]
+    keep = set()
+    if checkpoints == "all":
+        keep = {t.realization for t in ok}
+    elif checkpoints == "best" and ok:
+        keep = {min(ok, key=lambda t: float(np.mean(t.result.val_mse))).realization}
+    cols = target_index(spec.target)
+    rows = []
+    for t in trained:
+        rel = ""
+        if t.realization in keep:
+            rid = run_id(spec, t.realization)
+            rel = f"checkpoints/{rid}.pt"
+            meta = {
+                "run_id": rid,
+                "arch": spec.arch,
+                "model_kw": dict(spec.model_kw),
+                "in_shape": list(in_shape),
+                "n_outputs": len(cols),
+                "target": spec.target,
+                "columns": cols,
+                "channels": spec.channels,
+                "labels": [LABELS[c] for c in cols],
+                "label_ranges": {k: list(v) for k, v in RANGES.items()},
+                "val_mse": {LABELS[c]: float(t.result.val_mse[j]) for j, c in enumerate(cols)},
+                "test_mse": {LABELS[c]: float(t.result.test_mse[j]) for j, c in enumerate(cols)},
+                "n_params": t.n_params,
+                "realization": t.realization,
+                "seed": spec.seed,
+                "init_seed": realization_seed(spec, t.realization),
+                "spec": _jsonable(asdict(spec)),
+                "store": str(Path(store_path).resolve()),
+                "image": manifest.get("image"),
+            }
+            _save_checkpoint(rundir / rel, t.state, meta)
+        rows.append(_row(spec, t, dev.type, rel))
+    return rows
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, str | int | float | bool) or obj is None:
+        return obj
+    return str(obj)
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], device: str = "cpu"
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a saved network (in eval mode) and return it with its metadata dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+        meta = blob["meta"]
+        model = create_model(
+            meta["arch"], tuple(meta["in_shape"]), int(meta["n_outputs"]), **meta["model_kw"]
+        )
+        model.load_state_dict(blob["state_dict"])
+    except (OSError, KeyError, RuntimeError, EOFError, TypeError) as exc:
+        raise UserError(f"checkpoint {path} cannot be read: {exc}") from None
+    return model.to(device).eval(), meta
