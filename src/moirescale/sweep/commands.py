@@ -1,9 +1,54 @@
-"""CLI sub-commands of this package (registered by moirescale.cli)."""
+"""CLI sub-commands of this package (registered by moirescale.cli): ``sweep`` and ``status``."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the main app."""
+
+    @app.command("sweep")
+    def sweep_cmd(
+        config: Path = typer.Argument(..., help="experiment config, e.g. configs/demo.yaml"),
+        out: Path = typer.Option(..., "--out", help="run directory (results.parquet, logs/, checkpoints/)"),
+        executor: str = typer.Option("local", "--executor", help="local (process pool) or ray"),
+        address: str = typer.Option(None, "--address", help="Ray cluster to join, e.g. HEAD_IP:6379"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="list grids, estimate compute, run nothing"),
+        workers: int = typer.Option(None, "--workers", help="parallel jobs (default: every core or GPU)"),
+        retries: int = typer.Option(2, "--retries", help="retries of a failing job before it is failed"),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (local executor)"),
+        force: bool = typer.Option(False, "--force", help="adopt this config in a RUNDIR of another"),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    ) -> None:
+        """Run (or resume) every training a config declares; finished runs are skipped."""
+        if dry_run:
+            from rich.console import Console
+
+            from moirescale.sweep.config import load_config
+            from moirescale.sweep.status import dry_run_table
+
+            loaded = load_config(config)
+            Console(width=160).print(dry_run_table(loaded, out if (out / "config.yaml").is_file() else None))
+            return
+        if device not in ("auto", "cpu", "cuda"):
+            from moirescale.errors import UserError
+
+            raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
+        from moirescale.sweep.runner import run_sweep
+
+        run_sweep(config, out, executor=executor, address=address, workers=workers, retries=retries,
+                  force=force, device=device, progress=progress)
+
+    @app.command("status")
+    def status_cmd(
+        rundir: Path = typer.Argument(..., help="a sweep's run directory"),
+    ) -> None:
+        """Done / running / failed / pending runs per grid, throughput and ETA."""
+        from rich.console import Console
+
+        from moirescale.sweep.status import status_report
+
+        status_report(rundir, Console(width=140))

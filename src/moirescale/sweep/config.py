@@ -9,7 +9,6 @@ example, in ``docs/sweeps.md``.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -34,11 +33,11 @@ MAX_K = 20  # 224 * 2**20 is ~2e8 images: anything above is a typo
 
 # Size knobs each family accepts; lists are swept as a cartesian product. FCN: the paper's n_l x n_n.
 # ResNet-18: `width` = channels of the first stage (64 = the standard net).
-# ViT: embedding width, depth, heads, patch size.
+# ViT: embedding width, n_layers (depth), heads, patch size. (The names of moirescale.models' options.)
 MODEL_KNOBS: dict[str, dict[str, bool]] = {  # knob -> required
     "fcn": {"n_layers": True, "width": True},
     "resnet18": {"width": False},
-    "vit": {"width": False, "depth": False, "heads": False, "patch": False},
+    "vit": {"n_layers": False, "width": False, "heads": False, "patch": False},
 }
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -95,14 +94,13 @@ class ModelGrid(_Strict):
     arch: Literal[ARCHS]  # type: ignore[valid-type]
     n_layers: IntOrList | None = None
     width: IntOrList | None = None
-    depth: IntOrList | None = None
     heads: IntOrList | None = None
     patch: IntOrList | None = None
 
     @model_validator(mode="after")
     def _knobs_fit_arch(self) -> ModelGrid:
         allowed = MODEL_KNOBS[self.arch]
-        for knob in ("n_layers", "width", "depth", "heads", "patch"):
+        for knob in ("n_layers", "width", "heads", "patch"):
             value = getattr(self, knob)
             if value is not None and knob not in allowed:
                 raise ValueError(f"{knob!r} is not a knob of {self.arch} (allowed: {', '.join(allowed)})")
@@ -281,13 +279,16 @@ def parse_config(data: Any, where: str = "config") -> SweepConfig:
         cfg = SweepConfig.model_validate(data)
     except ValidationError as exc:
         raise UserError(f"{where}: {_first_error(exc)}") from None
-    for g in cfg.grids:
-        off = g.n_train.off_ladder()
-        if off:  # allowed (documented), but the paper's ladder is 224*2^k, so say so
-            warnings.warn(
-                f"{where}: grid {g.name!r}: N_D {off} not of the form 224*2^k", UserWarning, stacklevel=2
-            )
     return cfg
+
+
+def config_warnings(cfg: SweepConfig) -> list[str]:
+    """Allowed but unusual settings, printed by ``sweep`` (N_D off the paper's 224*2^k ladder)."""
+    return [
+        f"grid {g.name}: N_D {g.n_train.off_ladder()} off the paper's 224*2^k ladder (allowed)"
+        for g in cfg.grids
+        if g.n_train.off_ladder()
+    ]
 
 
 def load_config(path: str | os.PathLike[str]) -> LoadedConfig:

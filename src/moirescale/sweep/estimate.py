@@ -1,0 +1,104 @@
+"""Compute estimates for ``--dry-run`` and the ETA of ``status``: FLOPs per job from model and step budget.
+
+FLOPs per training sample: an FCN costs 4·P₁ for its first layer (forward + weight gradient; the input needs
+no gradient) plus 6·P for the rest; ResNet/ViT cost 3× a forward pass, counted by torch's ``FlopCounterMode``
+on a meta-device model (no memory, no time). Steps per network: the schedule's step budget from
+:func:`moirescale.train.schedules.schedule_config` (an upper bound: early stopping often ends sooner).
+Wall time = FLOPs / an effective rate (:data:`RATES`, from the figures in ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from moirescale.train.spec import TrainSpec
+
+# Effective training FLOP/s, documented in docs/sweeps.md. CPU: 2 cores of this machine kind, sgemm peak about
+# 168 GFLOP/s and FCN ensembles reach >= 60 % of it (issue 4's target, docs/benchmarks.md); convolutions and
+# attention on the CPU run at about a third of that. GPU: one H100 in fp32 without tensor cores (~60 TFLOP/s
+# peak), at a third of peak for these small models.
+RATES: dict[str, dict[str, float]] = {
+    "cpu2": {"fcn": 1.0e11, "resnet18": 3.5e10, "vit": 3.5e10},
+    "gpu": {"fcn": 2.0e13, "resnet18": 1.5e13, "vit": 1.5e13},
+}
+DEFAULT_IMAGE = (2, 100, 100)  # MODEL.md §4: two layers, 100 x 100 px
+
+
+def in_shape(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> tuple[int, int, int]:
+    c, h, w = image_shape
+    return (1 if spec.channels == "top" else c, h, w)
+
+
+def n_outputs(spec: TrainSpec) -> int:
+    return 3 if spec.target == "all" else 1
+
+
+@functools.lru_cache(maxsize=256)
+def _flops_and_params(arch: str, kw_items: tuple[tuple[str, Any], ...], shape: tuple[int, int, int],
+                      n_out: int) -> tuple[float, int]:
+    kw = dict(kw_items)
+    if arch == "fcn":
+        d_in = shape[0] * shape[1] * shape[2]
+        n_l, w = int(kw["n_layers"]), int(kw["width"])
+        first = d_in * w + w
+        rest = (n_l - 1) * (w * w + w) + w * n_out + n_out
+        return 4.0 * first + 6.0 * rest, first + rest
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from moirescale.models import count_params, create_model
+
+    with torch.device("meta"):
+        model = create_model(arch, shape, n_out, **kw)
+        x = torch.zeros((1, *shape))
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x)
+    return 3.0 * counter.get_total_flops(), count_params(model)
+
+
+def flops_per_sample(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> float:
+    """Training FLOPs for one sample through one network (forward + backward)."""
+    return _flops_and_params(spec.arch, tuple(sorted(spec.model_kw.items())), in_shape(spec, image_shape),
+                             n_outputs(spec))[0]
+
+
+def n_params(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> int:
+    return _flops_and_params(spec.arch, tuple(sorted(spec.model_kw.items())), in_shape(spec, image_shape),
+                             n_outputs(spec))[1]
+
+
+def steps(spec: TrainSpec) -> int:
+    """Optimiser steps of one network: the schedule's budget (training's own rule), else 100 epochs."""
+    try:
+        from moirescale.train.schedules import schedule_config
+
+        return schedule_config(spec.schedule, spec.lr, spec.n_train, spec.batch_size, spec.max_epochs,
+                               **spec.schedule_kw).budget
+    except ImportError:
+        return (spec.max_epochs or 100) * math.ceil(spec.n_train / spec.batch_size)
+
+
+@dataclass(frozen=True)
+class JobCost:
+    flops: float  # all realizations of the job
+    cpu_s: float  # on 2 CPU cores
+    gpu_s: float  # on one GPU
+
+
+def job_cost(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> JobCost:
+    per_net = flops_per_sample(spec, image_shape) * steps(spec) * min(spec.batch_size, spec.n_train)
+    total = per_net * len(spec.realizations)
+    return JobCost(total, total / RATES["cpu2"][spec.arch], total / RATES["gpu"][spec.arch])
+
+
+def human_time(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    for unit, div in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= div:
+            return f"{s / div:.1f} {unit}"
+    return f"{s:.0f} s"

@@ -1,0 +1,408 @@
+"""Run a sweep: prepare RUNDIR, make sure the dataset exists, run every job not yet done, resumably.
+
+Resumability comes from three facts: run ids are deterministic (:mod:`moirescale.train.spec`), the results
+table only grows by atomic part files (:mod:`moirescale.results`), and the driver appends a job's rows only
+after the whole job finished. So a sweep killed at any moment (SIGKILL included) keeps every finished run,
+and the same command run again skips those ids and redoes only the rest. A lock file keeps two sweeps off
+one RUNDIR.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moirescale import results
+from moirescale.errors import UserError
+from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
+from moirescale.sweep.expand import jobs, spec_run_ids
+from moirescale.sweep.worker import (
+    DEFAULT_TRAIN_FN,
+    failed_rows,
+    format_error,
+    format_traceback,
+    now_iso,
+)
+from moirescale.train.spec import TrainSpec
+
+HEARTBEAT = "heartbeat.json"
+HEARTBEAT_EVERY_S = 5.0
+LOCK = ".sweep.lock"
+
+log = logging.getLogger("moirescale.sweep")
+
+
+# ---------------------------------------------------------------------------------------------------- RUNDIR
+def prepare_rundir(loaded: LoadedConfig, out: Path, force: bool = False) -> None:
+    """Create RUNDIR and copy the config into ``RUNDIR/config.yaml``; refuse a RUNDIR made by another config.
+
+    Two configs are the same when their parsed YAML is equal (comments and layout do not matter). ``force``
+    keeps the old copy as ``config.<time>.yaml`` and adopts the new one: the rows already there stay valid,
+    since a run id depends only on what defines the run.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "config.yaml").exists() and any(p.name != LOCK for p in out.iterdir()):
+        raise UserError(f"{out} is not empty and is not a sweep run directory; choose a new --out")
+    dest = out / "config.yaml"
+    if dest.exists():
+        try:
+            old = yaml.safe_load(dest.read_text())
+        except yaml.YAMLError:
+            old = None
+        if old == loaded.raw:
+            return
+        if not force:
+            raise UserError(
+                f"{out} holds a sweep of a different config ({dest}); use another --out, or --force to adopt "
+                f"{loaded.path.name} there (finished runs are kept)"
+            )
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        shutil.copy2(dest, out / f"config.{stamp}.yaml")
+    _atomic_write(dest, loaded.text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _acquire_lock(out: Path) -> Any:
+    """An exclusive flock on RUNDIR/.sweep.lock (the OS drops it when the process dies, even by SIGKILL)."""
+    fh = open(out / LOCK, "a+")  # noqa: SIM115 - held for the sweep's lifetime
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        who = fh.read().strip() or "another process"
+        fh.close()
+        raise UserError(f"another sweep is running on {out} ({who}); wait for it or stop it first") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    fh.flush()
+    return fh
+
+
+def setup_logging(out: Path) -> logging.Handler:
+    (out / "logs").mkdir(exist_ok=True)
+    handler = logging.FileHandler(out / "logs" / "sweep.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+# ---------------------------------------------------------------------------------------------------- dataset
+def ensure_dataset(loaded: LoadedConfig, out: Path, force: bool = False) -> dict[str, Any]:
+    """Open the config's store (generating it first if it is missing or unfinished and the config says how);
+    write ``RUNDIR/dataset.json``. Refuse a RUNDIR whose results came from a different dataset."""
+    from moirescale.data.store import open_store
+
+    path = loaded.store_path
+    gen = loaded.cfg.dataset.generate
+    try:
+        store = open_store(path, checksum=False)
+    except UserError as exc:
+        if gen is None:
+            raise UserError(
+                f"dataset: {exc}. Make it with `moirescale generate`, or add a `dataset.generate:` block "
+                "to the config so the sweep makes it"
+            ) from None
+        _generate(loaded, path)
+        store = open_store(path, checksum=False)
+    info = {
+        "store": str(path),
+        "splits": {s: store.split_len(s) for s in ("train", "val", "test")},
+        "image_shape": list(store.image_shape),
+        "config_hash": store.manifest.get("config_hash"),
+    }
+    if gen is not None:
+        want = {"train": gen.n_train, "val": gen.n_val, "test": gen.n_test}
+        have = info["splits"]
+        short = {s: (n, have[s]) for s, n in want.items() if n is not None and n > have[s]}
+        if short:
+            raise UserError(
+                f"dataset {path} is smaller than the config's generate block asks "
+                f"({', '.join(f'{s}: {have} < {n}' for s, (n, have) in short.items())}); delete it or point "
+                "dataset.store elsewhere"
+            )
+    dest = out / "dataset.json"
+    if dest.exists():
+        old = json.loads(dest.read_text())
+        if old.get("config_hash") != info["config_hash"] and not force:
+            raise UserError(
+                f"{out} holds results made on another dataset (config hash {old.get('config_hash')}, now "
+                f"{info['config_hash']}); use another --out, or --force"
+            )
+    _atomic_write(dest, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _generate(loaded: LoadedConfig, path: Path) -> None:
+    gen = loaded.cfg.dataset.generate
+    assert gen is not None
+    dcfg = loaded.resolve(gen.config)
+    if not dcfg.is_file():
+        raise UserError(f"dataset.generate.config: {dcfg} not found")
+    cmd = [sys.executable, "-m", "moirescale.cli", "generate", "--config", str(dcfg), "--out", str(path)]
+    for flag, v in (("--n-train", gen.n_train), ("--n-val", gen.n_val), ("--n-test", gen.n_test),
+                    ("--seed", gen.seed), ("--workers", gen.workers)):
+        if v is not None:
+            cmd += [flag, str(v)]
+    log.info("generating the dataset: %s", " ".join(cmd))
+    print(f"generating the dataset into {path} ...", file=sys.stderr, flush=True)
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        raise UserError(f"dataset generation failed (exit {rc}): {' '.join(cmd)}")
+
+
+# ------------------------------------------------------------------------------------------------ heartbeat
+@dataclass
+class Heartbeat:
+    """``RUNDIR/heartbeat.json``: who runs the sweep and which jobs are in flight (read by ``status``)."""
+
+    path: Path
+    executor: str
+    started_at: str = field(default_factory=now_iso)
+    last: float = 0.0
+
+    def write(self, running: list[tuple[TrainSpec, float]], queued: int, final: bool = False) -> None:
+        data = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "executor": self.executor,
+            "started_at": self.started_at,
+            "updated_at": now_iso(),
+            "updated_unix": time.time(),
+            "finished": final,
+            "queued": queued,
+            "running": [
+                {"grid": s.grid, "run_ids": spec_run_ids(s), "since": since} for s, since in running
+            ] if not final else [],
+        }
+        _atomic_write(self.path, json.dumps(data, indent=1) + "\n")
+        self.last = time.monotonic()
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+@dataclass
+class SweepSummary:
+    jobs: int = 0
+    ok: int = 0
+    diverged: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retries: int = 0
+    wall_s: float = 0.0
+
+    def line(self) -> str:
+        return (
+            f"{self.ok} ok, {self.diverged} diverged, {self.failed} failed, {self.skipped} already done "
+            f"({self.jobs} jobs, {self.retries} retries, {self.wall_s:.0f} s)"
+        )
+
+
+def drive(
+    executor: Any,
+    todo: list[TrainSpec],
+    rundir: Path,
+    retries: int,
+    heartbeat: Heartbeat,
+    max_in_flight: int,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> SweepSummary:
+    """Run ``todo`` on ``executor`` with at most ``max_in_flight`` jobs at once; append rows after each job.
+
+    A job that raises is resubmitted up to ``retries`` times, then recorded as ``failed`` with its error.
+    """
+    summary = SweepSummary(jobs=len(todo))
+    queue = list(reversed(todo))  # pop() from the end keeps the config's order
+    attempts: dict[int, int] = {}
+    inflight: dict[Any, tuple[int, TrainSpec, float]] = {}
+    specs = dict(enumerate(todo))
+    order = {id(s): i for i, s in specs.items()}
+    t0 = time.monotonic()
+
+    def beat() -> None:
+        heartbeat.write([(s, since) for _, s, since in inflight.values()], queued=len(queue))
+
+    while queue or inflight:
+        while queue and len(inflight) < max_in_flight:
+            spec = queue.pop()
+            i = order[id(spec)]
+            handle = executor.submit(spec)
+            inflight[handle] = (i, spec, time.time())
+            log.info("start %s %s", spec.grid, _describe(spec))
+        beat()
+        finished = executor.wait(list(inflight), timeout=HEARTBEAT_EVERY_S)
+        for handle in finished:
+            i, spec, since = inflight.pop(handle)
+            try:
+                rows = executor.result(handle)
+            except Exception as exc:  # noqa: BLE001 - any failure of a job is recorded, the sweep goes on
+                attempts[i] = attempts.get(i, 0) + 1
+                log.warning("job %s failed (attempt %d of %d): %s\n%s", _describe(spec), attempts[i],
+                            retries + 1, format_error(exc), format_traceback(exc))
+                if attempts[i] <= retries:
+                    summary.retries += 1
+                    queue.append(spec)  # retried next
+                    continue
+                rows = failed_rows(spec, format_error(exc), device=getattr(handle, "device", ""))
+            results.append_rows(rundir, rows)
+            for r in rows:
+                key = r.get("status", "failed")
+                setattr(summary, key, getattr(summary, key) + 1)
+            log.info("done %s %s: %s", spec.grid, _describe(spec),
+                     ", ".join(f"{r['run_id']} {r['status']} test_mse={r.get('test_mse')}" for r in rows))
+            if on_rows is not None:
+                on_rows(rows)
+    summary.wall_s = time.monotonic() - t0
+    return summary
+
+
+def _describe(spec: TrainSpec) -> str:
+    kw = ",".join(f"{k}={v}" for k, v in spec.model_kw.items())
+    r = spec.realizations
+    reals = f"r{r[0]}" if len(r) == 1 else f"r{r[0]}-{r[-1]}({len(r)})"
+    return f"{spec.arch}[{kw}] {spec.target} N_D={spec.n_train} {spec.schedule} {reals}"
+
+
+def run_sweep(
+    config: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    executor: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    retries: int = 2,
+    force: bool = False,
+    device: str = "auto",
+    train_fn: str = DEFAULT_TRAIN_FN,
+    progress: bool = True,
+) -> SweepSummary:
+    """Run (or resume) the sweep a config declares into ``out``. The Python face of ``moirescale sweep``."""
+    if retries < 0:
+        raise UserError(f"--retries must be >= 0, got {retries}")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor must be local or ray, got {executor!r}")
+    if address and executor != "ray":
+        raise UserError("--address is for --executor ray")
+    loaded = load_config(config)
+    rundir = Path(out).resolve()
+    if rundir.exists() and not rundir.is_dir():
+        raise UserError(f"--out {rundir} is a file, not a directory")
+    foreign = rundir.is_dir() and not (rundir / "config.yaml").exists()
+    if foreign and any(p.name != LOCK for p in rundir.iterdir()):
+        raise UserError(f"{rundir} is not empty and is not a sweep run directory; choose a new --out")
+    rundir.mkdir(parents=True, exist_ok=True)
+    lock = _acquire_lock(rundir)
+    try:
+        prepare_rundir(loaded, rundir, force=force)
+    except BaseException:
+        lock.close()
+        raise
+    handler = setup_logging(rundir)
+    try:
+        log.info("sweep %s (%s) into %s, executor %s", loaded.cfg.name, loaded.path, rundir, executor)
+        for w in config_warnings(loaded.cfg):
+            log.warning(w)
+            print(f"warning: {w}", file=sys.stderr)
+        info = ensure_dataset(loaded, rundir, force=force)
+        _warn_pool(loaded, info)
+        done = results.done_ids(rundir)
+        todo = jobs(loaded.cfg, done)
+        summary_skip = len(done)
+        n_runs = sum(len(s.realizations) for s in todo)
+        if not todo:
+            print(f"nothing to do: all runs of {loaded.cfg.name} are in {results.table_path(rundir)}")
+            Heartbeat(rundir / HEARTBEAT, executor).write([], 0, final=True)
+            return SweepSummary(skipped=summary_skip)
+        ex: Any
+        if executor == "ray":
+            from moirescale.sweep.executors import RayExecutor
+
+            res = {g.name: g.resources.model_dump() for g in loaded.cfg.grids}
+            ex = RayExecutor(str(info["store"]), str(rundir), address=address, workers=workers,
+                             train_fn=train_fn, resources=res)
+            max_in_flight = max(1, int(ex.n_cpu) + int(4 * ex.n_gpu)) * 2  # keep Ray's queue fed
+        else:
+            from moirescale.sweep.executors import LocalExecutor
+
+            ex = LocalExecutor(str(info["store"]), str(rundir), workers=workers, device=device,
+                               train_fn=train_fn)
+            max_in_flight = ex.workers
+        msg = (f"{loaded.cfg.name}: {len(todo)} jobs ({n_runs} networks) to run, {len(done)} runs already "
+               f"done; {ex.describe()}; log: {rundir / 'logs' / 'sweep.log'}")
+        log.info(msg)
+        print(msg, flush=True)
+        hb = Heartbeat(rundir / HEARTBEAT, executor)
+        bar, on_rows = _progress(n_runs, progress)
+        killed = False
+        try:
+            summary = drive(ex, todo, rundir, retries, hb, max_in_flight, on_rows)
+        except KeyboardInterrupt:
+            killed = True
+            log.warning("interrupted; run the same command again to resume")
+            raise UserError(f"interrupted; run the same command again to resume ({rundir})") from None
+        finally:
+            if bar is not None:
+                bar.stop()
+            ex.close(kill=killed)
+        hb.write([], 0, final=True)
+        summary.skipped = summary_skip
+        log.info("sweep finished: %s", summary.line())
+        print(f"sweep finished: {summary.line()}; results: {results.table_path(rundir)}", flush=True)
+        return summary
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        lock.close()
+
+
+def _warn_pool(loaded: LoadedConfig, info: dict[str, Any]) -> None:
+    pool = info["splits"]["train"]
+    for g in loaded.cfg.grids:
+        big = [n for n in g.n_train.sizes() if n > pool]
+        if big:
+            msg = f"grid {g.name}: N_D {big} exceed the training pool ({pool}); those runs will fail"
+            log.warning(msg)
+            print(f"warning: {msg}", file=sys.stderr)
+
+
+def _progress(total: int, enabled: bool) -> tuple[Any, Callable[[list[dict[str, Any]]], None] | None]:
+    if not enabled:
+        return None, None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("networks"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    task = bar.add_task("sweep", total=total)
+    bar.start()
+
+    def on_rows(rows: list[dict[str, Any]]) -> None:
+        bar.advance(task, len(rows))
+
+    return bar, on_rows

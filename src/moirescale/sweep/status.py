@@ -1,0 +1,193 @@
+"""``moirescale status RUNDIR`` and ``--dry-run``: per-grid counts, compute estimates, throughput and ETA.
+
+A run is *done* when its latest row is ok or diverged, *failed* when it is failed, *running* when a live
+sweep's heartbeat lists it (the heartbeat is fresh and not marked finished), *pending* otherwise. A run that
+two grids share counts in both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from moirescale import results
+from moirescale.errors import UserError
+from moirescale.sweep.config import LoadedConfig, load_config
+from moirescale.sweep.estimate import DEFAULT_IMAGE, human_time, job_cost, n_params
+from moirescale.sweep.expand import default_group_size, grid_points, jobs, unique_points
+from moirescale.train.spec import run_id
+
+STALE_AFTER_S = 60.0  # a heartbeat older than this belongs to a sweep that is gone
+
+
+def read_heartbeat(rundir: Path) -> dict[str, Any] | None:
+    """The live sweep's heartbeat, or None when there is none (never run, finished, or killed)."""
+    from moirescale.sweep.runner import HEARTBEAT
+
+    p = rundir / HEARTBEAT
+    try:
+        hb = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if hb.get("finished") or time.time() - float(hb.get("updated_unix", 0)) > STALE_AFTER_S:
+        return None
+    return hb
+
+
+def _image_shape(rundir: Path | None, loaded: LoadedConfig | None) -> tuple[int, ...]:
+    for p in ([rundir / "dataset.json"] if rundir else []):
+        if p.is_file():
+            return tuple(json.loads(p.read_text())["image_shape"])
+    if loaded is not None:
+        try:
+            from moirescale.data.store import open_store
+
+            return tuple(open_store(loaded.store_path, checksum=False).image_shape)
+        except Exception:  # noqa: BLE001 - no store yet: the default image
+            pass
+    return DEFAULT_IMAGE
+
+
+def dry_run_table(loaded: LoadedConfig, rundir: Path | None = None) -> Table:
+    """One row per grid: points, networks, jobs, parameters, FLOPs and time on 2 CPU cores and one GPU."""
+    cfg = loaded.cfg
+    shape = _image_shape(rundir, loaded)
+    done = results.done_ids(rundir) if rundir is not None and results.table_path(rundir).exists() else set()
+    t = Table(title=f"sweep {cfg.name}: image {tuple(shape)}, {len(done)} runs already done")
+    for col in ("grid", "arch", "points", "networks", "todo", "N_M range", "PFLOP", "2 CPU cores", "1 GPU"):
+        t.add_column(col, justify="left" if col in ("grid", "arch") else "right")
+    for grid in cfg.grids:
+        pts = grid_points(cfg, grid)
+        nets = sum(len(p.realizations) for p in pts)
+        todo_specs = []
+        for p in pts:  # this grid's own view (shared runs are counted in each grid; the total dedupes)
+            left = tuple(r for r in p.realizations if run_id(p, r) not in done)
+            if left:
+                g = default_group_size(grid)
+                todo_specs += [replace(p, realizations=left[i : i + g]) for i in range(0, len(left), g)]
+        costs = [job_cost(s, shape) for s in todo_specs]
+        nm = [n_params(p, shape) for p in pts]
+        t.add_row(grid.name, grid.model.arch, str(len(pts)), str(nets),
+                  str(sum(len(s.realizations) for s in todo_specs)), f"{min(nm):.2g}–{max(nm):.2g}",
+                  f"{sum(c.flops for c in costs) / 1e15:.3g}", human_time(sum(c.cpu_s for c in costs)),
+                  human_time(sum(c.gpu_s for c in costs)))
+    # The total trains each shared network once.
+    uniq = unique_points(cfg)
+    todo = jobs(cfg, done)
+    costs = [job_cost(s, shape) for s in todo]
+    t.add_section()
+    t.add_row("all (unique)", "", str(len(uniq)), str(sum(len(p.spec.realizations) for p in uniq)),
+              str(sum(len(s.realizations) for s in todo)), "", f"{sum(c.flops for c in costs) / 1e15:.3g}",
+              human_time(sum(c.cpu_s for c in costs)), human_time(sum(c.gpu_s for c in costs)))
+    t.caption = (f"{len(todo)} jobs to run. Time = FLOPs (schedule step budget, an upper bound) / effective "
+                 "rate (docs/sweeps.md); divide the GPU column by the number of GPUs.")
+    return t
+
+
+def grid_status(rundir: Path) -> tuple[LoadedConfig, pd.DataFrame, dict[str, Any] | None]:
+    """Per grid: total, done, running, failed, pending run counts (a DataFrame), plus the live heartbeat."""
+    cfgp = rundir / "config.yaml"
+    if not cfgp.is_file():
+        raise UserError(f"{rundir} is not a sweep run directory (no config.yaml); start one with "
+                        "`moirescale sweep`")
+    loaded = load_config(cfgp)
+    df = results.read_results(rundir)
+    status = dict(zip(df["run_id"], df["status"], strict=True))
+    hb = read_heartbeat(rundir)
+    running = {rid for job in (hb or {}).get("running", []) for rid in job["run_ids"]}
+    rows = []
+    for grid in loaded.cfg.grids:
+        ids = [run_id(p, r) for p in grid_points(loaded.cfg, grid) for r in p.realizations]
+        st = [status.get(i) for i in ids]
+        n_done = sum(s in ("ok", "diverged") for s in st)
+        n_div = sum(s == "diverged" for s in st)
+        n_failed = sum(s == "failed" for s in st)
+        n_run = sum(1 for i, s in zip(ids, st, strict=True) if s not in ("ok", "diverged") and i in running)
+        rows.append({"grid": grid.name, "arch": grid.model.arch, "total": len(ids), "done": n_done,
+                     "diverged": n_div, "failed": n_failed, "running": n_run,
+                     "pending": len(ids) - n_done - n_failed - n_run})
+    return loaded, pd.DataFrame(rows), hb
+
+
+def status_report(rundir: Path, console: Console | None = None) -> pd.DataFrame:
+    """Print the status table, throughput and ETA of a run directory; return the per-grid counts."""
+    console = console or Console()
+    loaded, counts, hb = grid_status(rundir)
+    t = Table(title=f"sweep {loaded.cfg.name} in {rundir}")
+    for col in ("grid", "arch", "total", "done", "running", "failed", "pending", "diverged"):
+        t.add_column(col, justify="left" if col in ("grid", "arch") else "right")
+    for r in counts.itertuples():
+        t.add_row(r.grid, r.arch, str(r.total), f"[green]{r.done}[/]", f"[cyan]{r.running}[/]",
+                  f"[red]{r.failed}[/]" if r.failed else "0", str(r.pending), str(r.diverged))
+    console.print(t)
+    df = results.read_results(rundir)
+    uniq = {run_id(p.spec, r) for p in unique_points(loaded.cfg) for r in p.spec.realizations}
+    st = df[df["run_id"].isin(uniq)]
+    n_done = int(st["status"].isin(["ok", "diverged"]).sum())
+    console.print(f"unique runs: {n_done} done, {int((st['status'] == 'failed').sum())} failed, "
+                  f"{len(uniq) - n_done} to do (of {len(uniq)})")
+    if hb is not None:
+        console.print(f"live sweep: pid {hb['pid']} on {hb['host']} ({hb['executor']}), started "
+                      f"{hb['started_at']}, {len(hb.get('running', []))} job(s) in flight, "
+                      f"{hb.get('queued', 0)} queued")
+    else:
+        console.print("no live sweep (not running, finished, or killed: rerun `moirescale sweep` to resume)")
+    _throughput(rundir, loaded, df, hb, console)
+    failed = st[st["status"] == "failed"]
+    if len(failed):
+        console.print(f"[red]{len(failed)} failed run(s)[/]; first error: {failed['error'].iloc[0]}")
+    return counts
+
+
+def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[str, Any] | None,
+                console: Console) -> None:
+    """Networks per hour of the live (or last) session, and the ETA of what is left, weighted by estimated
+    FLOPs so that a few big ResNets left at the end are not mistaken for a few tiny FCNs."""
+    fin = df.dropna(subset=["finished_at"])
+    if fin.empty:
+        return
+    times = pd.to_datetime(fin["finished_at"], utc=True, errors="coerce")
+    if hb:  # the live session
+        start = pd.to_datetime(hb["started_at"], utc=True)
+        now = pd.Timestamp(datetime.now().astimezone())
+    else:  # all rows: from the first network's start to the last one's end
+        start = (times - pd.to_timedelta(fin["wall_time_s"].fillna(0).to_numpy(), unit="s")).min()
+        now = times.max()
+    recent = fin[times >= start]
+    elapsed = max(1.0, (now - start).total_seconds())
+    if recent.empty:
+        return
+    rate = len(recent) / elapsed * 3600
+    shape = _image_shape(rundir, None)
+    done = results.done_ids(rundir)
+    left = jobs(loaded.cfg, done)
+    specs = [s for s in (_spec_of(r, loaded) for r in recent.itertuples()) if s is not None]
+    cost_done = sum(job_cost(s, shape).flops for s in specs)
+    cost_left = sum(job_cost(s, shape).flops for s in left)
+    eta = cost_left / (cost_done / elapsed) if cost_done > 0 else math.inf
+    n_left = sum(len(s.realizations) for s in left)
+    tail = human_time(eta) if hb else f"- (no live sweep; at that rate {human_time(eta)})"
+    console.print(f"throughput: {rate:.1f} networks/h over {human_time(elapsed)}; "
+                  f"ETA for {n_left} networks: {tail}")
+
+
+_SPECS: dict[int, dict[str, Any]] = {}
+
+
+def _spec_of(row: Any, loaded: LoadedConfig) -> Any:
+    """The (one-realization) TrainSpec of a result row, via its run id."""
+    key = id(loaded)
+    if key not in _SPECS:
+        _SPECS.clear()
+        _SPECS[key] = {run_id(p.spec, r): replace(p.spec, realizations=(r,))
+                       for p in unique_points(loaded.cfg) for r in p.spec.realizations}
+    return _SPECS[key].get(row.run_id)
