@@ -1,9 +1,117 @@
-"""CLI sub-commands of this package (registered by moirescale.cli)."""
+"""CLI sub-commands of the analysis package: ``fit``, ``report``, ``advise``
+(registered by moirescale.cli)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from moirescale.errors import UserError
+
+RUNDIR = typer.Argument(..., help="Run directory holding results.parquet.")
+FIT_RANGE = typer.Option(
+    None, "--fit-range", help="Fit only points with NMIN <= N_D <= NMAX.", metavar="NMIN NMAX"
+)
+FLOOR = typer.Option(False, "--floor", help="Also fit an irreducible error: eps = E + A N^-alpha.")
+BOOT = typer.Option(1000, "--bootstrap", help="Bootstrap replicates for the (linear) power-law intervals.")
+BOOT_NL = typer.Option(
+    200,
+    "--bootstrap-nonlinear",
+    help="Bootstrap replicates for nonlinear fits (floor, joint law); each is a full refit.",
+)
+SEED = typer.Option(0, "--seed", help="Seed of the bootstraps.")
+
+
+def _settings(fit_range, floor: bool, n_boot: int, n_boot_nl: int, seed: int):
+    from moirescale.analysis.fits import FitSettings
+
+    if n_boot < 50 or n_boot_nl < 20:
+        raise UserError("--bootstrap must be >= 50 and --bootstrap-nonlinear >= 20 for a 95 % interval")
+    fr = None
+    if fit_range:
+        lo, hi = (float(v) for v in fit_range)
+        if not 0 < lo <= hi:
+            raise UserError(f"--fit-range {lo:g} {hi:g}: need 0 < NMIN <= NMAX")
+        fr = (lo, hi)
+    return FitSettings(fit_range=fr, floor=floor, n_boot=n_boot, n_boot_nonlinear=n_boot_nl, seed=seed)
+
+
+def fit(
+    rundir: Path = RUNDIR,
+    fit_range: tuple[float, float] | None = FIT_RANGE,
+    floor: bool = FLOOR,
+    bootstrap: int = BOOT,
+    bootstrap_nonlinear: int = BOOT_NL,
+    seed: int = SEED,
+) -> None:
+    """Fit every scaling curve of RUNDIR and write RUNDIR/fits.json."""
+    from moirescale.analysis.pipeline import analyze_rundir, write_fits
+
+    an = analyze_rundir(rundir, _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed))
+    path = write_fits(rundir, an)
+    for meta, f in an.curves_d:
+        lo, hi = f.interval(1)
+        model = f"fcn {meta['n_layers']}x{meta['width']}" if meta["arch"] == "fcn" else meta["arch"]
+        typer.echo(
+            f"alpha_D {model:>14} {meta['target']:>5} {meta['schedule']:>10}: "
+            f"{f.alpha:.3f} [{lo:.3f}, {hi:.3f}]  ({f.n.size} points)"
+        )
+    typer.echo(
+        f"{len(an.curves_d)} alpha_D, {len(an.curves_m)} alpha_M, {len(an.size_trends)} alpha_D-vs-N_M, "
+        f"{len(an.joints)} joint fits; {len(an.skipped)} skipped -> {path}"
+    )
+
+
+def report(
+    rundir: Path = RUNDIR,
+    fit_range: tuple[float, float] | None = FIT_RANGE,
+    floor: bool = FLOOR,
+    bootstrap: int = BOOT,
+    bootstrap_nonlinear: int = BOOT_NL,
+    seed: int = SEED,
+) -> None:
+    """Fit, draw every figure the data supports, and write RUNDIR/report.html (plus fits.json, figures/)."""
+    from moirescale.analysis.figures import make_figures
+    from moirescale.analysis.pipeline import analyze, write_fits
+    from moirescale.analysis.report import write_report
+    from moirescale.analysis.stats import load_results
+
+    df = load_results(rundir)
+    an = analyze(df, _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed))
+    write_fits(rundir, an)
+    figs = make_figures(an, rundir)
+    path = write_report(an, rundir, figs, df)
+    drawn = [k for k, v in figs.items() if "png" in v]
+    skipped = [f"{k} ({v['skipped']})" for k, v in figs.items() if "png" not in v]
+    typer.echo(f"{len(drawn)} figures drawn" + (f"; skipped: {'; '.join(skipped)}" if skipped else ""))
+    typer.echo(f"report -> {path}")
+
+
+def advise(
+    rundir: Path = RUNDIR,
+    target: str = typer.Option(..., "--target", help="theta, J, D or all."),
+    mse: float = typer.Option(..., "--mse", help="Target test MSE (scaled label units)."),
+    arch: str | None = typer.Option(None, "--arch", help="Only this architecture (fcn, resnet18, vit)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    bootstrap: int = BOOT,
+    bootstrap_nonlinear: int = BOOT_NL,
+    seed: int = SEED,
+) -> None:
+    """What N_D (and N_M) reach a target test MSE, with 95 % intervals, from the fitted scaling laws."""
+    from moirescale.analysis.pipeline import advise as _advise
+    from moirescale.analysis.pipeline import analyze_rundir, format_advice
+
+    if not mse > 0:
+        raise UserError("--mse must be > 0")
+    an = analyze_rundir(rundir, _settings(None, False, bootstrap, bootstrap_nonlinear, seed))
+    adv = _advise(an, target, mse, arch)
+    typer.echo(json.dumps(adv, indent=1) if as_json else format_advice(adv))
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the main app."""
+    app.command("fit")(fit)
+    app.command("report")(report)
+    app.command("advise")(advise)

@@ -117,3 +117,69 @@ def synthetic_rows(
 def write_synthetic(rundir: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
     """Append rows to ``RUNDIR/results.parquet`` with the real writer."""
     results.append_rows(rundir, rows)
+
+
+def demo_rows(n_realizations: int = 8, n_nd: int = 8, seed: int = 0) -> list[dict[str, Any]]:
+    """A full synthetic sweep with every figure's ingredients: FCN widths and depths, ResNet-18 and ViT, three
+    targets, two schedules for one model, failed runs. Exponents follow :func:`joint_law` per target."""
+    nds = tuple(224 * 2**k for k in range(n_nd))
+    laws = {
+        "theta": joint_law(E=5e-5, A=2.0, a=0.5, B=400.0, b=1.3),
+        "J": joint_law(E=1e-4, A=3.0, a=0.6, B=800.0, b=1.6),
+        "D": joint_law(E=2e-4, A=1.0, a=0.4, B=300.0, b=1.1),
+    }
+
+    def law(p: int, nd: int, t: str) -> float:
+        return laws[t](p, nd, t)
+
+    common = {
+        "targets": ("theta", "J", "D"),
+        "n_trains": nds,
+        "n_realizations": n_realizations,
+        "failed_frac": 0.03,
+    }
+    rows = synthetic_rows(law, widths=(4, 16, 64, 256), n_layers=(3,), seed=seed, **common)
+    rows += synthetic_rows(law, widths=(16,), n_layers=(1, 5), seed=seed + 1, **common)
+    rows += synthetic_rows(law, arch="resnet18", n_params=(11_170_000,), seed=seed + 2, **common)
+    rows += synthetic_rows(law, arch="vit", n_params=(5_500_000,), seed=seed + 3, **common)
+    slow = joint_law(E=3e-4, A=3.0, a=0.6, B=800.0, b=1.2)
+    rows += synthetic_rows(
+        lambda p, nd, t: slow(p, nd, t),
+        widths=(16,),
+        n_layers=(3,),
+        schedules=("constant",),
+        seed=seed + 4,
+        **common,
+    )
+    return rows
+
+
+def noise_rows(seed: int = 0) -> list[dict[str, Any]]:
+    """A synthetic ``noise.parquet`` table
+    (arch, width, n_layers, target, n_train, noise_kind, noise_level, mse)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for kind in ("gaussian", "flip"):
+        for level in (0.0, 0.05, 0.1, 0.2, 0.4):
+            for w in (16, 256):
+                for r in range(4):
+                    mse = (
+                        1e-3
+                        * (64 / w) ** 0.5
+                        * (1 + 40 * level**1.5)
+                        * float(np.exp(0.2 * rng.standard_normal()))
+                    )
+                    out.append(
+                        {
+                            "arch": "fcn",
+                            "width": w,
+                            "n_layers": 3,
+                            "target": "J",
+                            "n_train": 28672,
+                            "noise_kind": kind,
+                            "noise_level": level,
+                            "mse": mse,
+                            "realization": r,
+                        }
+                    )
+    return out

@@ -1,0 +1,441 @@
+"""One self-contained ``report.html``: figures embedded as base64 PNG, exponent tables with intervals
+beside the paper's stated range, the sweep config, dataset summary, run counts, software versions
+and git commit.
+
+The page carries a tiny script that counts the images that decoded (``naturalWidth > 0``) and writes the count
+into ``#images-status``, so a headless browser can check that every figure loads.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from moirescale.analysis.fits import PAPER_ALPHA_MAX, PAPER_ALPHA_RANGE
+from moirescale.analysis.pipeline import Analysis
+from moirescale.analysis.stats import status_counts
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
+h1,h2,h3{color:#0b3d6b} table{border-collapse:collapse;margin:.6em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right} th{background:#eef2f7}
+td.l,th.l{text-align:left} figure{margin:1.2em 0} figure img{max-width:100%;border:1px solid #ddd}
+figcaption{font-size:13px;color:#444} .skip{color:#888;font-size:13px} pre{background:#f6f8fa;padding:.6em;
+overflow:auto;font-size:12px} .ok{color:#007a3d} .warn{color:#b35900}
+"""
+
+_SCRIPT = """
+<script>
+window.addEventListener('load', function () {
+  var imgs = document.querySelectorAll('img');
+  var ok = 0;
+  for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++; }
+  var el = document.getElementById('images-status');
+  el.setAttribute('data-loaded', ok);
+  el.setAttribute('data-total', imgs.length);
+  el.textContent = ok + ' of ' + imgs.length + ' figures loaded';
+});
+</script>
+"""
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "&ndash;"
+    if isinstance(v, str):
+        return html.escape(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return "&ndash;"
+        return f"{v:.{digits}g}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str]], left: set[str] | None = None) -> str:
+    left = left or set()
+    head = "".join(f"<th class='{'l' if k in left else ''}'>{html.escape(t)}</th>" for k, t in cols)
+    body = []
+    for r in rows:
+        cells = "".join(
+            f"<td class='{'l' if k in left else ''}'>{r.get(k) if k.startswith('_') else _fmt(r.get(k))}</td>"
+            for k, _ in cols
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _where(s: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in s.items() if k not in ("what", "reason") and v not in (None, ""))
+
+
+def _paper_verdict(alpha: float, lo: float | None, hi: float | None) -> str:
+    """Where an alpha_D interval sits relative to the paper's 1-2 (up to ~2.3)."""
+    lo = alpha if lo is None else lo
+    hi = alpha if hi is None else hi
+    a, b = PAPER_ALPHA_RANGE
+    if hi >= a and lo <= b:
+        return "<span class='ok'>overlaps 1&ndash;2</span>"
+    if hi >= a and lo <= PAPER_ALPHA_MAX:
+        return "<span class='ok'>within 1&ndash;2.3</span>"
+    return "<span class='warn'>" + ("below" if hi < a else "above") + " the paper's range</span>"
+
+
+def _img(path: str, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def software_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("moirescale", "numpy", "scipy", "pandas", "pyarrow", "matplotlib", "torch", "timm"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def git_commit(start: str | os.PathLike[str] | None = None) -> str:
+    """Commit of the source tree (``+dirty`` if modified), or 'unknown' outside git."""
+    here = Path(start) if start else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _fit_rows(fits: list[dict[str, Any]], variable: str) -> list[dict[str, Any]]:
+    rows = []
+    for f in fits:
+        if f["variable"] != variable:
+            continue
+        r = dict(f)
+        if f["arch"] == "fcn":
+            r["model"] = (
+                f"FCN {f['n_layers']}x{f['width']}" if variable == "n_train" else f"FCN n_l={f['n_layers']}"
+            )
+        else:
+            r["model"] = f["arch"]
+        r["interval"] = f"[{_fmt(f['alpha_lo'])}, {_fmt(f['alpha_hi'])}]"
+        r["range"] = f"{f['n_min']:,}&ndash;{f['n_max']:,}"
+        if variable == "n_train":
+            r["_paper"] = _paper_verdict(f["alpha"], f["alpha_lo"], f["alpha_hi"])
+        if f.get("floor") is not None:
+            r["floor_s"] = f"{_fmt(f['floor'])} [{_fmt(f['floor_lo'])}, {_fmt(f['floor_hi'])}]"
+        rows.append(r)
+    return rows
+
+
+def build_report(
+    an: Analysis,
+    rundir: str | os.PathLike[str],
+    figures: dict[str, dict[str, Any]],
+    results_df: pd.DataFrame,
+) -> str:
+    """The report page as a string (see module docstring)."""
+    rundir = Path(rundir)
+    doc = an.to_dict()
+    parts: list[str] = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>moirescale report: {html.escape(rundir.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Scaling-law report: {html.escape(str(rundir))}</h1>",
+        f"<p>Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. "
+        "<span id='images-status' data-loaded='-1' data-total='-1'>"
+        "figures not checked (no script)</span></p>",
+        "<p>Statistic: geometric mean of the test MSE over network realizations (scaled label units). "
+        "Exponents from weighted least squares on log&ndash;log axes; 95 % intervals from a bootstrap over "
+        "realizations (see <code>docs/analysis.md</code>). Paper (&#268;ade&#382; &amp; Kim 2025): "
+        "&alpha;<sub>D</sub> between 1 and 2, up to &asymp; 2.3.</p>",
+    ]
+
+    # --- run counts
+    counts = status_counts(results_df)
+    parts.append("<h2>Runs</h2>")
+    parts.append(
+        _table(
+            counts.to_dict("records"),
+            [
+                ("arch", "arch"),
+                ("target", "target"),
+                ("ok", "ok"),
+                ("failed", "failed"),
+                ("diverged", "diverged"),
+            ],
+            left={"arch", "target"},
+        )
+    )
+
+    # --- figures
+    parts.append("<h2>Figures</h2>")
+    ex = rundir / "figures" / "examples.png"
+    if ex.exists():
+        parts.append(
+            f"<figure>{_img(str(ex), 'example images')}<figcaption>Fig. 2: example magnetic-domain "
+            "images at several (&theta;, J, D).</figcaption></figure>"
+        )
+    else:
+        parts.append(
+            "<p class='skip'>Fig. 2 (example images): not enough data: no figures/examples.png "
+            "in the run directory.</p>"
+        )
+    for name, f in figures.items():
+        if "png" in f:
+            parts.append(
+                f"<figure id='{name}'>{_img(f['png'], f['caption'])}<figcaption>"
+                f"{html.escape(f['caption'])} (<code>figures/{name}.png</code>, <code>.svg</code>)"
+                "</figcaption></figure>"
+            )
+        else:
+            parts.append(f"<p class='skip'>{html.escape(f['caption'])}: {html.escape(f['skipped'])}.</p>")
+
+    # --- exponent tables
+    parts.append(
+        "<h2>Data-scaling exponents &alpha;<sub>D</sub> (&epsilon; = A N<sub>D</sub><sup>&minus;&alpha;"
+        "</sup>)</h2>"
+    )
+    rows_d = _fit_rows(doc["fits"], "n_train")
+    cols = [
+        ("model", "model"),
+        ("n_params", "N_M"),
+        ("target", "target"),
+        ("schedule", "schedule"),
+        ("alpha", "alpha_D"),
+        ("interval", "95 % interval"),
+        ("_paper", "paper: 1-2 (&le;2.3)"),
+        ("prefactor", "A"),
+        ("range", "N_D range"),
+        ("n_points", "points"),
+        ("chi2_red", "chi2/dof"),
+        ("ci_scale", "CI scale"),
+    ]
+    if any(r.get("floor_s") for r in rows_d):
+        cols.insert(6, ("floor_s", "floor E [95 %]"))
+    parts.append(
+        _table(rows_d, cols, left={"model", "target", "schedule"})
+        if rows_d
+        else "<p class='skip'>no alpha_D fits</p>"
+    )
+    parts.append(
+        "<h2>Model-size exponents &alpha;<sub>M</sub> (&epsilon; = A N<sub>M</sub><sup>&minus;&alpha;"
+        "</sup>)</h2>"
+    )
+    rows_m = _fit_rows(doc["fits"], "n_params")
+    parts.append(
+        _table(
+            rows_m,
+            [
+                ("model", "model"),
+                ("target", "target"),
+                ("n_train", "N_D"),
+                ("schedule", "schedule"),
+                ("alpha", "alpha_M"),
+                ("interval", "95 % interval"),
+                ("range", "N_M range"),
+                ("n_points", "points"),
+                ("chi2_red", "chi2/dof"),
+            ],
+            left={"model", "target", "schedule"},
+        )
+        if rows_m
+        else "<p class='skip'>no model-size fits (needs 3 or more model sizes per family)</p>"
+    )
+    parts.append(
+        "<h2>&alpha;<sub>D</sub> vs model size: &alpha;<sub>D</sub> = a<sub>D</sub> log<sub>10</sub>"
+        "(N<sub>M</sub>/10<sup>6</sup>) + b<sub>D</sub> (largest N<sub>M</sub> left out)</h2>"
+    )
+    trend_rows = [
+        {
+            **t,
+            "a_i": f"[{_fmt(t['a_D_lo'])}, {_fmt(t['a_D_hi'])}]",
+            "b_i": f"[{_fmt(t['b_D_lo'])}, {_fmt(t['b_D_hi'])}]",
+        }
+        for t in doc["alpha_vs_size"]
+    ]
+    parts.append(
+        _table(
+            trend_rows,
+            [
+                ("arch", "family"),
+                ("target", "target"),
+                ("schedule", "schedule"),
+                ("a_D", "a_D"),
+                ("a_i", "95 %"),
+                ("b_D", "b_D"),
+                ("b_i", "95 %"),
+                ("n_points", "sizes fitted"),
+            ],
+            left={"arch", "target", "schedule"},
+        )
+        if trend_rows
+        else "<p class='skip'>not enough model sizes (needs 4, one left out)</p>"
+    )
+    parts.append(
+        "<h2>Joint law &epsilon; = E + A N<sub>M</sub><sup>&minus;a</sup> + B N<sub>D</sub>"
+        "<sup>&minus;b</sup></h2>"
+    )
+    jrows = [
+        {**j, **{f"{k}_i": f"[{_fmt(j[f'{k}_lo'])}, {_fmt(j[f'{k}_hi'])}]" for k in "EAaBb"}}
+        for j in doc["joint"]
+    ]
+    parts.append(
+        _table(
+            jrows,
+            [
+                ("arch", "family"),
+                ("target", "target"),
+                ("schedule", "schedule"),
+                ("E", "E"),
+                ("E_i", "95 %"),
+                ("a", "a"),
+                ("a_i", "95 %"),
+                ("b", "b"),
+                ("b_i", "95 %"),
+                ("n_points", "points"),
+                ("rms_std_resid", "rms std. resid."),
+            ],
+            left={"arch", "target", "schedule"},
+        )
+        if jrows
+        else "<p class='skip'>no joint fit (needs 2 or more model sizes and 3 or more N_D)</p>"
+    )
+    parts.append(
+        "<h2>Extrapolation test (fit on the smaller N<sub>D</sub>, predict the held-out largest)</h2>"
+    )
+    xrows = []
+    for r in doc["extrapolation"]:
+        m = (
+            f"FCN {r.get('n_layers')}x{r.get('width')}"
+            if r["arch"] == "fcn" and r["kind"] == "power_law"
+            else r["arch"] + (f" N_M={r['n_params']:,}" if r["kind"] == "joint" else "")
+        )
+        xrows.append(
+            {
+                **r,
+                "model": m,
+                "nd": r.get("n", r.get("n_train")),
+                "band": f"[{_fmt(r['predicted_lo'])}, {_fmt(r['predicted_hi'])}]",
+                "_in": "<span class='ok'>yes</span>" if r["inside"] else "<span class='warn'>no</span>",
+            }
+        )
+    parts.append(
+        _table(
+            xrows,
+            [
+                ("kind", "fit"),
+                ("model", "model"),
+                ("target", "target"),
+                ("nd", "N_D"),
+                ("fit_n_max", "fit up to N_D"),
+                ("observed", "observed"),
+                ("predicted", "predicted"),
+                ("band", "95 % band"),
+                ("log_error", "ln(pred/obs)"),
+                ("_in", "consistent"),
+            ],
+            left={"kind", "model", "target"},
+        )
+        if xrows
+        else "<p class='skip'>no extrapolation test (needs 4 or more N_D per curve)</p>"
+    )
+    if doc["skipped"]:
+        parts.append(
+            "<h3>Fits skipped</h3><ul>"
+            + "".join(
+                f"<li>{html.escape(s['what'])} ({html.escape(_where(s))}): {html.escape(s['reason'])}</li>"
+                for s in doc["skipped"][:50]
+            )
+            + "</ul>"
+        )
+
+    # --- noise table
+    noise = rundir / "noise.parquet"
+    if noise.exists():
+        from moirescale.analysis.figures import NotEnoughData, noise_table
+
+        try:
+            nt = noise_table(noise)
+            parts.append("<h2>Noise robustness</h2>")
+            parts.append(
+                _table(
+                    nt.to_dict("records"),
+                    [
+                        ("arch", "arch"),
+                        ("n_layers", "n_l"),
+                        ("width", "n_n"),
+                        ("target", "target"),
+                        ("n_train", "N_D"),
+                        ("noise_kind", "noise"),
+                        ("noise_level", "level"),
+                        ("gm", "MSE (geom. mean)"),
+                        ("n_r", "N_r"),
+                    ],
+                    left={"arch", "target", "noise_kind"},
+                )
+            )
+        except (NotEnoughData, OSError, ValueError) as e:
+            parts.append(f"<p class='skip'>noise.parquet unreadable: {html.escape(str(e))}</p>")
+
+    # --- provenance
+    parts.append("<h2>Dataset</h2>")
+    ds = rundir / "dataset.json"
+    if ds.exists():
+        try:
+            info = json.loads(ds.read_text())
+            parts.append(f"<pre>{html.escape(json.dumps(info, indent=2))}</pre>")
+        except (OSError, ValueError) as e:
+            parts.append(f"<p class='skip'>dataset.json unreadable: {html.escape(str(e))}</p>")
+    else:
+        parts.append("<p class='skip'>no dataset.json in the run directory</p>")
+    parts.append("<h2>Sweep config</h2>")
+    cfg = rundir / "config.yaml"
+    parts.append(
+        f"<pre>{html.escape(cfg.read_text())}</pre>"
+        if cfg.exists()
+        else "<p class='skip'>no config.yaml in the run directory</p>"
+    )
+    parts.append("<h2>Software</h2>")
+    sw = software_versions()
+    sw["git commit"] = git_commit()
+    sw["fit settings"] = json.dumps(doc["settings"])
+    parts.append(
+        _table(
+            [{"k": k, "v": v} for k, v in sw.items()], [("k", "component"), ("v", "version")], left={"k", "v"}
+        )
+    )
+    parts.append(_SCRIPT + "</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(
+    an: Analysis, rundir: str | os.PathLike[str], figures: dict[str, dict[str, Any]], results_df: pd.DataFrame
+) -> Path:
+    """Write ``RUNDIR/report.html`` atomically."""
+    path = Path(rundir) / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(build_report(an, rundir, figures, results_df), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
