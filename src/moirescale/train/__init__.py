@@ -3,6 +3,7 @@
 Main entry: :func:`run_spec` (a :class:`TrainSpec` on a dataset store -> results rows + checkpoints).
 """
 
+from moirescale.train.compare import compare_schedules, summarize_schedules
 from moirescale.train.data import TrainData, load_train_data
 from moirescale.train.run import load_checkpoint, make_subsets, run_spec, train_arrays
 from moirescale.train.schedules import SCHEDULES, Schedule, ScheduleConfig, schedule_config
@@ -14,6 +15,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainData",
     "TrainSpec",
+    "compare_schedules",
     "group_id",
     "load_checkpoint",
     "load_train_data",
@@ -22,5 +24,6 @@ __all__ = [
     "run_id",
     "run_spec",
     "schedule_config",
+    "summarize_schedules",
     "train_arrays",
 ]

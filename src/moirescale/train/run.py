@@ -163,7 +163,7 @@ def train_arrays(
                 progress(
                     step - last[0],
                     f"nets {g[0] + 1}-{g[-1] + 1}/{len(reals)} active {n_active} "
-                    f"epoch {step / max(1, cfg.budget) * 0 + step // max(1, _spe(spec)):d} "
+                    f"epoch {step // max(1, _spe(spec))} "
                     f"loss {train_loss:.3g} val {val_loss:.3g}",
                 )
             last[0] = step
