@@ -57,7 +57,7 @@ class GenerateSpec(_Strict):
     n_train: PosInt | None = None
     n_val: Annotated[int, Field(ge=0)] | None = None
     n_test: PosInt | None = None
-    seed: int | None = None  # None: the sweep's seed
+    seed: int | None = None  # None: the sweep's seed (passed as --seed)
     workers: PosInt | None = None
 
 

@@ -52,12 +52,12 @@ def _flops_and_params(arch: str, kw_items: tuple[tuple[str, Any], ...], shape: t
     from moirescale.models import count_params, create_model
 
     with torch.device("meta"):
-        model = create_model(arch, shape, n_out, **kw)
-        x = torch.zeros((1, *shape))
+        model = create_model(arch, shape, n_out, **kw).eval()  # eval: batch norm takes a batch of 2
+        x = torch.zeros((2, *shape))
         counter = FlopCounterMode(display=False)
         with counter:
             model(x)
-    return 3.0 * counter.get_total_flops(), count_params(model)
+    return 3.0 * counter.get_total_flops() / 2, count_params(model)
 
 
 def flops_per_sample(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> float:
@@ -87,6 +87,23 @@ class JobCost:
     flops: float  # all realizations of the job
     cpu_s: float  # on 2 CPU cores
     gpu_s: float  # on one GPU
+
+
+def check_models(specs: list[TrainSpec], image_shape: tuple[int, ...]) -> None:
+    """Build every distinct model of ``specs`` on the meta device: bad knobs fail now, naming the grid,
+    instead of in every job later (e.g. a ViT width that its heads do not divide)."""
+    from moirescale.errors import UserError
+
+    seen = set()
+    for s in specs:
+        key = (s.arch, tuple(sorted(s.model_kw.items())), s.channels, s.target)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            n_params(s, image_shape)
+        except UserError as exc:
+            raise UserError(f"grid {s.grid}: {exc}") from None
 
 
 def job_cost(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> JobCost:

@@ -29,7 +29,8 @@ import yaml
 from moirescale import results
 from moirescale.errors import UserError
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
-from moirescale.sweep.expand import jobs, spec_run_ids
+from moirescale.sweep.estimate import check_models
+from moirescale.sweep.expand import jobs, spec_run_ids, unique_points
 from moirescale.sweep.worker import (
     DEFAULT_TRAIN_FN,
     failed_rows,
@@ -157,11 +158,12 @@ def _generate(loaded: LoadedConfig, path: Path) -> None:
     gen = loaded.cfg.dataset.generate
     assert gen is not None
     dcfg = loaded.resolve(gen.config)
+    seed = gen.seed if gen.seed is not None else loaded.cfg.seed
     if not dcfg.is_file():
         raise UserError(f"dataset.generate.config: {dcfg} not found")
     cmd = [sys.executable, "-m", "moirescale.cli", "generate", "--config", str(dcfg), "--out", str(path)]
     for flag, v in (("--n-train", gen.n_train), ("--n-val", gen.n_val), ("--n-test", gen.n_test),
-                    ("--seed", gen.seed), ("--workers", gen.workers)):
+                    ("--seed", seed), ("--workers", gen.workers)):
         if v is not None:
             cmd += [flag, str(v)]
     log.info("generating the dataset: %s", " ".join(cmd))
@@ -325,6 +327,7 @@ def run_sweep(
             print(f"warning: {w}", file=sys.stderr)
         info = ensure_dataset(loaded, rundir, force=force)
         _warn_pool(loaded, info)
+        check_models([p.spec for p in unique_points(loaded.cfg)], tuple(info["image_shape"]))
         done = results.done_ids(rundir)
         todo = jobs(loaded.cfg, done)
         summary_skip = len(done)

@@ -22,7 +22,7 @@ from rich.table import Table
 from moirescale import results
 from moirescale.errors import UserError
 from moirescale.sweep.config import LoadedConfig, load_config
-from moirescale.sweep.estimate import DEFAULT_IMAGE, human_time, job_cost, n_params
+from moirescale.sweep.estimate import DEFAULT_IMAGE, check_models, human_time, job_cost, n_params
 from moirescale.sweep.expand import default_group_size, grid_points, jobs, unique_points
 from moirescale.train.spec import run_id
 
@@ -65,6 +65,7 @@ def dry_run_table(loaded: LoadedConfig, rundir: Path | None = None) -> Table:
     t = Table(title=f"sweep {cfg.name}: image {tuple(shape)}, {len(done)} runs already done")
     for col in ("grid", "arch", "points", "networks", "todo", "N_M range", "PFLOP", "2 CPU cores", "1 GPU"):
         t.add_column(col, justify="left" if col in ("grid", "arch") else "right")
+    check_models([p.spec for p in unique_points(cfg)], shape)
     for grid in cfg.grids:
         pts = grid_points(cfg, grid)
         nets = sum(len(p.realizations) for p in pts)
