@@ -175,8 +175,10 @@ def _run_backend(be, xs, jps, dmis, c0, keys, temps, workers, device):
         from moirescale.physics import anneal_torch
 
         old = torch.get_num_threads()
-        if workers is not None:
-            torch.set_num_threads(int(workers))
+        # Small tensors gain nothing from intra-op threads, and their barriers cost a lot on a busy CPU.
+        per_op = xs.shape[0] * xs.shape[-1] ** 2 * 3
+        threads = int(workers) if workers is not None else min(old, max(1, per_op // (1 << 16)))
+        torch.set_num_threads(threads)
         try:
             return anneal_torch.anneal(
                 xs, jps, dmis, c0["j1"], c0["lam"], c0["bz"], keys, temps, device=device
