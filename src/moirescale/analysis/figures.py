@@ -71,7 +71,7 @@ def _fit_for(an: Analysis, row: pd.Series | dict, variable: str = "n_train") -> 
 def _model_label(r: pd.Series | dict) -> str:
     arch = ARCH_NAME.get(r["arch"], r["arch"])
     if r["arch"] == "fcn":
-        return f"FCN $n_l$={r['n_layers']}, $n_n$={r['width']}"
+        return f"FCN {r['n_layers']}×{r['width']}"
     return arch
 
 
@@ -83,7 +83,7 @@ def _draw_fit(ax, fit: PowerLawFit | None, color: str, n_lo: float, n_hi: float)
     lo, hi = fit.band(n)
     ax.fill_between(n, lo, hi, color=color, alpha=0.15, lw=0)
     a_lo, a_hi = fit.interval(1)
-    return f" ($\\alpha$={fit.alpha:.2f} [{a_lo:.2f}, {a_hi:.2f}])"
+    return f" (α={fit.alpha:.2f} [{a_lo:.2f}, {a_hi:.2f}])"
 
 
 def _points(ax, g: pd.DataFrame, x: str, style: dict[str, Any], label: str, fill: bool = True) -> None:
@@ -173,7 +173,9 @@ def fig4abc(an: Analysis) -> plt.Figure:
     L = _main_depth(fcn)
     ws = sorted(fcn.loc[fcn["n_layers"] == L, "width"].dropna().astype(int).unique())
     models = [{"arch": "fcn", "n_layers": L, "width": w} for w in ws]
-    return _data_scaling_panels(an, st, models, _targets(st), f"Fig. 4 a-c: FCN widths ($n_l$={L})")
+    return _data_scaling_panels(
+        an, st, models, _targets(st), f"Fig. 4 a-c: FCN widths (n_l={L} hidden layers)"
+    )
 
 
 def fig4d(an: Analysis) -> plt.Figure:
@@ -273,7 +275,7 @@ def fig3e(an: Analysis, n_subsets: int = 50, seed: int = 0) -> plt.Figure:
         for i, r in enumerate(rows):
             b = bootstrap_gm(np.exp(r["logs"]), n_subsets=n_subsets, seed=seed)
             s = _style(i)
-            lab = f"$n_n$={r['width']}" if r["arch"] == "fcn" else ARCH_NAME.get(r["arch"], r["arch"])
+            lab = f"width {r['width']}" if r["arch"] == "fcn" else ARCH_NAME.get(r["arch"], r["arch"])
             ax.errorbar(b["n_r"], b["gm_mean"], yerr=b["gm_sd"], capsize=2, ms=4, label=lab, **s)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -320,8 +322,8 @@ def fig5(an: Analysis) -> plt.Figure:
             tr.predict(x),
             "--",
             color=OKABE_ITO[0],
-            label=f"$a_D$={d['a_D']:.2f} [{d['a_D_lo']:.2f}, {d['a_D_hi']:.2f}], "
-            f"$b_D$={d['b_D']:.2f} [{d['b_D_lo']:.2f}, {d['b_D_hi']:.2f}]",
+            label=f"a_D={d['a_D']:.2f} [{d['a_D_lo']:.2f}, {d['a_D_hi']:.2f}], "
+            f"b_D={d['b_D']:.2f} [{d['b_D_lo']:.2f}, {d['b_D_hi']:.2f}]",
         )
         ax.fill_between(x, lo, hi, color=OKABE_ITO[0], alpha=0.15, lw=0)
         others = [
@@ -376,7 +378,7 @@ def fig_model_size(an: Analysis) -> plt.Figure:
             if g.empty:
                 continue
             s = _style(i)
-            lab = f"FCN $N_D$={nd}" + _draw_fit(
+            lab = f"FCN, N_D={nd}" + _draw_fit(
                 ax, _fit_for(an, g.iloc[0], "n_params"), s["color"], g["n_params"].min(), g["n_params"].max()
             )
             _points(ax, g, "n_params", s, lab)
@@ -389,7 +391,7 @@ def fig_model_size(an: Analysis) -> plt.Figure:
                     ms=10,
                     color=s["color"],
                     ls="none",
-                    label=f"{ARCH_NAME.get(r['arch'], r['arch'])} $N_D$={nd}",
+                    label=f"{ARCH_NAME.get(r['arch'], r['arch'])}, N_D={nd}",
                 )
         _loglog(ax, "$N_M$ (parameters)")
         ax.set_title(LABEL_TEX.get(t, t))
@@ -461,7 +463,7 @@ def fig_joint(an: Analysis) -> plt.Figure:
                         mfc="white" if ho else s["color"],
                         color=s["color"],
                         marker=s["marker"],
-                        label=f"$N_M$={int(nm):,}" if not ho else None,
+                        label=f"N_M={int(nm):,}" if not ho else None,
                     )
             x = np.geomspace(nd.min(), nd.max(), 60)
             ax.plot(x, full.predict(nm, x), "-", color=s["color"], lw=1)
@@ -519,7 +521,7 @@ def fig_noise(table: pd.DataFrame) -> plt.Figure:
             gg = gg.sort_values("noise_level")
             s = _style(i)
             arch, L, w, t, nd = key
-            lab = (f"FCN {L}x{w}" if arch == "fcn" else ARCH_NAME.get(arch, arch)) + f", {t}, $N_D$={nd}"
+            lab = (f"FCN {L}x{w}" if arch == "fcn" else ARCH_NAME.get(arch, arch)) + f", {t}, N_D={nd}"
             ax.errorbar(
                 gg["noise_level"], gg["gm"], yerr=gg["gm"] * gg["log_se"], capsize=2, ms=4, label=lab, **s
             )
