@@ -62,7 +62,7 @@ def ensure_dataset(config: Path) -> Path:
     from moirescale.sweep.config import load_config
 
     loaded = load_config(config)
-    store = loaded.store_path()
+    store = loaded.store_path
     if _store_is_complete(store):
         _log(f"dataset {store}: already complete")
         return store

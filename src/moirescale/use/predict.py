@@ -387,7 +387,11 @@ def training_grid(checkpoint: str, rundir: str | os.PathLike[str], store: str | 
         except UserError:
             nm = None
     if nm is None:
-        store_dir = store or meta.get("store") or meta.get("store_path") or find_store(rundir)
+        # --store first, then where the network was trained (if still there), then what the run dir records.
+        cands = [store, meta.get("store"), _store_from_rundir(rundir)]
+        store_dir = next((c for c in cands if c and Path(c).is_dir()), None)
+        if store_dir is None:
+            raise UserError(f"{rundir}: cannot find the training dataset (pixel size); pass --store DIR")
         from moirescale.data.store import open_store
 
         s = open_store(store_dir)

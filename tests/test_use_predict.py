@@ -1,0 +1,268 @@
+"""`predict` and the noise evaluation on real checkpoints from a tiny real training on the tiny store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moirescale.errors import UserError
+from moirescale.labels import LABELS, RANGES, scale
+
+N_REAL = 2
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_store, tmp_path_factory) -> Path:
+    """A run directory with FCNs trained for theta, J and D (2 realizations each) on all 128 training images.
+
+    The training keeps the weights with the best validation loss; on the tiny store theta is learned well
+    (val MSE ~ 0.01 in scaled units), J and D barely (their val MSE stays near the 1/12 of a constant guess).
+    """
+    from moirescale.results import append_rows
+    from moirescale.train import run_spec
+    from moirescale.train.spec import TrainSpec
+
+    rundir = tmp_path_factory.mktemp("use_run")
+    (rundir / "store.txt").write_text(str(tiny_store))  # how predict finds the dataset (pixel size)
+    for target in ("theta", "J", "D"):
+        spec = TrainSpec(
+            arch="fcn", target=target, n_train=128, realizations=tuple(range(N_REAL)),
+            model_kw={"n_layers": 2, "width": 32}, schedule="constant", lr=3e-3, batch_size=32, max_epochs=60,
+        )
+        rows = run_spec(spec, tiny_store, rundir, device="cpu", progress=False)
+        append_rows(rundir, rows)
+    return rundir
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "moirescale.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+def _train_sample(store: Path, i: int):
+    from moirescale.data.store import open_store
+
+    images, labels = open_store(store).read("train", [i])
+    return images[0], labels[0]
+
+
+def test_training_rows_are_ok(trained_run):
+    from moirescale.results import read_results
+
+    df = read_results(trained_run)
+    assert len(df) == 3 * N_REAL and (df["status"] == "ok").all()
+    assert all((trained_run / c).is_file() for c in df["checkpoint"])
+
+
+def test_predict_store_sample_matches_the_networks_and_the_truth(trained_run, tiny_store):
+    import torch
+
+    from moirescale.data.store import open_store
+    from moirescale.labels import unscale
+    from moirescale.results import read_results
+    from moirescale.train import load_checkpoint
+    from moirescale.use.predict import predict
+
+    df = read_results(trained_run)
+    nets = {t: [load_checkpoint(trained_run / c)[0] for c in g["checkpoint"]]
+            for t, g in df.groupby("target")}
+    images, labels = open_store(tiny_store).read("train", np.arange(16))
+    got = []
+    for i in range(16):
+        preds, inp = predict(trained_run, f"{tiny_store}::train:{i}")
+        assert [p.label for p in preds] == list(LABELS)
+        assert np.allclose(inp.truth, labels[i])
+        for p in preds:
+            lo, hi = RANGES[p.label]
+            assert lo - 0.25 * (hi - lo) <= p.value <= hi + 0.25 * (hi - lo)
+            assert p.n_members == N_REAL and len(p.members) == N_REAL and p.std >= 0
+            assert p.std == pytest.approx(np.std(p.members, ddof=1))
+            # the ensemble mean equals the networks run by hand on the top layer, unscaled
+            col = LABELS.index(p.label)
+            with torch.no_grad():
+                z = [float(m(torch.from_numpy(images[i : i + 1, :1]))[0, 0]) for m in nets[p.label]]
+            assert p.value == pytest.approx(float(np.mean(unscale(np.array(z), [col]))), abs=1e-5)
+        got.append([p.value for p in preds])
+    err = scale(np.array(got)) - scale(labels)
+    # theta is learned: far below the ~1/12 scaled MSE of guessing the middle of the range
+    assert float(np.mean(err[:, 0] ** 2)) < 0.03, err[:, 0]
+
+
+def test_predict_npy_png_and_store_agree(trained_run, tiny_store, tmp_path):
+    import matplotlib
+    from PIL import Image
+
+    from moirescale.use.predict import predict
+
+    img, _ = _train_sample(tiny_store, 3)
+    np.save(tmp_path / "top.npy", img[0])
+    np.save(tmp_path / "both.npy", img)
+    rgba = matplotlib.colormaps["bwr"]((img[0] + 1) / 2)
+    Image.fromarray((rgba * 255).round().astype(np.uint8)).save(tmp_path / "top.png")
+    ref = [p.value for p in predict(trained_run, f"{tiny_store}::train:3")[0]]
+    for name in ("top.npy", "both.npy", "top.png"):
+        got = [p.value for p in predict(trained_run, tmp_path / name, nm_per_px=1.6)[0]]
+        tol = 1e-5 if name.endswith(".npy") else 0.05  # the png is 8-bit
+        assert np.allclose(scale(np.array([got])), scale(np.array([ref])), atol=tol), (name, got, ref)
+
+
+def test_predict_resamples_a_finer_image(trained_run, tiny_store, tmp_path):
+    from moirescale.use.predict import predict
+
+    img, _ = _train_sample(tiny_store, 5)
+    fine = img[0].repeat(2, 0).repeat(2, 1)  # the same picture at 0.8 nm/px
+    np.save(tmp_path / "fine.npy", fine)
+    a = [p.value for p in predict(trained_run, f"{tiny_store}::train:5")[0]]
+    b = [p.value for p in predict(trained_run, tmp_path / "fine.npy", nm_per_px=0.8)[0]]
+    assert np.allclose(a, b, atol=1e-4)  # box-shrinking 2x2 copies gives back the original exactly
+
+
+def test_predict_filters_and_errors(trained_run, tiny_store):
+    from moirescale.use.predict import predict
+
+    preds, _ = predict(trained_run, f"{tiny_store}::test:0", arch="fcn", width=32, n_layers=2, top=3)
+    assert {p.rank for p in preds} == {1}  # one grid point per label exists
+    with pytest.raises(UserError, match="width=999"):
+        predict(trained_run, f"{tiny_store}::test:0", width=999)
+    with pytest.raises(UserError, match="out of range"):
+        predict(trained_run, f"{tiny_store}::test:999")
+
+
+def test_cli_predict_json(trained_run, tiny_store):
+    r = _cli("predict", trained_run, f"{tiny_store}::test:1", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert set(doc["prediction"]) == set(LABELS)
+    for v in doc["prediction"].values():
+        assert np.isfinite(v["value"]) and v["std"] >= 0 and "truth" in v
+    assert len(doc["models"]) == 3
+
+
+def test_table_output(trained_run, tiny_store, capsys):
+    from moirescale.use.predict import predict, render_table
+
+    preds, inp = predict(trained_run, f"{tiny_store}::test:1")
+    render_table(preds, inp)
+    out = capsys.readouterr().out
+    assert "theta" in out and "meV" in out and "deg" in out and "truth" in out
+
+
+@pytest.mark.parametrize(
+    "make,msg",
+    [
+        (lambda p: np.save(p / "bad.npy", np.zeros((3, 2, 32, 32))) or p / "bad.npy", "shape"),
+        (lambda p: (p / "bad.png").write_bytes(b"garbage") and p / "bad.png", "cannot read"),
+    ],
+)
+def test_cli_predict_bad_inputs_exit_2(trained_run, tmp_path, make, msg):
+    path = make(tmp_path)
+    r = _cli("predict", trained_run, path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and msg in lines[0] and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "make,msg",
+    [
+        (lambda p: np.save(p / "bad.npy", np.full((32, 32), 3.0)) or p / "bad.npy", "[-1, 1]"),
+        (lambda p: (p / "bad.npy").write_bytes(b"garbage") and p / "bad.npy", "cannot read"),
+        (lambda p: p / "missing.npy", "no such file"),
+        (lambda p: np.save(p / "bad.npy", np.zeros((2, 2))) or p / "bad.npy", "too small"),
+    ],
+)
+def test_predict_bad_inputs(trained_run, tmp_path, make, msg):
+    from moirescale.use.predict import predict
+
+    path = make(tmp_path)
+    with pytest.raises(UserError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        predict(trained_run, path)
+
+
+def test_predict_bad_rundir_and_options(trained_run, tmp_path):
+    from moirescale.use.predict import predict
+
+    np.save(tmp_path / "ok.npy", np.zeros((32, 32)))
+    with pytest.raises(UserError, match="no such run directory"):
+        predict(tmp_path / "nowhere", tmp_path / "ok.npy")
+    with pytest.raises(UserError, match="no trained networks"):
+        predict(tmp_path, tmp_path / "ok.npy")
+    with pytest.raises(UserError, match="--top"):
+        predict(trained_run, tmp_path / "ok.npy", top=0)
+    with pytest.raises(UserError, match="--nm-per-px"):
+        predict(trained_run, tmp_path / "ok.npy", nm_per_px=-1.0)
+
+
+# ------------------------------------------------------------------------------------------ noise evaluation
+
+
+def test_evaluate_noise_writes_the_table_and_resumes(trained_run, tiny_store):
+    from moirescale.use.noise import NOISE_COLUMNS, evaluate_noise, noise_table_path
+
+    path = noise_table_path(trained_run)
+    path.unlink(missing_ok=True)
+    t = evaluate_noise(trained_run, tiny_store, levels=(0.1, 0.3), flips=(0.2,))
+    assert path.is_file()
+    disk = pd.read_parquet(path)
+    assert len(disk) == len(t) == 3 * N_REAL * 4  # networks x (clean, 2 gaussian, 1 flip)
+    assert set(NOISE_COLUMNS) <= set(disk.columns)
+    need = {"arch", "width", "n_layers", "target", "n_train", "noise_kind", "noise_level", "mse", "run_id",
+            "realization"}
+    assert need <= set(disk.columns)
+    assert (disk["mse"] > 0).all() and np.isfinite(disk["mse"]).all()
+    # the per-label column of each target matches the mean
+    for _, r in disk.iterrows():
+        assert r[f"mse_{r['target']}"] == pytest.approx(r["mse"])
+    # noise hurts: the geometric mean over networks grows from clean to sigma = 0.3
+    gm = disk.groupby(["noise_kind", "noise_level"])["mse"].apply(lambda s: np.exp(np.log(s).mean()))
+    assert gm[("gaussian", 0.3)] > gm[("clean", 0.0)]
+    # resuming adds nothing; a new level adds only its rows
+    mtime = path.stat().st_mtime_ns
+    t2 = evaluate_noise(trained_run, tiny_store, levels=(0.1, 0.3), flips=(0.2,))
+    assert len(t2) == len(t) and path.stat().st_mtime_ns == mtime
+    t3 = evaluate_noise(trained_run, tiny_store, levels=(0.1, 0.2, 0.3), flips=(0.2,))
+    assert len(t3) == len(t) + 3 * N_REAL
+    # deterministic: the same rows again from scratch
+    path.unlink()
+    t4 = evaluate_noise(trained_run, tiny_store, levels=(0.1, 0.3), flips=(0.2,))
+    key = ["run_id", "noise_kind", "noise_level"]
+    a = t.sort_values(key).reset_index(drop=True)
+    b = t4.sort_values(key).reset_index(drop=True)
+    assert np.allclose(a["mse"], b["mse"], rtol=1e-6)
+
+
+def test_evaluate_noise_best_per_grid_point(trained_run, tiny_store, tmp_path):
+    import shutil
+
+    from moirescale.use.noise import evaluate_noise
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "noise.parquet").unlink(missing_ok=True)
+    t = evaluate_noise(run, tiny_store, levels=(0.2,), flips=(), select="best", n_test=8)
+    assert len(t) == 3 * 2 and set(t["n_test"]) == {8}
+    with pytest.raises(UserError):
+        evaluate_noise(run, tiny_store, select="worst")
+
+
+def test_cli_noise(trained_run, tiny_store, tmp_path):
+    import shutil
+
+    from moirescale.use.commands import _floats
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "noise.parquet").unlink(missing_ok=True)
+    r = _cli("noise", run, "--levels", "0.05,0.2", "--flip", "0.1", "--n-test", "16")
+    assert r.returncode == 0, r.stderr
+    t = pd.read_parquet(run / "noise.parquet")
+    assert len(t) == 3 * N_REAL * 4
+    assert "gaussian 0.2" in r.stdout
+    with pytest.raises(UserError, match="--levels"):
+        _floats("0.1,abc", "--levels")
