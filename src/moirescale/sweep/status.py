@@ -23,8 +23,7 @@ from moirescale import results
 from moirescale.errors import UserError
 from moirescale.sweep.config import LoadedConfig, load_config
 from moirescale.sweep.estimate import DEFAULT_IMAGE, check_models, human_time, job_cost, n_params
-from moirescale.sweep.expand import default_group_size, grid_points, jobs, unique_points
-from moirescale.train.spec import run_id
+from moirescale.sweep.expand import default_group_size, grid_points, jobs, spec_run_ids, unique_points
 
 STALE_AFTER_S = 60.0  # a heartbeat older than this belongs to a sweep that is gone
 
@@ -52,8 +51,15 @@ def _image_shape(rundir: Path | None, loaded: LoadedConfig | None) -> tuple[int,
             from moirescale.data.store import open_store
 
             return tuple(open_store(loaded.store_path, checksum=False).image_shape)
-        except Exception:  # noqa: BLE001 - no store yet: the default image
+        except UserError:  # no store yet: the image its dataset config will make
             pass
+        gen = loaded.cfg.dataset.generate
+        if gen is not None and loaded.resolve(gen.config).is_file():
+            from moirescale.data.config import load_config as load_dataset_config
+            from moirescale.data.config import resolve_physics
+
+            _, _, image = resolve_physics(load_dataset_config(loaded.resolve(gen.config))[0])
+            return (len(image.channels), image.size_px, image.size_px)
     return DEFAULT_IMAGE
 
 
@@ -71,7 +77,7 @@ def dry_run_table(loaded: LoadedConfig, rundir: Path | None = None) -> Table:
         nets = sum(len(p.realizations) for p in pts)
         todo_specs = []
         for p in pts:  # this grid's own view (shared runs are counted in each grid; the total dedupes)
-            left = tuple(r for r in p.realizations if run_id(p, r) not in done)
+            left = tuple(r for r, rid in zip(p.realizations, spec_run_ids(p), strict=True) if rid not in done)
             if left:
                 g = default_group_size(grid)
                 todo_specs += [replace(p, realizations=left[i : i + g]) for i in range(0, len(left), g)]
@@ -107,7 +113,7 @@ def grid_status(rundir: Path) -> tuple[LoadedConfig, pd.DataFrame, dict[str, Any
     running = {rid for job in (hb or {}).get("running", []) for rid in job["run_ids"]}
     rows = []
     for grid in loaded.cfg.grids:
-        ids = [run_id(p, r) for p in grid_points(loaded.cfg, grid) for r in p.realizations]
+        ids = [rid for p in grid_points(loaded.cfg, grid) for rid in spec_run_ids(p)]
         st = [status.get(i) for i in ids]
         n_done = sum(s in ("ok", "diverged") for s in st)
         n_div = sum(s == "diverged" for s in st)
@@ -131,7 +137,7 @@ def status_report(rundir: Path, console: Console | None = None) -> pd.DataFrame:
                   f"[red]{r.failed}[/]" if r.failed else "0", str(r.pending), str(r.diverged))
     console.print(t)
     df = results.read_results(rundir)
-    uniq = {run_id(p.spec, r) for p in unique_points(loaded.cfg) for r in p.spec.realizations}
+    uniq = {rid for p in unique_points(loaded.cfg) for rid in p.run_ids()}
     st = df[df["run_id"].isin(uniq)]
     n_done = int(st["status"].isin(["ok", "diverged"]).sum())
     console.print(f"unique runs: {n_done} done, {int((st['status'] == 'failed').sum())} failed, "
@@ -189,6 +195,7 @@ def _spec_of(row: Any, loaded: LoadedConfig) -> Any:
     key = id(loaded)
     if key not in _SPECS:
         _SPECS.clear()
-        _SPECS[key] = {run_id(p.spec, r): replace(p.spec, realizations=(r,))
-                       for p in unique_points(loaded.cfg) for r in p.spec.realizations}
+        _SPECS[key] = {rid: replace(p.spec, realizations=(r,))
+                       for p in unique_points(loaded.cfg)
+                       for r, rid in zip(p.spec.realizations, p.run_ids(), strict=True)}
     return _SPECS[key].get(row.run_id)

@@ -1,0 +1,361 @@
+"""Sweeps: config validation, grid expansion, kill-and-resume, retries, status, and Ray == local.
+
+The end-to-end tests run real training (``moirescale.train.run_spec``) on the real ``tiny_store`` through the
+real ``moirescale`` command in subprocesses; the sweep is SIGKILLed mid-run and resumed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from rich.console import Console
+
+from moirescale import results
+from moirescale.errors import UserError
+from moirescale.sweep.config import load_config, parse_config
+from moirescale.sweep.expand import grid_run_ids, jobs, unique_points
+from moirescale.sweep.runner import prepare_rundir
+from moirescale.sweep.status import dry_run_table, grid_status, status_report
+from moirescale.train.spec import run_id
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "moirescale.cli"]
+
+BASE = {
+    "name": "t",
+    "dataset": {"store": "store"},
+    "grids": [
+        {
+            "name": "g",
+            "model": {"arch": "fcn", "n_layers": 3, "width": [4, 8]},
+            "n_train": {"k_range": [0, 3]},
+            "targets": ["J"],
+            "realizations": 3,
+        }
+    ],
+}
+
+
+def _mutated(fn):
+    d = copy.deepcopy(BASE)
+    fn(d)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    ("mutate", "expect"),
+    [
+        (lambda d: d["grids"][0].update(realizatons=3), "grids[0].realizatons: unknown key"),
+        (lambda d: d.update(sead=1), "sead: unknown key"),
+        (lambda d: d["grids"][0]["model"].update(width=[4, -8]), "grids[0].model.width[1]"),
+        (lambda d: d["grids"][0]["model"].update(width="wide"), "grids[0].model.width[0]"),
+        (lambda d: d["grids"][0].update(realizations=0), "grids[0].realizations"),
+        (lambda d: d["grids"][0].update(realizations="many"), "grids[0].realizations"),
+        (lambda d: d["grids"][0]["model"].update(heads=2), "grids[0].model: 'heads' is not a knob of fcn"),
+        (lambda d: d["grids"][0]["model"].pop("n_layers"), "grids[0].model: fcn needs 'n_layers'"),
+        (lambda d: d["grids"][0]["model"].update(arch="cnn"), "grids[0].model.arch"),
+        (lambda d: d["grids"][0].update(n_train={"k_range": [5, 2]}), "n_train: k_range [5, 2] is empty"),
+        (lambda d: d["grids"][0].update(n_train={"k": [1], "values": [448]}), "n_train: give exactly one"),
+        (lambda d: d["grids"][0].update(n_train={"k": [40]}), "grids[0].n_train.k[0]"),
+        (lambda d: d["grids"][0].update(targets=["J", "J"]), "grids[0].targets"),
+        (lambda d: d["grids"][0].update(targets=["phi"]), "grids[0].targets[0]"),
+        (lambda d: d["grids"][0].update(train={"lr": -1e-3}), "grids[0].train.lr"),
+        (lambda d: d["grids"][0].update(train={"schedule": "linear"}), "grids[0].train.schedule"),
+        (lambda d: d["grids"][0].update(schedules=["constant"], train={"schedule": "cosine"}),
+         "grids[0]: give either train.schedule or schedules"),
+        (lambda d: d.update(recipes={"mlp": {"lr": 1e-3}}), "recipes.mlp"),
+        (lambda d: d["dataset"].update(generate={"config": "x", "n_train": 0}), "dataset.generate.n_train"),
+        (lambda d: d.pop("dataset"), "dataset: Field required"),
+        (lambda d: d.update(grids=[]), "grids"),
+        (lambda d: d["grids"].append(copy.deepcopy(d["grids"][0])), "grid names must be unique"),
+    ],
+)
+def test_malformed_config_names_the_key_path(mutate, expect):
+    with pytest.raises(UserError) as err:
+        parse_config(_mutated(mutate), where="cfg.yaml")
+    assert str(err.value).startswith("cfg.yaml: ")
+    assert expect in str(err.value), str(err.value)
+
+
+def test_cli_rejects_malformed_config_before_any_work(tmp_path):
+    bad = _mutated(lambda d: d["grids"][0]["model"].update(width=[4, 0]))
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(bad))
+    out = tmp_path / "run"
+    p = subprocess.run([*CLI, "sweep", str(cfg), "--out", str(out)], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert "grids[0].model.width[1]" in p.stderr and "greater than 0" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert not out.exists()  # nothing was started
+
+    (tmp_path / "broken.yaml").write_text("name: x\ngrids: [\n")
+    msg = load_config_error(tmp_path / "broken.yaml")
+    assert msg.startswith(f"{tmp_path / 'broken.yaml'}: not valid YAML")
+
+
+def load_config_error(path: Path) -> str:
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    return str(err.value)
+
+
+def test_scalars_lists_and_ladder_forms():
+    cfg = parse_config(_mutated(lambda d: d["grids"][0].update(n_train=[300, 224])))
+    assert cfg.grids[0].n_train.sizes() == [300, 224]
+    assert cfg.grids[0].n_train.off_ladder() == [300]
+    cfg = parse_config(_mutated(lambda d: d["grids"][0].update(n_train={"k": [0, 9]})))
+    assert cfg.grids[0].n_train.sizes() == [224, 114688]
+    assert cfg.grids[0].model.knob_lists() == {"n_layers": [3], "width": [4, 8]}
+
+
+# ---------------------------------------------------------------------------------------------- expansion
+def test_paper_yaml_expansion_counts():
+    cfg = load_config(ROOT / "configs" / "paper.yaml").cfg
+    per_grid = {k: len(v) for k, v in grid_run_ids(cfg).items()}
+    ladder, tjd = 10, 3  # k = 0..9; theta, J, D
+    assert per_grid == {
+        "fig1_fcn": 2 * ladder * tjd * 20,  # n_n = 4, 512
+        "fig1_resnet18": ladder * tjd * 5,
+        "fig1_vit": ladder * tjd * 5,
+        "fig3_dist_a": 100,  # (n_n=4, N_D=3584)
+        "fig3_dist_b": 100,  # (n_n=16, N_D=28672)
+        "fig3_realizations": 4 * 3 * 100,  # n_n = 4, 16, 64, 256 at N_D = 1792, 7168, 28672
+        "fig4_width": 8 * ladder * tjd * 20,  # n_n = 4 ... 512
+        "fig4_depth": 6 * ladder * 20,  # n_l = 1 ... 6, J
+        "modelsize_fcn": 8 * 3 * tjd * 20,  # k = 5, 7, 9
+        "modelsize_resnet18": 5 * 3 * tjd * 3,
+        "modelsize_vit": 5 * 3 * tjd * 3,
+        "schedules": 2 * 4 * ladder * 10,  # two widths x four schedules, J
+    }
+    # Shared networks train once. FCN points: fig4_width (8 widths x 10 N_D x 3 targets = 240) covers fig1,
+    # fig3 and modelsize_fcn; fig4_depth adds n_l != 3 (5 x 10); the schedule grid adds its three
+    # non-default schedules (2 widths x 3 x 10). ResNet/ViT: fig1 (30 points) + modelsize off width 64
+    # (4 widths x 3 N_D x 3 targets = 36) each.
+    pts = unique_points(cfg)
+    assert len(pts) == (240 + 50 + 60) + 2 * (30 + 36)
+    runs = sum(len(p.spec.realizations) for p in pts)
+    fcn_runs = 240 * 20 + 13 * 80 + 50 * 20 + 60 * 10  # fig3's 13 points need realizations 20..99 too
+    conv_runs = 30 * 5 + 36 * 3  # fig1 at width 64 has 5 realizations (modelsize's 3 are among them)
+    assert runs == fcn_runs + 2 * conv_runs == 7956
+    todo = jobs(cfg)
+    assert sum(s.arch == "fcn" for s in todo) == 350  # one ensemble per FCN point
+    assert sum(s.arch != "fcn" for s in todo) == 2 * conv_runs  # one job per ResNet/ViT network
+    assert sum(len(s.realizations) for s in todo) == runs
+    assert len({run_id(s, r) for s in todo for r in s.realizations}) == runs  # no network twice
+
+
+def test_run_ids_are_deterministic_and_skip_done():
+    cfg = parse_config(BASE)
+    ids = grid_run_ids(cfg)["g"]
+    assert ids == grid_run_ids(parse_config(copy.deepcopy(BASE)))["g"] and len(set(ids)) == 2 * 4 * 3
+    renamed = parse_config(_mutated(lambda d: d["grids"][0].update(name="other", group_size=1)))
+    assert grid_run_ids(renamed)["other"] == ids  # the grid's name and grouping do not change a run's id
+    left = jobs(cfg, done=ids[:5])
+    assert sorted(run_id(s, r) for s in left for r in s.realizations) == sorted(ids[5:])
+    assert all(len(s.realizations) <= 3 for s in left)
+
+
+def test_dry_run_table_lists_every_grid():
+    loaded = load_config(ROOT / "configs" / "demo.yaml")
+    con = Console(record=True, width=200)
+    con.print(dry_run_table(loaded))
+    text = con.export_text()
+    for g in loaded.cfg.grids:
+        assert g.name in text
+    assert "all (unique)" in text and "2 CPU cores" in text
+
+
+def test_demo_yaml_has_the_papers_shape():
+    cfg = load_config(ROOT / "configs" / "demo.yaml").cfg
+    archs = {g.model.arch: g for g in cfg.grids}
+    assert set(archs) == {"fcn", "resnet18", "vit"}
+    assert len(archs["fcn"].model.knob_lists()["width"]) >= 2
+    for g in cfg.grids:
+        sizes = g.n_train.sizes()
+        assert min(sizes) == 224 and max(sizes) >= 3584 and not g.n_train.off_ladder()
+        assert set(g.targets) == {"theta", "J", "D"} and g.realizations >= 2
+    assert cfg.dataset.generate.n_train >= max(max(g.n_train.sizes()) for g in cfg.grids)
+
+
+def test_rundir_refuses_a_different_config(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(yaml.safe_dump(BASE))
+    b.write_text(yaml.safe_dump(_mutated(lambda d: d["grids"][0].update(realizations=4))))
+    run = tmp_path / "run"
+    prepare_rundir(load_config(a), run)
+    a.write_text("# same config, new comment\n" + yaml.safe_dump(BASE))
+    prepare_rundir(load_config(a), run)  # layout and comments do not matter
+    with pytest.raises(UserError, match="different config"):
+        prepare_rundir(load_config(b), run)
+    prepare_rundir(load_config(b), run, force=True)
+    assert yaml.safe_load((run / "config.yaml").read_text())["grids"][0]["realizations"] == 4
+    assert len(list(run.glob("config.*.yaml"))) == 1  # the old one is kept
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("x")
+    with pytest.raises(UserError, match="not a sweep run directory"):
+        prepare_rundir(load_config(a), tmp_path / "junk")
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+FAST = {"min_steps": 150, "min_epochs": 2}
+
+
+def sweep_config(store: Path) -> dict:
+    return {
+        "name": "e2e",
+        "seed": 3,
+        "dataset": {"store": str(store)},
+        "recipes": {
+            "fcn": {"lr": 3e-3, "batch_size": 32, "schedule_kw": FAST},
+            "resnet18": {"lr": 3e-3, "batch_size": 32, "schedule_kw": {"min_steps": 8, "min_epochs": 1}},
+        },
+        "grids": [
+            {"name": "fcn", "model": {"arch": "fcn", "n_layers": 2, "width": [4, 8]},
+             "n_train": [32, 64, 128], "targets": ["J", "D"], "realizations": 3},
+            {"name": "resnet", "model": {"arch": "resnet18", "width": 4},
+             "n_train": [64], "targets": ["theta"], "realizations": 2},
+            # N_D larger than the 128-image pool: fails every attempt, is recorded failed, the rest goes on.
+            {"name": "too_big", "model": {"arch": "fcn", "n_layers": 1, "width": 4},
+             "n_train": [4096], "targets": ["J"], "realizations": 2},
+        ],
+    }
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny_store, tmp_path_factory):
+    """A sweep SIGKILLed mid-run, then the same command run again to the end."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    cfg = tmp / "e2e.yaml"
+    cfg.write_text(yaml.safe_dump(sweep_config(Path(tiny_store))))
+    out = tmp / "local"
+    cmd = [*CLI, "sweep", str(cfg), "--out", str(out), "--workers", "2", "--retries", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: dict = {"running": 0}
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        parts = list(results.table_path(out).glob("part-*.parquet")) if out.exists() else []
+        if parts:
+            seen["running"] = int(grid_status(out)[1]["running"].sum())
+            seen["children"] = _children(proc.pid)
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be killed: " + (proc.stdout.read() or "")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    seen["after_kill"] = results.read_results(out)
+    time.sleep(1.0)
+    seen["orphans"] = [p for p in seen.get("children", []) if _alive(p)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen["resume_stdout"] = done.stdout
+    return cfg, out, seen
+
+
+def test_kill_and_resume_loses_nothing_and_duplicates_nothing(local_run):
+    cfg, out, seen = local_run
+    loaded = load_config(cfg)
+    expected = {rid for ids in grid_run_ids(loaded.cfg).values() for rid in ids}
+    assert len(expected) == 2 * 3 * 2 * 3 + 2 + 2
+    before = seen["after_kill"]
+    assert 0 < len(before) < len(expected)  # killed mid-run
+    assert seen["running"] > 0  # status saw jobs in flight from the heartbeat
+    assert seen["orphans"] == []  # the workers died with the driver
+    # Every part file ever written, raw: each finished network appears exactly once.
+    parts = sorted(results.table_path(out).glob("part-*.parquet"))
+    import pandas as pd
+
+    raw = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    ok = raw[raw["status"] == "ok"]
+    assert not ok["run_id"].duplicated().any()
+    df = results.read_results(out)
+    assert set(df["run_id"]) == expected and len(df) == len(expected)
+    kept = before[before["status"] == "ok"].set_index("run_id")["test_mse"]
+    assert (df.set_index("run_id").loc[kept.index, "test_mse"] == kept).all()  # finished runs were not redone
+    n_kept = len(set(before.loc[before.status == "ok", "run_id"]))
+    assert f"{n_kept} runs already done" in seen["resume_stdout"]
+    # The columns the analysis relies on are filled for every ok row.
+    good = df[df["status"] == "ok"]
+    assert len(good) == len(expected) - 2
+    assert good[results.REQUIRED_COLUMNS].notna().all().all()
+    assert set(good["grid"]) == {"fcn", "resnet"}
+    assert np.isfinite(good["test_mse"]).all()
+
+
+def test_failing_runs_are_retried_then_recorded_failed(local_run):
+    cfg, out, _ = local_run
+    df = results.read_results(out)
+    failed = df[df["status"] == "failed"]
+    assert set(failed["grid"]) == {"too_big"} and len(failed) == 2
+    assert failed["error"].str.contains("training pool").all()
+    log = (out / "logs" / "sweep.log").read_text()
+    assert "failed (attempt 2 of 2)" in log  # --retries 1: two attempts, then recorded
+    assert "sweep finished" in log
+    # A rerun retries only the failed runs; everything else is skipped.
+    df2 = results.read_results(out)
+    assert (df2["status"] == "ok").sum() == (df["status"] == "ok").sum()
+
+
+def test_status_cli(local_run):
+    cfg, out, _ = local_run
+    p = subprocess.run([*CLI, "status", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    for name in ("fcn", "resnet", "too_big", "done", "failed", "pending", "throughput"):
+        assert name in p.stdout
+    con = Console(record=True, width=200)
+    counts = status_report(out, con).set_index("grid")
+    assert counts.loc["fcn", "done"] == 36 and counts.loc["resnet", "done"] == 2
+    assert counts.loc["too_big", "failed"] == 2
+    assert counts["pending"].sum() == 0 and counts["running"].sum() == 0
+    bad = subprocess.run([*CLI, "status", str(cfg.parent)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "not a sweep run directory" in bad.stderr
+
+
+def test_ray_executor_matches_local(local_run, tmp_path):
+    pytest.importorskip("ray")
+    cfg, out, _ = local_run
+    ray_out = tmp_path / "ray"
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}
+    cmd = [*CLI, "sweep", str(cfg), "--out", str(ray_out), "--executor", "ray", "--workers", "2",
+           "--retries", "0", "--no-progress"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Ray cluster" in p.stdout
+    a = results.read_results(out).set_index("run_id").sort_index()
+    b = results.read_results(ray_out).set_index("run_id").sort_index()
+    assert list(a.index) == list(b.index)
+    assert (a["status"] == b["status"]).all()
+    ok = a["status"] == "ok"
+    np.testing.assert_allclose(b.loc[ok, "test_mse"], a.loc[ok, "test_mse"], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(b.loc[ok, "val_mse"], a.loc[ok, "val_mse"], rtol=1e-5, atol=1e-8)
+    assert (b.loc[ok, "n_params"] == a.loc[ok, "n_params"]).all()
