@@ -387,11 +387,11 @@ def fig_model_size(an: Analysis) -> plt.Figure:
                 ax.plot(
                     [r["n_params"]],
                     [r["gm"]],
-                    marker="*",
-                    ms=10,
+                    marker={"resnet18": "*", "vit": "P"}.get(r["arch"], "X"),
+                    ms=9,
                     color=s["color"],
                     ls="none",
-                    label=f"{ARCH_NAME.get(r['arch'], r['arch'])}, N_D={nd}",
+                    label=f"{ARCH_NAME.get(r['arch'], r['arch'])} (colour = N_D)" if i == 0 else None,
                 )
         _loglog(ax, "$N_M$ (parameters)")
         ax.set_title(LABEL_TEX.get(t, t))
