@@ -63,7 +63,8 @@ def _group_field(x, jp, dmi, j1, lam, bz, layer: int, sub: int) -> torch.Tensor:
 
 def heat_bath(h: torch.Tensor, temp: float, u: torch.Tensor | None, w: torch.Tensor | None) -> torch.Tensor:
     """New unit vectors (xyz on dim 1) drawn from exp(n.H/T); n = H/|H| at T = 0."""
-    hn = torch.linalg.vector_norm(h, dim=1, keepdim=True).clamp_min(1e-30)
+    # explicit sum of squares: a strided vector_norm over dim 1 is ~20x slower on the CPU
+    hn = torch.sqrt(h[:, 0] * h[:, 0] + h[:, 1] * h[:, 1] + h[:, 2] * h[:, 2]).clamp_min(1e-30).unsqueeze(1)
     hh = h / hn
     if temp <= 0:
         return hh
