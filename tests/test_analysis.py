@@ -179,7 +179,7 @@ def test_alpha_vs_size_recovers_trend():
     law = syn.size_dependent_law(a_D=0.25, b_D=1.6)
     rows = syn.synthetic_rows(law, widths=(4, 8, 16, 32, 64, 128, 256), n_realizations=10, sigma=0.3, seed=1,
                               n_trains=tuple(int(v) for v in ND))
-    an = A.analyze(pd.DataFrame(rows), F.FitSettings(n_boot=500))
+    an = A.analyze(pd.DataFrame(rows), F.FitSettings(n_boot=500, n_boot_nonlinear=20))
     (meta, t), = an.size_trends
     d = t.to_dict()
     assert d["a_D_lo"] <= 0.25 <= d["a_D_hi"] and d["b_D_lo"] <= 1.6 <= d["b_D_hi"]

@@ -71,6 +71,7 @@ def report(
     bootstrap: int = BOOT,
     bootstrap_nonlinear: int = BOOT_NL,
     seed: int = SEED,
+    subsets: int = typer.Option(50, "--subsets", help="Random subsets per N_r in the Fig. 3e bootstrap."),
 ) -> None:
     """Fit, draw every figure the data supports, and write RUNDIR/report.html (plus fits.json, figures/)."""
     from moirescale.analysis.figures import make_figures
@@ -81,7 +82,9 @@ def report(
     df = load_results(rundir)
     an = analyze(df, _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed))
     write_fits(rundir, an)
-    figs = make_figures(an, rundir)
+    if subsets < 2:
+        raise UserError("--subsets must be at least 2")
+    figs = make_figures(an, rundir, n_subsets=subsets)
     path = write_report(an, rundir, figs, df)
     drawn = [k for k, v in figs.items() if "png" in v]
     skipped = [f"{k} ({v['skipped']})" for k, v in figs.items() if "png" not in v]

@@ -566,7 +566,9 @@ def _save(fig: plt.Figure, folder: Path, name: str) -> dict[str, str]:
     return out
 
 
-def make_figures(an: Analysis, rundir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+def make_figures(
+    an: Analysis, rundir: str | os.PathLike[str], n_subsets: int = 50
+) -> dict[str, dict[str, Any]]:
     """Draw every figure the data supports into ``RUNDIR/figures``.
 
     Returns ``{name: {"caption", "png", "svg"}}`` for drawn figures and ``{name: {"caption", "skipped"}}`` for
@@ -576,7 +578,7 @@ def make_figures(an: Analysis, rundir: str | os.PathLike[str]) -> dict[str, dict
     out: dict[str, dict[str, Any]] = {}
     for name, (caption, fn) in FIGURES.items():
         try:
-            fig = fn(an)
+            fig = fig3e(an, n_subsets=n_subsets, seed=an.settings.seed) if fn is fig3e else fn(an)
         except NotEnoughData as e:
             out[name] = {"caption": caption, "skipped": f"not enough data: {e}"}
             continue
