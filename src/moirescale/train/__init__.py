@@ -1,29 +1,40 @@
 """Training: one loop for every model, ensembles of FCN realizations, schedules, checkpoints.
 
 Main entry: :func:`run_spec` (a :class:`TrainSpec` on a dataset store -> results rows + checkpoints).
+Names are imported lazily (PEP 562) so that ``moirescale --help`` does not pay for torch and pandas.
 """
 
-from moirescale.train.compare import compare_schedules, summarize_schedules
-from moirescale.train.data import TrainData, load_train_data
-from moirescale.train.run import load_checkpoint, make_subsets, run_spec, train_arrays
-from moirescale.train.schedules import SCHEDULES, Schedule, ScheduleConfig, schedule_config
-from moirescale.train.spec import TrainSpec, group_id, realization_seed, run_id
+from __future__ import annotations
 
-__all__ = [
-    "SCHEDULES",
-    "Schedule",
-    "ScheduleConfig",
-    "TrainData",
-    "TrainSpec",
-    "compare_schedules",
-    "group_id",
-    "load_checkpoint",
-    "load_train_data",
-    "make_subsets",
-    "realization_seed",
-    "run_id",
-    "run_spec",
-    "schedule_config",
-    "summarize_schedules",
-    "train_arrays",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "compare_schedules": "compare",
+    "summarize_schedules": "compare",
+    "TrainData": "data",
+    "load_train_data": "data",
+    "load_checkpoint": "run",
+    "make_subsets": "run",
+    "run_spec": "run",
+    "train_arrays": "run",
+    "SCHEDULES": "schedules",
+    "Schedule": "schedules",
+    "ScheduleConfig": "schedules",
+    "schedule_config": "schedules",
+    "TrainSpec": "spec",
+    "group_id": "spec",
+    "realization_seed": "spec",
+    "run_id": "spec",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"moirescale.train.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'moirescale.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
