@@ -306,7 +306,7 @@ def format_advice(adv: dict[str, Any]) -> str:
     def num(v: Any) -> str:
         if v in ("inf", None) or (isinstance(v, float) and not math.isfinite(v)):
             return "unreachable"
-        return f"{float(v):,.0f}"
+        return "<1" if float(v) < 1 else f"{float(v):,.0f}"
 
     lines = [
         f"target {adv['target']}: test MSE {adv['mse']:g} "
