@@ -41,6 +41,7 @@ class ScheduleConfig:
     max_decays: int = -1  # adjustable: stop at the first plateau after this many decays; -1: never
     stop_patience: int = 0  # steps without improvement before early stopping; 0: never
     threshold: float = 1e-4  # relative improvement that counts for the plateau test (torch's default)
+    val_samples: int = 4096  # validate on the first this-many validation samples (0: all); final MSE uses all
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +80,7 @@ def schedule_config(
         budget = min(budget, int(max_steps))
     budget = max(1, budget)
     if kind == "adjustable":
-        eval_every = max(10, budget // 100)
+        eval_every = max(10, budget // 50)
         cfg = ScheduleConfig(
             kind,
             lr,
@@ -100,7 +101,7 @@ def schedule_config(
     else:
         cfg = ScheduleConfig(kind, lr, budget, spe, stop_patience=20 * spe)
     cfg = replace(cfg, **kw)
-    if cfg.eval_every < 1 or cfg.budget < 1 or cfg.warmup < 0 or not 0 < cfg.factor < 1:
+    if cfg.eval_every < 1 or cfg.budget < 1 or cfg.val_samples < 0 or cfg.warmup < 0 or not 0 < cfg.factor < 1:
         raise UserError(f"bad schedule settings: {cfg}")
     return cfg
 
