@@ -29,7 +29,8 @@ def trained_run(tiny_store, tmp_path_factory) -> Path:
     from moirescale.train.spec import TrainSpec
 
     rundir = tmp_path_factory.mktemp("use_run")
-    (rundir / "store.txt").write_text(str(tiny_store))  # how predict finds the dataset (pixel size)
+    # what `moirescale sweep` records: how predict and noise find the dataset
+    (rundir / "dataset.json").write_text(json.dumps({"store": str(tiny_store)}))
     for target in ("theta", "J", "D"):
         spec = TrainSpec(
             arch="fcn", target=target, n_train=128, realizations=tuple(range(N_REAL)),

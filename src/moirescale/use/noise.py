@@ -271,35 +271,42 @@ def evaluate_noise(
     return table
 
 
-def summarize_noise(table: pd.DataFrame) -> pd.DataFrame:
-    """Geometric-mean MSE over realizations per (model, target, N_D) and noise setting, as a rich table.
+def summarize_noise(table: pd.DataFrame, print_table: bool = True) -> pd.DataFrame:
+    """How much noise hurts, per target: the geometric mean over networks of MSE(noisy) / MSE(clean).
 
-    Returns the summary (one row per model/target/N_D/noise setting).
+    Each network is compared with itself on the clean test set, so the factor does not mix model sizes or N_D.
+    Returns one row per (target, noise_kind, noise_level) with ``gmean_mse`` and ``factor``; prints it as a
+    compact rich table (one row per setting, one column per target) when ``print_table``.
     """
-    from rich.console import Console
-    from rich.table import Table
-
     if table.empty:
-        return table
-    t = table.copy()
-    t["setting"] = t["noise_kind"] + " " + t["noise_level"].map(lambda v: f"{v:g}")
-    t.loc[t["noise_kind"] == "clean", "setting"] = "clean"
-    t["log_mse"] = np.log(t["mse"].clip(lower=1e-300))
-    keys = ["arch", "width", "n_layers", "target", "n_train"]
-    s = t.groupby([*keys, "noise_kind", "noise_level", "setting"], dropna=False)["log_mse"].mean()
-    s = np.exp(s).rename("gmean_mse").reset_index()
-    settings = list(dict.fromkeys(t.sort_values(["noise_kind", "noise_level"], key=lambda c: c.map(
-        {"clean": 0, "gaussian": 1, "flip": 2}) if c.name == "noise_kind" else c)["setting"]))
-    wide = s.pivot_table(index=keys, columns="setting", values="gmean_mse", dropna=False).reset_index()
-    table_ = Table(title="geometric-mean test MSE (scaled labels) under noise")
-    for k in ("model", "target", "N_D"):
-        table_.add_column(k)
-    for name in settings:
-        table_.add_column(name, justify="right")
-    for _, r in wide.sort_values(keys).iterrows():
-        w = "" if pd.isna(r["width"]) else f" {int(r['width'])}"
-        nl = "" if pd.isna(r["n_layers"]) else f"x{int(r['n_layers'])}"
-        table_.add_row(f"{r['arch']}{w}{nl}", str(r["target"]), str(int(r["n_train"])),
-                       *[f"{r[c]:.3g}" if c in r and pd.notna(r[c]) else "" for c in settings])
-    Console().print(table_)
+        return pd.DataFrame(columns=["target", "noise_kind", "noise_level", "gmean_mse", "factor"])
+    t = table[np.isfinite(table["mse"]) & (table["mse"] > 0)].copy()
+    clean = t[t["noise_kind"] == "clean"].set_index("run_id")["mse"]
+    t["log_mse"] = np.log(t["mse"])
+    t["log_factor"] = np.log(t["mse"] / t["run_id"].map(clean))
+    s = t.groupby(["target", "noise_kind", "noise_level"])[["log_mse", "log_factor"]].mean()
+    s = np.exp(s).rename(columns={"log_mse": "gmean_mse", "log_factor": "factor"}).reset_index()
+    if print_table:
+        from rich.console import Console
+        from rich.table import Table
+
+        order = {"clean": 0, "gaussian": 1, "flip": 2}
+        targets = [x for x in ("theta", "J", "D", "all") if x in set(s["target"])]
+        rt = Table(title="noise: geometric-mean test MSE (scaled labels) and × clean, over all networks")
+        rt.add_column("noise")
+        for x in targets:
+            rt.add_column(x, justify="right")
+        settings = sorted({(k, v) for k, v in zip(s["noise_kind"], s["noise_level"], strict=True)},
+                          key=lambda kv: (order.get(kv[0], 9), kv[1]))
+        idx = s.set_index(["noise_kind", "noise_level", "target"])
+        for k, v in settings:
+            cells = []
+            for x in targets:
+                if (k, v, x) in idx.index:
+                    r = idx.loc[(k, v, x)]
+                    cells.append(f"{r['gmean_mse']:.3g} (×{r['factor']:.2f})")
+                else:
+                    cells.append("")
+            rt.add_row("clean" if k == "clean" else f"{k} {v:g}", *cells)
+        Console().print(rt)
     return s

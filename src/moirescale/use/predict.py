@@ -404,31 +404,16 @@ def training_grid(checkpoint: str, rundir: str | os.PathLike[str], store: str | 
 
 
 def _store_from_rundir(rundir: str | os.PathLike[str]) -> str | None:
-    """The dataset a sweep used, if the run directory records it (a copy of its config, or store.txt)."""
+    """The dataset a sweep used, from ``RUNDIR/dataset.json`` (written by ``moirescale sweep``)."""
     r = Path(rundir)
-    txt = r / "store.txt"
-    if txt.is_file():
-        return txt.read_text().strip() or None
-    for p in sorted(r.glob("*.yaml")) + sorted(r.glob("*.json")):
+    info = r / "dataset.json"
+    if info.is_file():
         try:
-            import yaml
-
-            cfg = yaml.safe_load(p.read_text())  # JSON is YAML too
-        except (OSError, ValueError, yaml.YAMLError):
-            continue
-        if not isinstance(cfg, dict):
-            continue
-        for k in ("store", "store_path", "dataset"):
-            v = cfg.get(k)
-            if isinstance(v, dict):
-                v = v.get("store") or v.get("path")
-            if isinstance(v, str):
-                path = Path(v)
-                # A relative store path in a copied sweep config is relative to the original config file.
-                origin = cfg.get("config_path") or cfg.get("source")
-                if not path.is_absolute() and isinstance(origin, str):
-                    path = Path(origin).parent / path
-                return str(path)
+            store = json.loads(info.read_text()).get("store")
+        except (OSError, ValueError, AttributeError):
+            store = None
+        if isinstance(store, str) and store:
+            return store
     return None
 
 
