@@ -197,8 +197,9 @@ def main() -> None:
     res["numpy"] = bench_backend("numpy", 1, short if a.quick else AnnealProtocol(n_anneal=40, n_zero=20), 1)
     res["numba-1"] = bench_backend("numba", k, proto, 1)
     res["numba-2"] = bench_backend("numba", k, proto, 2)
+    # torch on the CPU with one intra-op thread: on these small tensors more threads only add barrier waits
     res["torch-cpu"] = bench_backend(
-        "torch", 2 * k, short if a.quick else AnnealProtocol(n_anneal=100, n_zero=50), 2
+        "torch", 2 * k, short if a.quick else AnnealProtocol(n_anneal=100, n_zero=50), 1
     )
     res["spirit"] = bench_spirit(10 if a.quick else 60)
     for name, r in res.items():
