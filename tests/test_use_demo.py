@@ -101,11 +101,11 @@ def test_demo_end_to_end_and_resume(tiny_store, tmp_path):
     df = read_results(out)
     assert len(df) == 2 * 3 * 2 and (df["status"] == "ok").all()  # widths x N_D x N_r
     noise = pd.read_parquet(out / "noise.parquet")
-    assert len(noise) == len(df) * 9  # clean + 4 gaussian + 4 flip
+    assert len(noise) == len(df) * 10  # gaussian 0 + 4 levels, flip 0 + 4 fractions
     fits = json.loads((out / "fits.json").read_text())["fits"]
     assert any(f["variable"] == "n_train" for f in fits)
     html = (out / "report.html").read_text()
-    assert "noise" in html.lower()
+    assert "Noise robustness" in html and "no figures/examples.png" not in html
 
     # Re-running reuses everything: no new training rows, the noise table and the figure are not rewritten.
     stamps = {p: (out / p).stat().st_mtime_ns for p in ("noise.parquet", "figures/examples.png")}

@@ -80,7 +80,8 @@ def test_noise_seed_separates_settings():
 
 def test_settings_and_bad_levels():
     s = noise_settings((0.1,), (0.05,))
-    assert s == [("clean", 0.0), ("gaussian", 0.1), ("flip", 0.05)]
+    assert s == [("gaussian", 0.0), ("gaussian", 0.1), ("flip", 0.0), ("flip", 0.05)]
+    assert noise_settings((0.2, 0.0, 0.1), ()) == [("gaussian", 0.0), ("gaussian", 0.1), ("gaussian", 0.2)]
     with pytest.raises(UserError):
         noise_settings((-0.1,), ())
     with pytest.raises(UserError):

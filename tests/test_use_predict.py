@@ -211,7 +211,7 @@ def test_evaluate_noise_writes_the_table_and_resumes(trained_run, tiny_store):
     t = evaluate_noise(trained_run, tiny_store, levels=(0.1, 0.3), flips=(0.2,))
     assert path.is_file()
     disk = pd.read_parquet(path)
-    assert len(disk) == len(t) == 3 * N_REAL * 4  # networks x (clean, 2 gaussian, 1 flip)
+    assert len(disk) == len(t) == 3 * N_REAL * 5  # networks x (gaussian 0, 0.1, 0.3; flip 0, 0.2)
     assert set(NOISE_COLUMNS) <= set(disk.columns)
     need = {"arch", "width", "n_layers", "target", "n_train", "noise_kind", "noise_level", "mse", "run_id",
             "realization"}
@@ -222,7 +222,10 @@ def test_evaluate_noise_writes_the_table_and_resumes(trained_run, tiny_store):
         assert r[f"mse_{r['target']}"] == pytest.approx(r["mse"])
     # noise hurts: the geometric mean over networks grows from clean to sigma = 0.3
     gm = disk.groupby(["noise_kind", "noise_level"])["mse"].apply(lambda s: np.exp(np.log(s).mean()))
-    assert gm[("gaussian", 0.3)] > gm[("clean", 0.0)]
+    assert gm[("gaussian", 0.3)] > gm[("gaussian", 0.0)]
+    # level 0 of each kind is the same clean evaluation
+    z = disk[disk["noise_level"] == 0].pivot(index="run_id", columns="noise_kind", values="mse")
+    assert np.allclose(z["gaussian"], z["flip"])
     # resuming adds nothing; a new level adds only its rows
     mtime = path.stat().st_mtime_ns
     t2 = evaluate_noise(trained_run, tiny_store, levels=(0.1, 0.3), flips=(0.2,))
@@ -247,7 +250,7 @@ def test_evaluate_noise_best_per_grid_point(trained_run, tiny_store, tmp_path):
     shutil.copytree(trained_run, run)
     (run / "noise.parquet").unlink(missing_ok=True)
     t = evaluate_noise(run, tiny_store, levels=(0.2,), flips=(), select="best", n_test=8)
-    assert len(t) == 3 * 2 and set(t["n_test"]) == {8}
+    assert len(t) == 3 * 2 and set(t["n_test"]) == {8}  # best per grid point x (gaussian 0, 0.2)
     with pytest.raises(UserError):
         evaluate_noise(run, tiny_store, select="worst")
 
@@ -263,7 +266,7 @@ def test_cli_noise(trained_run, tiny_store, tmp_path):
     r = _cli("noise", run, "--levels", "0.05,0.2", "--flip", "0.1", "--n-test", "16")
     assert r.returncode == 0, r.stderr
     t = pd.read_parquet(run / "noise.parquet")
-    assert len(t) == 3 * N_REAL * 4
-    assert "gaussian 0.2" in r.stdout
+    assert len(t) == 3 * N_REAL * 5
+    assert "gaussian 0.2" in r.stdout and "clean" in r.stdout
     with pytest.raises(UserError, match="--levels"):
         _floats("0.1,abc", "--levels")

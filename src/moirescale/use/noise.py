@@ -25,7 +25,7 @@ from moirescale.errors import UserError
 
 GAUSSIAN_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)  # sigma, as in Lee et al. 2024
 FLIP_LEVELS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2)  # fraction of pixels with flipped sign
-KINDS = ("clean", "gaussian", "flip")
+KINDS = ("clean", "gaussian", "flip")  # the table stores "clean" as level 0 of each kind
 NOISE_TABLE = "noise.parquet"
 GRID_KEY = ("arch", "width", "n_layers", "target", "n_train")
 NOISE_COLUMNS = [
@@ -111,14 +111,22 @@ def gaussian_noise_torch(x: Any, sigma: float, generator: Any = None) -> Any:
 def noise_settings(
     levels: Sequence[float] = GAUSSIAN_LEVELS, flips: Sequence[float] = FLIP_LEVELS
 ) -> list[tuple[str, float]]:
-    """The (kind, level) pairs to evaluate: clean first (the baseline), then gaussian, then flip."""
+    """The (kind, level) pairs to evaluate: each kind's curve starts at level 0 (the clean baseline).
+
+    Storing the clean baseline as level 0 of each kind keeps every curve of the table self-contained (MSE vs
+    level from 0); a kind without levels is left out.
+    """
     for s in levels:
         if not (np.isfinite(s) and s >= 0):
             raise UserError(f"--levels: sigma must be >= 0, got {s}")
     for p in flips:
         if not (0 <= p <= 1):
             raise UserError(f"--flip: fraction must be in [0, 1], got {p}")
-    return [("clean", 0.0)] + [("gaussian", float(s)) for s in levels] + [("flip", float(p)) for p in flips]
+    out: list[tuple[str, float]] = []
+    for kind, vals in (("gaussian", levels), ("flip", flips)):
+        if len(vals):
+            out += [(kind, v) for v in sorted({0.0, *(float(x) for x in vals)})]
+    return out
 
 
 def noise_table_path(rundir: str | os.PathLike[str]) -> Path:
@@ -203,7 +211,7 @@ def evaluate_noise(
     ----------
     rundir : run directory with results.parquet and checkpoints/
     store : a :class:`moirescale.data.store.Store` or its path (the dataset the networks were trained on)
-    levels : Gaussian sigmas; flips : flipped-pixel fractions ('clean' is always evaluated, as the baseline)
+    levels : Gaussian sigmas; flips : flipped-pixel fractions (level 0 = clean is added to each kind)
     select : 'all' ok checkpoints, or the 'best' realization (lowest val MSE) per grid point
     seed : noise seed (the same noise for every network)
     n_test : evaluate on the first n_test test images only (None: all)
@@ -253,8 +261,14 @@ def evaluate_noise(
         ch = _channel_slice(meta)
         cols = target_index(r["target"])
         new = []
+        clean_pred = None  # level 0 of every kind is the same clean test set: predict it once
         for kind, level in todo:
-            pred = _predict(model, corrupted(kind, level, ch), batch_size)
+            if level == 0:
+                if clean_pred is None:
+                    clean_pred = _predict(model, np.ascontiguousarray(images[:, ch]), batch_size)
+                pred = clean_pred
+            else:
+                pred = _predict(model, corrupted(kind, level, ch), batch_size)
             err = (pred - y[:, cols]) ** 2
             per = {f"mse_{lab}": np.nan for lab in LABELS}
             for j, c in enumerate(cols):
@@ -281,7 +295,7 @@ def summarize_noise(table: pd.DataFrame, print_table: bool = True) -> pd.DataFra
     if table.empty:
         return pd.DataFrame(columns=["target", "noise_kind", "noise_level", "gmean_mse", "factor"])
     t = table[np.isfinite(table["mse"]) & (table["mse"] > 0)].copy()
-    clean = t[t["noise_kind"] == "clean"].set_index("run_id")["mse"]
+    clean = t[t["noise_level"] == 0].drop_duplicates("run_id").set_index("run_id")["mse"]
     t["log_mse"] = np.log(t["mse"])
     t["log_factor"] = np.log(t["mse"] / t["run_id"].map(clean))
     s = t.groupby(["target", "noise_kind", "noise_level"])[["log_mse", "log_factor"]].mean()
@@ -290,16 +304,20 @@ def summarize_noise(table: pd.DataFrame, print_table: bool = True) -> pd.DataFra
         from rich.console import Console
         from rich.table import Table
 
-        order = {"clean": 0, "gaussian": 1, "flip": 2}
+        order = {"gaussian": 1, "flip": 2}
         targets = [x for x in ("theta", "J", "D", "all") if x in set(s["target"])]
         rt = Table(title="noise: geometric-mean test MSE (scaled labels) and × clean, over all networks")
         rt.add_column("noise")
         for x in targets:
             rt.add_column(x, justify="right")
         settings = sorted({(k, v) for k, v in zip(s["noise_kind"], s["noise_level"], strict=True)},
-                          key=lambda kv: (order.get(kv[0], 9), kv[1]))
+                          key=lambda kv: (kv[1] > 0, order.get(kv[0], 9), kv[1]))
+        shown_clean = False
         idx = s.set_index(["noise_kind", "noise_level", "target"])
         for k, v in settings:
+            if v == 0 and shown_clean:  # level 0 of each kind is the same clean evaluation
+                continue
+            shown_clean = shown_clean or v == 0
             cells = []
             for x in targets:
                 if (k, v, x) in idx.index:
@@ -307,6 +325,6 @@ def summarize_noise(table: pd.DataFrame, print_table: bool = True) -> pd.DataFra
                     cells.append(f"{r['gmean_mse']:.3g} (×{r['factor']:.2f})")
                 else:
                     cells.append("")
-            rt.add_row("clean" if k == "clean" else f"{k} {v:g}", *cells)
+            rt.add_row("clean" if v == 0 else f"{k} {v:g}", *cells)
         Console().print(rt)
     return s
