@@ -1,34 +1,41 @@
 """Scaling-law analysis: statistics over realizations, power-law / joint fits with bootstrap
-intervals, figures and the HTML report. Reads only the results table (``moirescale.results``)."""
+intervals, figures and the HTML report. Reads only the results table (``moirescale.results``).
 
-from moirescale.analysis.fits import (
-    FitSettings,
-    JointFit,
-    PowerLawFit,
-    SizeTrendFit,
-    fit_alpha_vs_size,
-    fit_joint,
-    fit_power_law,
-)
-from moirescale.analysis.pipeline import Analysis, advise, analyze, analyze_rundir, format_advice, write_fits
-from moirescale.analysis.stats import bootstrap_gm, geometric_stats, load_results, point_stats
+Names are imported lazily (PEP 562) so that ``moirescale --help`` does not pay for scipy and pandas.
+"""
 
-__all__ = [
-    "Analysis",
-    "FitSettings",
-    "JointFit",
-    "PowerLawFit",
-    "SizeTrendFit",
-    "advise",
-    "analyze",
-    "analyze_rundir",
-    "bootstrap_gm",
-    "fit_alpha_vs_size",
-    "fit_joint",
-    "fit_power_law",
-    "format_advice",
-    "geometric_stats",
-    "load_results",
-    "point_stats",
-    "write_fits",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FitSettings": "fits",
+    "JointFit": "fits",
+    "PowerLawFit": "fits",
+    "SizeTrendFit": "fits",
+    "fit_alpha_vs_size": "fits",
+    "fit_joint": "fits",
+    "fit_power_law": "fits",
+    "Analysis": "pipeline",
+    "advise": "pipeline",
+    "analyze": "pipeline",
+    "analyze_rundir": "pipeline",
+    "format_advice": "pipeline",
+    "write_fits": "pipeline",
+    "bootstrap_gm": "stats",
+    "geometric_stats": "stats",
+    "load_results": "stats",
+    "point_stats": "stats",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"moirescale.analysis.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'moirescale.analysis' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
