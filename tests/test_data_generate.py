@@ -209,3 +209,16 @@ def test_empty_split_and_overrides(tmp_path):
     assert x.shape == (0, 2, 32, 32) and y.shape == (0, 3)
     assert store.read_meta("test")["seeds"].tolist() == [5 * 10**11 + 2 * 10**10 + i for i in range(3)]
     assert verify_store(tmp_path / "s") == []
+
+
+def test_resume_with_other_simulator_code_refused(tiny_store, tmp_path):
+    out = tmp_path / "s"
+    shutil.copytree(tiny_store, out)
+    m = json.loads((out / "manifest.json").read_text())
+    m["code_fingerprint"] = "0" * 64  # as if the physics code had changed since the store was begun
+    (out / "manifest.json").write_text(json.dumps(m))
+    generate(load_config(TINY)[0], out, progress=False)  # complete: nothing to simulate, accepted
+    (out / "val-00000.h5").unlink()
+    with pytest.raises(UserError, match="other simulator code"):
+        generate(load_config(TINY)[0], out, progress=False)
+    assert not (out / "val-00000.h5").exists()

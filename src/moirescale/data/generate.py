@@ -10,6 +10,7 @@ rerun after a kill skips the shards that exist, so the store ends byte-identical
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import math
 import os
 from collections.abc import Iterator
@@ -48,6 +49,35 @@ from moirescale.labels import LABELS, UNITS
 GENERATOR_VERSION = f"moirescale {__version__} (store format {FORMAT_VERSION})"
 LABEL_STREAM = 0x6C6162656C  # "label": a stream the simulator never uses (it uses [seed, 0] and [seed, 1])
 LOCK = ".generate.lock"
+
+
+def code_fingerprint() -> str:
+    """sha256 over the source of everything that decides a sample's bytes (the physics and this module).
+
+    A store begun with one simulator and finished with another would mix two datasets; the version number
+    alone does not change with every edit, so resuming checks this too.
+    """
+    import moirescale.physics as physics
+
+    h = hashlib.sha256()
+    files = sorted(Path(physics.__file__).parent.glob("*.py")) + [Path(__file__)]
+    for p in files:
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _environment() -> dict[str, str]:
+    """Versions of the libraries that shape the numbers and the bytes (recorded, not enforced)."""
+    import numba
+    import torch
+
+    return {
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "numba": numba.__version__,
+        "numpy": np.__version__,
+        "torch": torch.__version__.split("+")[0],
+    }
 
 
 # ------------------------------------------------------------------------------------------------------ plan
@@ -110,6 +140,8 @@ def new_manifest(cfg: DatasetConfig) -> dict[str, Any]:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "generator_version": GENERATOR_VERSION,
+        "code_fingerprint": code_fingerprint(),
+        "environment": _environment(),
         "config_hash": config_hash(resolved),
         "config": resolved,
         "label_names": list(LABELS),
@@ -172,10 +204,8 @@ def _open_or_create(out: Path, fresh: dict[str, Any]) -> dict[str, Any]:
     """The manifest to continue from: the existing one when the config matches, else a new one."""
     if (out / MANIFEST).exists():
         m = read_manifest(out)
-        if m["config_hash"] != fresh["config_hash"] or m.get("generator_version") != GENERATOR_VERSION:
+        if m["config_hash"] != fresh["config_hash"]:
             keys = _diff_keys(m.get("config"), fresh["config"])
-            if m.get("generator_version") != GENERATOR_VERSION:
-                keys.append(f"generator_version ({m.get('generator_version')} vs {GENERATOR_VERSION})")
             raise UserError(
                 f"{out} holds a store made with a different config (differs in: "
                 f"{', '.join(keys) or 'hash'}); use the original config or a new --out"
@@ -282,7 +312,7 @@ def generate(
     ----------
     cfg : the validated dataset config (see :func:`moirescale.data.config.load_config`).
     out : the store directory: new, empty, or a store made earlier with the same config (resumed).
-    batch_size : samples per ``simulate_batch`` call (speed only; default 64, at most the shard size).
+    batch_size : samples per ``simulate_batch`` call (speed only; default: a shard on torch, else 64).
     workers : simulator worker processes/threads (speed only; None = every core).
     progress : show a rich progress bar with images/s and ETA on stderr.
 
@@ -294,8 +324,11 @@ def generate(
         raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise UserError(f"workers must be a positive integer, got {workers!r}")
-    batch = min(batch_size or 64, cfg.shard_size)
     physics = resolve_physics(cfg)
+    # A GPU wants whole shards per call; on the CPU smaller calls give a livelier progress bar at no cost
+    # (numba runs small batches row-parallel).
+    default_batch = cfg.shard_size if resolved_dict(cfg)["backend"] == "torch" else 64
+    batch = min(batch_size or default_batch, cfg.shard_size)
     out = Path(out)
     _prepare_dir(out)
     fresh = new_manifest(cfg)
@@ -312,6 +345,13 @@ def generate(
                 todo.append(rec)
             elif rec["file"] not in listed:
                 _record(m, done, out)
+        for key in ("generator_version", "code_fingerprint"):
+            # Only simulating needs the same code: a finished store is accepted whatever code made it.
+            if todo and m.get(key) != fresh[key]:
+                raise UserError(
+                    f"{out} was begun by other simulator code ({key} {str(m.get(key))[:16]} vs "
+                    f"{str(fresh[key])[:16]}); finishing it would mix two datasets: use a new --out"
+                )
         with _progress(progress, sum(r["count"] for r in todo), out) as advance:
             for rec in todo:
                 arrays = simulate_shard(cfg, rec, physics, batch, workers, advance)

@@ -30,6 +30,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_DTYPE = "int16"
 IMAGE_SCALE = 32767.0
 TMP_PREFIX = ".tmp-"
+# Shards whose sha256 this process has already checked, keyed by (path, size, mtime_ns, sha256): a sweep that
+# opens the store once per job hashes each shard once, not once per job.
+_VERIFIED: set[tuple[str, int, int, str]] = set()
 
 
 # ----------------------------------------------------------------------------------------------- file helpers
@@ -239,13 +242,16 @@ class Store:
         if not path.is_file():
             raise UserError(f"shard {path} is missing (run `moirescale data verify {self.root}`)")
         if name not in self._checked:
-            size = path.stat().st_size
-            if size != rec["bytes"]:
+            st = path.stat()
+            if st.st_size != rec["bytes"]:
                 raise UserError(
-                    f"shard {path} is truncated or altered: {size} bytes, manifest says {rec['bytes']}"
+                    f"shard {path} is truncated or altered: {st.st_size} bytes, manifest says {rec['bytes']}"
                 )
-            if self.checksum and sha256_file(path) != rec["sha256"]:
-                raise UserError(f"shard {path} is corrupt: sha256 does not match the manifest")
+            key = (str(path.resolve()), st.st_size, st.st_mtime_ns, rec["sha256"])
+            if self.checksum and key not in _VERIFIED:
+                if sha256_file(path) != rec["sha256"]:
+                    raise UserError(f"shard {path} is corrupt: sha256 does not match the manifest")
+                _VERIFIED.add(key)
             self._checked.add(name)
         try:
             f = h5py.File(path, "r")
