@@ -126,6 +126,9 @@ def test_open_store_rejects_missing_foreign_corrupt_incomplete(tmp_path):
     write_manifest(root, {**m, "complete": False})
     with pytest.raises(UserError, match="incomplete"):
         open_store(root)
+    write_manifest(root, {**m, "shards": m["shards"][1:]})  # a shard record lost
+    with pytest.raises(UserError, match="train shards do not cover"):
+        open_store(root)
     del m["shards"][0]["sha256"]
     write_manifest(root, m)
     with pytest.raises(UserError, match="corrupt"):

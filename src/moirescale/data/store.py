@@ -380,6 +380,17 @@ def open_store(path: str | os.PathLike, checksum: bool = True) -> Store:
     shape = m["image_shape"]
     if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
         raise UserError(f"{Path(path) / MANIFEST} is corrupt: image_shape {shape!r} is not (C, H, W)")
+    size = int(m["shard_size"])
+    for split in SPLITS:  # reads index shards by position: the layout must be exactly the planned one
+        recs = sorted((r for r in m["shards"] if r["split"] == split), key=lambda r: r["index"])
+        n = int(m["splits"][split]["n"])
+        layout = [(r["index"], r["start"], r["count"]) for r in recs]
+        planned = [(i, a, min(size, n - a)) for i, a in enumerate(range(0, n, size))]
+        if layout != planned:
+            raise UserError(
+                f"{Path(path) / MANIFEST} is corrupt: the {split} shards do not cover its {n} samples "
+                f"in shards of {size}"
+            )
     return Store(path, m, checksum=checksum)
 
 
