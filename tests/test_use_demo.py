@@ -101,7 +101,8 @@ def test_demo_end_to_end_and_resume(tiny_store, tmp_path):
     df = read_results(out)
     assert len(df) == 2 * 3 * 2 and (df["status"] == "ok").all()  # widths x N_D x N_r
     noise = pd.read_parquet(out / "noise.parquet")
-    assert len(noise) == len(df) * 10  # gaussian 0 + 4 levels, flip 0 + 4 fractions
+    # by default at the largest N_D of each model: 2 widths x 2 realizations, x (gaussian 0 + 4, flip 0 + 4)
+    assert len(noise) == 2 * 2 * 10 and set(noise["n_train"]) == {128}
     fits = json.loads((out / "fits.json").read_text())["fits"]
     assert any(f["variable"] == "n_train" for f in fits)
     html = (out / "report.html").read_text()

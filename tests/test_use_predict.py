@@ -253,6 +253,10 @@ def test_evaluate_noise_best_per_grid_point(trained_run, tiny_store, tmp_path):
     assert len(t) == 3 * 2 and set(t["n_test"]) == {8}  # best per grid point x (gaussian 0, 0.2)
     with pytest.raises(UserError):
         evaluate_noise(run, tiny_store, select="worst")
+    with pytest.raises(UserError, match="N_D = 64"):
+        evaluate_noise(run, tiny_store, n_train=64)
+    with pytest.raises(UserError, match="--n-train"):
+        evaluate_noise(run, tiny_store, n_train="most")
 
 
 def test_cli_noise(trained_run, tiny_store, tmp_path):

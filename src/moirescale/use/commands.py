@@ -60,6 +60,9 @@ def register(app: typer.Typer) -> None:
         select: str = typer.Option("all", help="'all' ok networks or the 'best' realization per grid point."),
         seed: int = typer.Option(0, help="Noise seed (the same noise for every network)."),
         n_test: int | None = typer.Option(None, "--n-test", help="Use only the first N test images."),
+        n_train: str | None = typer.Option(
+            None, "--n-train", help="Only networks of this N_D, or 'max': the largest N_D of each model."
+        ),
     ) -> None:
         """Evaluate trained networks on noisy test images; writes RUNDIR/noise.parquet."""
         from moirescale.use.noise import evaluate_noise, summarize_noise
@@ -68,7 +71,7 @@ def register(app: typer.Typer) -> None:
         store_dir = find_store(rundir, store)
         table = evaluate_noise(
             rundir, store_dir, levels=_floats(levels, "--levels"), flips=_floats(flip, "--flip"),
-            select=select, seed=seed, n_test=n_test, progress=True,
+            select=select, seed=seed, n_test=n_test, n_train=n_train, progress=True,
         )
         summarize_noise(table)
         print(f"wrote {rundir / 'noise.parquet'} ({len(table)} rows)")

@@ -178,7 +178,8 @@ def print_alphas(rundir: str | os.PathLike[str]) -> None:
 
 
 def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAULT_CONFIG,
-             fresh: bool = False, noise_select: str = "all", noise_n_test: int | None = 500) -> Path:
+             fresh: bool = False, noise_select: str = "all", noise_n_test: int | None = 500,
+             noise_n_train: str | int | None = "max") -> Path:
     """Run (or resume) the whole demo into ``out``; returns the report path.
 
     Parameters
@@ -186,7 +187,8 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     out : the run directory
     config : the sweep config (default configs/demo.yaml)
     fresh : delete ``out`` first (the dataset store is kept: it is the expensive part and is deterministic)
-    noise_select, noise_n_test : passed to :func:`moirescale.use.noise.evaluate_noise`
+    noise_select, noise_n_test, noise_n_train : passed to :func:`moirescale.use.noise.evaluate_noise`
+        (by default: every realization, at the largest N_D of each model, on 500 test images)
     """
     from moirescale.use.noise import evaluate_noise, summarize_noise
 
@@ -217,7 +219,8 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
 
     t = time.perf_counter()
     _log("noise robustness of the trained networks")
-    table = evaluate_noise(out, store, select=noise_select, n_test=noise_n_test, progress=True)
+    table = evaluate_noise(out, store, select=noise_select, n_test=noise_n_test, n_train=noise_n_train,
+                           progress=True)
     summarize_noise(table)
     stage("noise", t)
 

@@ -154,12 +154,18 @@ def _write_noise(rundir: str | os.PathLike[str], df: pd.DataFrame) -> Path:
 # Evaluating trained networks under noise
 
 
-def _checkpoints_to_evaluate(rundir: Path, select: str) -> pd.DataFrame:
-    """Rows of the results table whose checkpoints to evaluate: every ok one, or the best per grid point."""
+def _checkpoints_to_evaluate(rundir: Path, select: str, n_train: str | int | None = None) -> pd.DataFrame:
+    """Rows of the results table whose checkpoints to evaluate: every ok one, or the best per grid point;
+    at every N_D (``n_train`` None), at the largest N_D of each model and target ("max"), or at one N_D."""
     from moirescale.results import read_results
 
     if select not in ("all", "best"):
         raise UserError(f"--select must be 'all' or 'best', got {select!r}")
+    if n_train is not None and n_train != "max":
+        try:
+            n_train = int(n_train)
+        except (TypeError, ValueError):
+            raise UserError(f"--n-train must be 'max' or a number, got {n_train!r}") from None
     df = read_results(rundir)
     d = df[(df["status"] == "ok") & df["checkpoint"].fillna("").astype(bool)].copy()
     if d.empty:
@@ -167,6 +173,14 @@ def _checkpoints_to_evaluate(rundir: Path, select: str) -> pd.DataFrame:
     d = d[[(rundir / c).is_file() for c in d["checkpoint"]]]
     if d.empty:
         raise UserError(f"{rundir}: the checkpoints named in results.parquet are missing")
+    if n_train == "max":
+        fam = ["arch", "width", "n_layers", "target"]
+        top = d.groupby(fam, dropna=False)["n_train"].transform("max")
+        d = d[d["n_train"] == top]
+    elif n_train is not None:
+        d = d[d["n_train"] == n_train]
+        if d.empty:
+            raise UserError(f"{rundir}: no finished network with N_D = {n_train}")
     if select == "best":  # the realization with the lowest validation MSE of each grid point
         key = "group_id" if d["group_id"].notna().all() else [*GRID_KEY]
         d = d.sort_values("val_mse", kind="stable").groupby(key, dropna=False, sort=False).head(1)
@@ -199,6 +213,7 @@ def evaluate_noise(
     select: str = "all",
     seed: int = 0,
     n_test: int | None = None,
+    n_train: str | int | None = None,
     batch_size: int = 256,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -215,6 +230,8 @@ def evaluate_noise(
     select : 'all' ok checkpoints, or the 'best' realization (lowest val MSE) per grid point
     seed : noise seed (the same noise for every network)
     n_test : evaluate on the first n_test test images only (None: all)
+    n_train : which N_D: None (all), "max" (the largest of each model and target: the cheap, informative
+        choice for big sweeps), or one value
 
     Returns
     -------
@@ -229,7 +246,7 @@ def evaluate_noise(
         raise UserError(f"{rundir}: no such run directory")
     settings = noise_settings(levels, flips)
     st = store if isinstance(store, Store) else open_store(store)
-    runs = _checkpoints_to_evaluate(rundir, select)
+    runs = _checkpoints_to_evaluate(rundir, select, n_train)
     n_all = st.split_len("test")
     n = n_all if n_test is None else min(int(n_test), n_all)
     if n < 1:
