@@ -180,6 +180,7 @@ class Heartbeat:
 
     path: Path
     executor: str
+    workers: int = 1
     started_at: str = field(default_factory=now_iso)
     last: float = 0.0
 
@@ -188,6 +189,7 @@ class Heartbeat:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "executor": self.executor,
+            "workers": self.workers,
             "started_at": self.started_at,
             "updated_at": now_iso(),
             "updated_unix": time.time(),
@@ -354,7 +356,8 @@ def run_sweep(
                f"done; {ex.describe()}; log: {rundir / 'logs' / 'sweep.log'}")
         log.info(msg)
         print(msg, flush=True)
-        hb = Heartbeat(rundir / HEARTBEAT, executor)
+        hb = Heartbeat(rundir / HEARTBEAT, executor, workers=max_in_flight if executor == "local" else
+                       max(1, int(ex.n_cpu)))
         bar, on_rows = _progress(n_runs, progress)
         killed = False
         try:

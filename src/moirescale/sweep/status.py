@@ -8,7 +8,6 @@ two grids share counts in both.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -22,7 +21,7 @@ from rich.table import Table
 from moirescale import results
 from moirescale.errors import UserError
 from moirescale.sweep.config import LoadedConfig, load_config
-from moirescale.sweep.estimate import DEFAULT_IMAGE, check_models, human_time, job_cost, n_params
+from moirescale.sweep.estimate import DEFAULT_IMAGE, RATES, check_models, human_time, job_cost, n_params
 from moirescale.sweep.expand import default_group_size, grid_points, jobs, spec_run_ids, unique_points
 
 STALE_AFTER_S = 60.0  # a heartbeat older than this belongs to a sweep that is gone
@@ -157,8 +156,13 @@ def status_report(rundir: Path, console: Console | None = None) -> pd.DataFrame:
 
 def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[str, Any] | None,
                 console: Console) -> None:
-    """Networks per hour of the live (or last) session, and the ETA of what is left, weighted by estimated
-    FLOPs so that a few big ResNets left at the end are not mistaken for a few tiny FCNs."""
+    """Networks per hour of the live (or last) session, and the ETA of what is left.
+
+    The ETA weighs what is left by its estimated FLOPs, at the FLOP rate each family achieved so far (its
+    networks' estimated FLOPs over their jobs' wall time), times the number of parallel workers; a family with
+    no finished network yet uses the documented rate of :data:`~moirescale.sweep.estimate.RATES`. So a few big
+    ResNets left at the end are not mistaken for a few tiny FCNs.
+    """
     fin = df.dropna(subset=["finished_at"])
     if fin.empty:
         return
@@ -175,14 +179,25 @@ def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[s
         return
     rate = len(recent) / elapsed * 3600
     shape = _image_shape(rundir, None)
-    done = results.done_ids(rundir)
-    left = jobs(loaded.cfg, done)
-    specs = [s for s in (_spec_of(r, loaded) for r in recent.itertuples()) if s is not None]
-    cost_done = sum(job_cost(s, shape).flops for s in specs)
-    cost_left = sum(job_cost(s, shape).flops for s in left)
-    eta = cost_left / (cost_done / elapsed) if cost_done > 0 else math.inf
+    left = jobs(loaded.cfg, results.done_ids(rundir))
+    # Per family: estimated FLOPs done / wall seconds of the jobs that did them (the rows of one ensemble job
+    # share its wall time, so each job is counted once).
+    flops: dict[str, float] = {}
+    secs: dict[str, float] = {}
+    ok = fin[fin["status"].isin(["ok", "diverged"])]
+    for job, rows in ok.groupby(["group_id", "wall_time_s"]):
+        spec = _spec_of(next(rows.itertuples()), loaded)
+        if spec is None or not job[1] > 0:
+            continue
+        flops[spec.arch] = flops.get(spec.arch, 0.0) + job_cost(spec, shape).flops * len(rows)
+        secs[spec.arch] = secs.get(spec.arch, 0.0) + float(job[1])
+    workers = max(1, int((hb or {}).get("workers") or 1))
+    eta = 0.0
+    for s in left:
+        per_worker = flops[s.arch] / secs[s.arch] if secs.get(s.arch) else RATES["cpu2"][s.arch] / workers
+        eta += job_cost(s, shape).flops / (per_worker * workers)
     n_left = sum(len(s.realizations) for s in left)
-    tail = human_time(eta) if hb else f"- (no live sweep; at that rate {human_time(eta)})"
+    tail = human_time(eta) if hb else f"- (no live sweep; with {workers} worker(s): {human_time(eta)})"
     console.print(f"throughput: {rate:.1f} networks/h over {human_time(elapsed)}; "
                   f"ETA for {n_left} networks: {tail}")
 
