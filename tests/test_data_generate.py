@@ -222,3 +222,15 @@ def test_resume_with_other_simulator_code_refused(tiny_store, tmp_path):
     with pytest.raises(UserError, match="other simulator code"):
         generate(load_config(TINY)[0], out, progress=False)
     assert not (out / "val-00000.h5").exists()
+
+
+def test_concurrent_generate_refused(tmp_path):
+    import fcntl
+
+    out = tmp_path / "s"
+    out.mkdir()
+    with open(out / ".generate.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another `moirescale generate` would
+        with pytest.raises(UserError, match="another `moirescale generate` is writing"):
+            generate(load_config(TINY)[0], out, progress=False)
+    assert not (out / "manifest.json").exists()

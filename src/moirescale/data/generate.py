@@ -172,7 +172,11 @@ def new_manifest(cfg: DatasetConfig) -> dict[str, Any]:
 @contextmanager
 def _locked(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``out`` (released by the OS even on SIGKILL)."""
-    with open(out / LOCK, "a") as fh:
+    try:
+        fh = open(out / LOCK, "a")  # noqa: SIM115 - held open for the whole run, closed below
+    except OSError as exc:
+        raise UserError(f"output directory {out} is not writable: {exc.strerror or exc}") from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -356,8 +360,11 @@ def generate(
             for rec in todo:
                 arrays = simulate_shard(cfg, rec, physics, batch, workers, advance)
                 attrs = {"split": rec["split"], "index": rec["index"], "start": rec["start"]}
-                written = write_shard(out / rec["file"], **arrays, attrs=attrs)
-                _record(m, {**rec, **written, "_shape": list(arrays["images"].shape[1:])}, out)
+                try:
+                    written = write_shard(out / rec["file"], **arrays, attrs=attrs)
+                    _record(m, {**rec, **written, "_shape": list(arrays["images"].shape[1:])}, out)
+                except OSError as exc:  # disk full, quota, a vanished mount: what is written stays valid
+                    raise UserError(f"cannot write {out / rec['file']}: {exc.strerror or exc}") from None
         if not m["complete"]:
             m["complete"] = True
             write_manifest(out, m)
