@@ -122,7 +122,7 @@ def examples_figure(store_path: str | os.PathLike[str], out: str | os.PathLike[s
     images, labels = st.read(split, np.arange(m))
     picks = pick_examples(labels, n)
     names = {"theta": "θ sweep", "J": "J sweep", "D": "D sweep"}
-    fig, axes = plt.subplots(3, n, figsize=(2.3 * n + 0.8, 7.4), squeeze=False)
+    fig, axes = plt.subplots(3, n, figsize=(2.1 * n + 1.0, 6.9), squeeze=False, layout="constrained")
     for k, (row, i) in enumerate(picks):
         ax = axes[k // n][k % n]
         im = ax.imshow(images[i, 0], cmap="bwr", vmin=-1, vmax=1, origin="lower", interpolation="nearest")
