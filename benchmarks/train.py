@@ -14,6 +14,7 @@ Measures, in one run (so the ratios are fair even on a shared machine):
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -148,16 +149,18 @@ def main() -> None:
     reps = 2 if args.quick else 5
     torch.manual_seed(0)
     t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
 
     x, y = torch.randn(256, 2, 100, 100), torch.rand(256, 1)
     th = args.threads
     mm, mm_work = sgemm_job()
-    rows, ratios, eff = [], {}, {}
+    rows, ratios, eff, gbest = [], {}, {}, {}
     peaks = []
     for w in (16, 4):
         one, ens = fcn_steps(w, x, y, 100)
         p1, pr = fcn_params(20000, w)
         jobs = {
+            "sgemm1": (mm, mm_work, 3, 1),
             "sgemm": (mm, mm_work, 5, th),
             "one1": (one, 256, 10 * reps, 1),
             "one": (one, 256, 10 * reps, th),
@@ -165,21 +168,24 @@ def main() -> None:
             "ens": (ens, 100 * 256, reps, th),
         }
         r = interleaved(jobs, 3)
-        peak = r["sgemm"] / 1e9
+        peak, peak1 = r["sgemm"] / 1e9, r["sgemm1"] / 1e9
         peaks.append(peak)
-        seq = max(r["one1"], r["one"])  # the sequential baseline at its better thread count
-        gflops = (4 * p1 + 6 * pr) * r["ens"] / 1e9  # network-samples/s x FLOPs per network-sample
-        ratios[w], eff[w] = r["ens"] / seq, 100 * gflops / peak
+        seq, best = max(r["one1"], r["one"]), max(r["ens1"], r["ens"])  # each at its better thread count
+        fl = 4 * p1 + 6 * pr  # FLOPs per network-sample
+        g1, g2 = fl * r["ens1"] / 1e9, fl * r["ens"] / 1e9
+        ratios[w], eff[w] = best / seq, max(100 * g1 / peak1, 100 * g2 / peak)
+        gbest[w] = max(g1, g2)
         rows.append(
             f"| {w} | {r['one1']:,.0f} | {r['one']:,.0f} | {r['ens1']:,.0f} | {r['ens']:,.0f} "
-            f"| {r['ens1'] / r['one1']:.2f}x | {r['ens'] / r['one']:.2f}x | **{r['ens'] / seq:.2f}x** "
-            f"| {gflops:.1f} | {peak:.1f} | **{eff[w]:.0f} %** |"
+            f"| {r['ens1'] / r['one1']:.2f}x | {r['ens'] / r['one']:.2f}x | **{best / seq:.2f}x** "
+            f"| {g1:.1f} / {peak1:.1f} = {100 * g1 / peak1:.0f} % "
+            f"| {g2:.1f} / {peak:.1f} = {100 * g2 / peak:.0f} % |"
         )
         print(rows[-1], flush=True)
         del one, ens
     torch.set_num_threads(th)
     peak = max(peaks)
-    ens16_gflops = eff[16] / 100 * peaks[0]
+    ens16_gflops = gbest[16]
     conv = []
     rates = {"fcn": ens16_gflops * 1e9}
     for arch, kw, batch in (("resnet18", {"width": 64}, 32), ("vit", {}, 32)):
@@ -198,7 +204,8 @@ def main() -> None:
         "## train: FCN ensembles, ResNet-18, ViT (`benchmarks/train.py`)",
         "",
         f"Run: `benchmarks/train.py{' --quick' if args.quick else ''}`, {args.threads} threads, fp32, torch "
-        f"{torch.__version__}, {time.strftime('%Y-%m-%d')}, {wall:.0f} s. The machine is shared, "
+        f"{torch.__version__}, {time.strftime('%Y-%m-%d')}, {wall:.0f} s, load average during the run "
+        f"{load0:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores. The machine is shared, "
         "so absolute numbers move between runs; each figure of a table row is the best of 3 rounds that run "
         "all of that row's jobs in turn (sgemm included), so the ratios share the background load.",
         "",
@@ -211,15 +218,15 @@ def main() -> None:
         "GFLOP/s counts 4·P·N for the first layer (no input gradient) and 6·P·N for the rest.",
         "",
         f"| n_n | one FCN, 1 thr | one FCN, {th} thr | ens. of 100, 1 thr | ens., {th} thr | ratio, 1 thr "
-        f"| ratio, {th} thr | ens. {th} thr / best sequential | ens. GFLOP/s, {th} thr | sgemm GFLOP/s "
-        "| of sgemm |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| ratio, {th} thr | best ens. / best sequential | ens. / sgemm GFLOP/s, 1 thr "
+        f"| ens. / sgemm GFLOP/s, {th} thr |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Targets (ensemble at {args.threads} threads vs the best sequential figure): ≥ 2.5× at n_n = 16 "
+        f"Targets (best ensemble figure vs best sequential figure): ≥ 2.5× at n_n = 16 "
         f"({'met' if ratios[16] >= 2.5 else 'NOT met'}), ≥ 8× at n_n = 4 "
         f"({'met' if ratios[4] >= 8 else 'NOT met'}), ≥ 60 % of peak "
-        f"({'met' if eff[16] >= 60 else 'NOT met'} at n_n = 16). "
+        f"({'met' if eff[16] >= 60 else 'NOT met'} at n_n = 16, best of the two thread counts). "
         "References for this machine kind: one FCN ≈ 29 k samples/s; `torch.func` vmap 1.0–1.35×; "
         "hand-batched + fused Adam ≈ 2.7× (not re-measured here).",
         "",
