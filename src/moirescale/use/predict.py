@@ -526,21 +526,17 @@ def render_table(preds: list[Prediction], inp: InputImage) -> None:
 
     console = Console()
     table = Table(title=f"moirescale predict: {inp.source}")
-    table.add_column("label")
-    table.add_column("prediction", justify="right")
-    table.add_column("± spread", justify="right")
-    table.add_column("unit")
+    table.add_column("label", no_wrap=True)
+    table.add_column("value ± spread", justify="right", no_wrap=True)
     if inp.truth is not None:
-        table.add_column("truth", justify="right")
-    table.add_column("model")
-    table.add_column("N_D", justify="right")
-    table.add_column("N_r", justify="right")
-    table.add_column("val MSE", justify="right")
+        table.add_column("truth", justify="right", no_wrap=True)
+    for name in ("model", "N_D", "N_r", "val MSE"):
+        table.add_column(name, justify="left" if name == "model" else "right", no_wrap=True)
     for p in preds:
         size = f" {p.width}x{p.n_layers}" if p.width is not None and p.n_layers is not None else (
             f" w{p.width}" if p.width is not None else "")
-        model = f"{p.arch}{size} [{p.target}]" + (f" #{p.rank}" if p.rank > 1 else "")
-        row = [p.label if p.rank == 1 else "", f"{p.value:.4g}", f"{p.std:.2g}", p.unit]
+        model = f"{p.arch}{size}" + (" [all]" if p.target == "all" else "")
+        row = [p.label if p.rank == 1 else f"  #{p.rank}", f"{p.value:.4g} ± {p.std:.2g} {p.unit}"]
         if inp.truth is not None:
             row.append(f"{p.truth:.4g}" if p.truth is not None else "")
         row += [model, str(p.n_train), str(p.n_members), f"{p.val_mse:.3g}"]
