@@ -214,7 +214,8 @@ def main() -> None:
         "- One FCN 20000→n→n→n→1, batch 256, autograd + fused Adam (the sequential path), samples/s at 1 and "
         f"{args.threads} threads; 100 realizations as one ensemble (shared batch: first layer = one "
         "(256×20000)@(20000×100·n) matmul, hidden layers bmm, fused Adam over the stacked tensors), "
-        "network-samples/s. Ratio = ensemble / the better sequential figure. "
+        "network-samples/s. Ratios: at equal thread counts, and the better ensemble figure over the "
+        "better sequential one. "
         "GFLOP/s counts 4·P·N for the first layer (no input gradient) and 6·P·N for the rest.",
         "",
         f"| n_n | one FCN, 1 thr | one FCN, {th} thr | ens. of 100, 1 thr | ens., {th} thr | ratio, 1 thr "
