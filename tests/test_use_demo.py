@@ -82,6 +82,11 @@ def test_fresh_refuses_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="--fresh"):
         run_demo(".", cfg, fresh=True)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError, match="not a demo run directory"):
+        run_demo(tmp_path / "mine", cfg, fresh=True)
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
     with pytest.raises(UserError, match="no such sweep config"):
         run_demo(tmp_path / "out", tmp_path / "missing.yaml")
 

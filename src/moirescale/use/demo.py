@@ -197,8 +197,10 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     if not config.is_file():
         raise UserError(f"{config}: no such sweep config (run the demo from the repository root)")
     if fresh and out.exists():
-        if out.resolve() in (Path.cwd().resolve(), Path.home().resolve()) or not out.is_dir():
-            raise UserError(f"--fresh would delete {out}; give a dedicated run directory")
+        # Only ever delete a run directory (what `moirescale sweep` made) or an empty folder.
+        is_run = out.is_dir() and ((out / "config.yaml").is_file() or not any(out.iterdir()))
+        if not is_run or out.resolve() in (Path.cwd().resolve(), Path.home().resolve()):
+            raise UserError(f"--fresh would delete {out}: not a demo run directory; use another --out")
         _log(f"--fresh: removing {out}")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
