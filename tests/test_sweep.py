@@ -338,8 +338,8 @@ def test_status_cli(local_run):
     assert counts.loc["fcn", "done"] == 36 and counts.loc["resnet", "done"] == 2
     assert counts.loc["too_big", "failed"] == 2
     assert counts["pending"].sum() == 0 and counts["running"].sum() == 0
-    bad = subprocess.run([*CLI, "status", str(cfg.parent)], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "not a sweep run directory" in bad.stderr
+    with pytest.raises(UserError, match="not a sweep run directory"):
+        grid_status(cfg.parent)
 
 
 def test_ray_executor_matches_local(local_run, tmp_path):
