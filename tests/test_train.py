@@ -192,7 +192,8 @@ def test_adjustable_decays_on_plateau_then_stops():
     cfg = schedule_config("adjustable", 1e-3, 224, 64)
     assert (cfg.budget, cfg.eval_every, cfg.patience, cfg.warmup) == (2000, 40, 250, 100)
     cfg = schedule_config("adjustable", 1e-3, 224, 64, patience=200)
-    # Improves for 16 evaluations (640 steps: 0.06 < 1/15 too), then flat: decays every > patience steps, stops after max_decays + 1 plateaus.
+    # Improves for 16 evaluations (640 steps: 0.06 < 1/15 too), then flat: a decay after every > patience
+    # steps, and a stop after max_decays + 1 plateaus.
     losses = [1.0 / (k + 1) for k in range(15)] + [0.06] * 100
     lrs, s = drive(cfg, losses)
     levels = sorted(set(np.round(lrs[cfg.warmup:] / 1e-3, 6)), reverse=True)

@@ -96,8 +96,8 @@ def fit(
     dev = data.x_train.device
     run_loss, run_count, last_lr = np.zeros(n), np.zeros(n), np.full(n, np.nan)
     step = 0
-    # The schedule and early stopping watch a fixed i.i.d. part of the validation split: at paper scale (14 336
-    # samples) full passes every ~budget/50 steps would cost more than training the small-N_D networks.
+    # The schedule and early stopping watch a fixed i.i.d. part of the validation split: at paper scale
+    # (14 336 samples) full passes every ~budget/50 steps would cost more than training small-N_D nets.
     x_val, y_val = data.x_val, data.y_val
     if 0 < cfg.val_samples < len(x_val):
         x_val, y_val = x_val[: cfg.val_samples], y_val[: cfg.val_samples]

@@ -101,7 +101,13 @@ def schedule_config(
     else:
         cfg = ScheduleConfig(kind, lr, budget, spe, stop_patience=20 * spe)
     cfg = replace(cfg, **kw)
-    if cfg.eval_every < 1 or cfg.budget < 1 or cfg.val_samples < 0 or cfg.warmup < 0 or not 0 < cfg.factor < 1:
+    if (
+        cfg.eval_every < 1
+        or cfg.budget < 1
+        or cfg.val_samples < 0
+        or cfg.warmup < 0
+        or not 0 < cfg.factor < 1
+    ):
         raise UserError(f"bad schedule settings: {cfg}")
     return cfg
 
