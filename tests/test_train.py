@@ -253,3 +253,17 @@ def test_schedule_comparison_rows(data):
         assert s["n_ok"] == 2 and s["gmean_lo"] <= s["gmean_test_mse"] <= s["gmean_hi"]
     with pytest.raises(UserError):
         compare_schedules(base, [32], ("plateau",), data=data)
+
+
+@pytest.mark.slow
+def test_ensemble_equals_sequential_at_paper_shape():
+    """100x100 inputs, n_n = 16, 8 realizations, a few hundred fp32 steps: still equal within 1e-4."""
+    (xa, ya), (xb, yb) = synth(512, 0, size=100), synth(256, 1, size=100)
+    d = TrainData(xa, ya, xb, yb, xb, yb)
+    spec = TrainSpec("fcn", "J", 512, realizations=tuple(range(8)), model_kw={"n_layers": 3, "width": 16},
+                     batch_size=64, max_epochs=40, schedule="plateau")
+    ens = train_arrays(spec, d, ensemble=True)
+    seq = train_arrays(spec, d, ensemble=False)
+    for a, b in zip(ens, seq, strict=True):
+        assert a.result.steps == b.result.steps
+        np.testing.assert_allclose(a.result.test_mse, b.result.test_mse, rtol=1e-4)
