@@ -217,6 +217,7 @@ def test_evaluate_noise_writes_the_table_and_resumes(trained_run, tiny_store):
             "realization"}
     assert need <= set(disk.columns)
     assert (disk["mse"] > 0).all() and np.isfinite(disk["mse"]).all()
+    assert str(disk["width"].dtype) == "Int64" and str(disk["n_layers"].dtype) == "Int64"
     # the per-label column of each target matches the mean
     for _, r in disk.iterrows():
         assert r[f"mse_{r['target']}"] == pytest.approx(r["mse"])

@@ -33,6 +33,13 @@ NOISE_COLUMNS = [
     "noise_kind", "noise_level", "mse", "mse_theta", "mse_J", "mse_D", "n_test",
 ]
 
+# Nullable integer sizes: a ResNet has no n_layers, and floats would print FCN sizes as "3.0x8".
+NOISE_DTYPES = {
+    "run_id": str, "arch": str, "width": "Int64", "n_layers": "Int64", "target": str, "n_train": "int64",
+    "realization": "int64", "noise_kind": str, "noise_level": float, "mse": float, "mse_theta": float,
+    "mse_J": float, "mse_D": float, "n_test": "int64",
+}
+
 
 def noise_seed(seed: int, kind: str, level: float) -> int:
     """Seed of one noise setting: independent streams per (kind, level), the same for every network."""
@@ -137,7 +144,7 @@ def read_noise(rundir: str | os.PathLike[str]) -> pd.DataFrame:
     """The noise table of a run directory (empty, with every column, if none yet)."""
     path = noise_table_path(rundir)
     if not path.is_file():
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in NOISE_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=NOISE_DTYPES[c]) for c in NOISE_COLUMNS})
     return pd.read_parquet(path)
 
 
@@ -296,7 +303,7 @@ def evaluate_noise(
                 "noise_kind": kind, "noise_level": float(level), "mse": float(err.mean()), **per, "n_test": n,
             })
         table = pd.concat([table, pd.DataFrame(new, columns=NOISE_COLUMNS)], ignore_index=True)
-        table = table.astype({"noise_level": float, "mse": float, "n_train": "int64", "realization": "int64"})
+        table = table.astype(NOISE_DTYPES)
         _write_noise(rundir, table)
         done.update((r["run_id"], k, v) for k, v in todo)
     return table
