@@ -360,3 +360,40 @@ def test_ray_executor_matches_local(local_run, tmp_path):
     np.testing.assert_allclose(b.loc[ok, "test_mse"], a.loc[ok, "test_mse"], rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(b.loc[ok, "val_mse"], a.loc[ok, "val_mse"], rtol=1e-5, atol=1e-8)
     assert (b.loc[ok, "n_params"] == a.loc[ok, "n_params"]).all()
+
+
+def test_one_sweep_per_rundir(tmp_path):
+    from moirescale.sweep.runner import _acquire_lock, run_sweep
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(BASE))
+    out = tmp_path / "run"
+    out.mkdir()
+    held = _acquire_lock(out)
+    try:
+        with pytest.raises(UserError, match="another sweep is running"):
+            run_sweep(cfg, out, progress=False)
+    finally:
+        held.close()
+    with pytest.raises(UserError, match="dataset"):  # the lock is free again: now the store is missing
+        run_sweep(cfg, out, progress=False)
+
+
+@pytest.mark.slow
+def test_sweep_generates_a_missing_dataset(tmp_path):
+    conf = {
+        "name": "gen",
+        "dataset": {"store": "store", "generate": {"config": str(ROOT / "configs" / "dataset-tiny.yaml"),
+                                                   "n_train": 64, "n_val": 16, "n_test": 16}},
+        "recipes": {"fcn": {"schedule_kw": FAST, "batch_size": 32}},
+        "grids": [{"name": "g", "model": {"arch": "fcn", "n_layers": 1, "width": 4}, "n_train": [64],
+                   "targets": ["J"], "realizations": 2}],
+    }
+    cfg = tmp_path / "gen.yaml"
+    cfg.write_text(yaml.safe_dump(conf))
+    p = subprocess.run([*CLI, "sweep", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    info = yaml.safe_load((tmp_path / "run" / "dataset.json").read_text())
+    assert info["splits"] == {"train": 64, "val": 16, "test": 16} and info["image_shape"] == [2, 32, 32]
+    assert (results.read_results(tmp_path / "run")["status"] == "ok").sum() == 2

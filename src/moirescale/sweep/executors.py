@@ -172,8 +172,7 @@ class RayExecutor:
         total = ray.cluster_resources()
         self.n_cpu = float(total.get("CPU", 0))
         self.n_gpu = float(total.get("GPU", 0))
-        self._remote = ray.remote(max_retries=0)(_ray_train_job)
-        self._device: dict[Any, str] = {}
+        self._remote = ray.remote(max_retries=0)(_ray_train_job)  # the driver retries, as with the local pool
 
     def describe(self) -> str:
         where = "a local Ray cluster" if self.started_here else "the Ray cluster"
@@ -190,11 +189,9 @@ class RayExecutor:
 
     def submit(self, spec: TrainSpec) -> Any:
         num_cpus, num_gpus = self.task_resources(spec)
-        ref = self._remote.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(
+        return self._remote.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(
             spec, self.store_path, self.rundir, max(1, int(num_cpus)), self.train_fn
         )
-        self._device[ref] = "ray:cuda" if num_gpus > 0 else "ray:cpu"
-        return ref
 
     def wait(self, handles: Iterable[Any], timeout: float) -> list[Any]:
         handles = list(handles)
@@ -206,7 +203,6 @@ class RayExecutor:
         return ready
 
     def result(self, handle: Any) -> list[dict[str, Any]]:
-        self._device.pop(handle, None)
         try:
             return self.ray.get(handle)
         except self.ray.exceptions.RayTaskError as exc:  # re-raise the task's own exception

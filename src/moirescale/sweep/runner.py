@@ -266,7 +266,7 @@ def drive(
                     summary.retries += 1
                     queue.append(spec)  # retried next
                     continue
-                rows = failed_rows(spec, format_error(exc), device=getattr(handle, "device", ""))
+                rows = failed_rows(spec, format_error(exc), device=getattr(handle, "device", executor.name))
             results.append_rows(rundir, rows)
             for r in rows:
                 key = r.get("status", "failed")
@@ -365,7 +365,9 @@ def run_sweep(
         except KeyboardInterrupt:
             killed = True
             log.warning("interrupted; run the same command again to resume")
-            raise UserError(f"interrupted; run the same command again to resume ({rundir})") from None
+            print(f"interrupted: finished runs are kept in {rundir}; run the same command again to resume",
+                  file=sys.stderr)
+            raise SystemExit(130) from None
         finally:
             if bar is not None:
                 bar.stop()
