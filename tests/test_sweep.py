@@ -263,13 +263,17 @@ def local_run(tiny_store, tmp_path_factory):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: dict = {"running": 0}
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        parts = list(results.table_path(out).glob("part-*.parquet")) if out.exists() else []
-        if parts:
+    while time.time() < deadline and proc.poll() is None:  # workers start: status must show jobs running
+        if (out / "heartbeat.json").exists() and not seen["running"]:
             seen["running"] = int(grid_status(out)[1]["running"].sum())
             seen["children"] = _children(proc.pid)
+        if seen["running"]:
             break
         time.sleep(0.05)
+    while time.time() < deadline and proc.poll() is None:  # kill as soon as the first job's rows are written
+        if list(results.table_path(out).glob("part-*.parquet")):
+            break
+        time.sleep(0.02)
     assert proc.poll() is None, "the sweep ended before it could be killed: " + (proc.stdout.read() or "")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
