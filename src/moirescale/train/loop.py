@@ -117,7 +117,8 @@ def fit(
             idx = streams[0].next().to(dev)
             xb, yb = data.x_train[idx], data.y_train[idx]
             if noise > 0:
-                xb = xb + streams[0].noise(tuple(xb.shape), noise).to(dev, xb.dtype)
+                # clipped like the evaluation noise (moirescale.use.noise): images live in [-1, 1]
+                xb = (xb + streams[0].noise(tuple(xb.shape), noise).to(dev, xb.dtype)).clamp_(-1.0, 1.0)
         else:
             idx = torch.stack([streams[i].next() for i in act]).to(dev)  # (R, B)
             xb, yb = data.x_train[idx], data.y_train[idx]
@@ -125,6 +126,7 @@ def fit(
                 xb = xb + torch.stack([streams[i].noise(tuple(xb.shape[1:]), noise) for i in act]).to(
                     dev, xb.dtype
                 )
+                xb = xb.clamp_(-1.0, 1.0)
         losses = engine.train_step(xb, yb, lr).double().cpu().numpy()  # (n_active,): one sync per step
         step += 1
         bad = ~np.isfinite(losses)
