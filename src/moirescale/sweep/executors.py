@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -109,6 +110,19 @@ def _cuda_devices() -> int:
         return 0
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (Ray itself retries for minutes before giving up)."""
+    if address in ("auto", "local") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({exc}); start one with "
+                        "`ray start --head --port=6379` or check --address") from None
+
+
 # Default Ray resources per family when the grid gives none. Small FCN ensembles share a GPU four ways.
 RAY_GPU_SHARE = {"fcn": 0.25, "resnet18": 0.5, "vit": 0.5}
 
@@ -156,10 +170,17 @@ class RayExecutor:
         self.started_here = False
         if not ray.is_initialized():
             if address:
+                _check_reachable(address)
                 try:
                     ray.init(address=address, log_to_driver=False, include_dashboard=False)
                 except (ConnectionError, RuntimeError, ValueError) as exc:
-                    raise UserError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+                    hint = ""
+                    if "auth" in repr(exc.__cause__ or exc).lower() or not os.environ.get("RAY_AUTH_MODE"):
+                        # Ray >= 2.5x: `ray start` turns token authentication on; the driver must opt in.
+                        hint = (" (if the cluster was started with `ray start`, it may need token "
+                                "authentication: export RAY_AUTH_MODE=token and make ~/.ray/auth_token the "
+                                "cluster's)")
+                    raise UserError(f"cannot connect to the Ray cluster at {address}: {exc}{hint}") from None
             else:
                 ray.init(
                     num_cpus=workers or cpu_count(),
