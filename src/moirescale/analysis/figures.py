@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from moirescale.analysis.fits import PowerLawFit  # noqa: E402
 from moirescale.analysis.pipeline import Analysis  # noqa: E402
@@ -105,6 +106,10 @@ def _points(ax, g: pd.DataFrame, x: str, style: dict[str, Any], label: str, fill
 def _loglog(ax, xlabel: str, ylabel: str = "test MSE (geometric mean)") -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # Ticks at 1, 2, 5 x 10^k as plain numbers: matplotlib's minor labels (2x10^2, 4x10^2, ...) run together
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="major", alpha=0.3)
