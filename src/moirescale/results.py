@@ -1,4 +1,4 @@
-"""The results table: one row per trained network, stored as Parquet part files in ``RUNDIR/results.parquet/``.
+"""The results table: one row per trained network, as Parquet part files in ``RUNDIR/results.parquet/``.
 
 Appending is the only write. Each call writes one new part file via write-to-temp + atomic rename, so a killed
 process never leaves a half-written row behind, and readers see the parts as one table (pyarrow dataset).
@@ -96,7 +96,9 @@ def read_results(rundir: str | os.PathLike[str]) -> pd.DataFrame:
     A run id written twice (e.g. a part from a retry that raced a kill) is kept once: the last written wins.
     """
     folder = table_path(rundir)
-    parts = sorted(folder.glob("part-*.parquet"), key=lambda p: p.stat().st_mtime_ns) if folder.is_dir() else []
+    parts = []
+    if folder.is_dir():  # oldest first, so that the last-written copy of a run id wins below
+        parts = sorted(folder.glob("part-*.parquet"), key=lambda p: p.stat().st_mtime_ns)
     if folder.is_file():  # a single-file table is accepted too
         parts = [folder]
     if not parts:

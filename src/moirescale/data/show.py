@@ -10,10 +10,7 @@ from moirescale.errors import UserError
 
 def plot_sample(store: Store, split: str, index: int, out: str | Path) -> Path:
     """Save a PNG of sample ``index`` of ``split``; returns its path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from moirescale.physics.render import plot_channels
 
     n = store.split_len(split)
     if not 0 <= index < n:
@@ -25,21 +22,5 @@ def plot_sample(store: Store, split: str, index: int, out: str | Path) -> Path:
     seed = int(store.read_meta(split, [index])["seeds"][0])
     names = store.manifest.get("image_channels") or [f"channel {c}" for c in range(images.shape[1])]
     theta, J, D = labels[0]
-    fig, axes = plt.subplots(1, images.shape[1], figsize=(3.6 * images.shape[1], 3.8), squeeze=False)
-    for c, ax in enumerate(axes[0]):
-        im = ax.imshow(images[0, c], cmap="bwr", vmin=-1, vmax=1, origin="lower", interpolation="nearest")
-        ax.set_title(f"{names[c]} layer $S_z$", fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
-    fig.suptitle(
-        f"{split}[{index}]  θ_eff = {theta:.3f}°   J = {J:.3f} meV   D = {D:.3f} meV   (seed {seed})",
-        fontsize=10,
-    )
-    try:
-        fig.savefig(out, dpi=110)
-    except OSError as exc:
-        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
-    finally:
-        plt.close(fig)
-    return out
+    title = f"{split}[{index}]  θ_eff = {theta:.3f}°   J = {J:.3f} meV   D = {D:.3f} meV   (seed {seed})"
+    return plot_channels(images[0], out, title, names=names)

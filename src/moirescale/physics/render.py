@@ -38,35 +38,40 @@ def render_image(spins: np.ndarray, origin: tuple[float, float], spec: ImageSpec
     return np.clip(out, -1.0, 1.0)
 
 
-def save_png(sample: dict, path: str | Path, spec: ImageSpec | None = None) -> Path:
-    """Write a PNG of a sample: top-layer S_z (red +1, blue -1, diverging colormap), bottom layer beside it.
+def plot_channels(
+    image: np.ndarray,
+    path: str | Path,
+    title: str,
+    names: list[str] | tuple[str, ...] = ("top", "bottom"),
+    fov_nm: float | None = None,
+) -> Path:
+    """Save a PNG of every channel of ``image`` (C, H, W) side by side: red +1, blue -1 (the paper's colours).
 
-    Uses the sample's stored ``image`` when it has both channels; otherwise re-renders from ``spins``.
+    With ``fov_nm`` the axes are in nm; without, bare pixels. UserError if the file can't be written.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from moirescale.physics.rng import image_origin
-
-    img = np.asarray(sample["image"])
-    if img.shape[0] != 2:
-        s = np.asarray(sample["spins"])
-        img = render_image(s, image_origin(s.shape[1], int(sample["seed"])), spec or ImageSpec())
     path = Path(path)
-    fov = (spec or ImageSpec()).fov_nm
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.0), constrained_layout=True)
-    for ax, chan, name in zip(axes, img, ("top layer", "bottom layer"), strict=True):
-        im = ax.imshow(chan, cmap="RdBu_r", vmin=-1, vmax=1, origin="lower", extent=(0, fov, 0, fov))
-        ax.set_title(f"{name} $S_z$")
-        ax.set_xlabel("x (nm)")
-    axes[0].set_ylabel("y (nm)")
-    fig.colorbar(im, ax=axes, shrink=0.8)
-    fig.suptitle(
-        f"θ_eff = {float(sample['theta_eff']):.3f}°, J = {float(sample['J']):.3f} meV, "
-        f"D = {float(sample['D']):.3f} meV"
-    )
+    n = image.shape[0]
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), squeeze=False, constrained_layout=True)
+    extent = (0, fov_nm, 0, fov_nm) if fov_nm else None
+    for ax, chan, name in zip(axes[0], image, names, strict=False):
+        im = ax.imshow(
+            chan, cmap="bwr", vmin=-1, vmax=1, origin="lower", extent=extent, interpolation="nearest"
+        )
+        ax.set_title(f"{name} layer $S_z$", fontsize=10)
+        if fov_nm:
+            ax.set_xlabel("x (nm)")
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if fov_nm:
+        axes[0][0].set_ylabel("y (nm)")
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+    fig.suptitle(title, fontsize=10)
     try:
         fig.savefig(path, dpi=100)
     except OSError as exc:
@@ -74,3 +79,22 @@ def save_png(sample: dict, path: str | Path, spec: ImageSpec | None = None) -> P
     finally:
         plt.close(fig)
     return path
+
+
+def save_png(sample: dict, path: str | Path, spec: ImageSpec | None = None) -> Path:
+    """Write a PNG of a sample: top-layer S_z (red +1, blue -1, diverging colormap), bottom layer beside it.
+
+    Uses the sample's stored ``image`` when it has both channels; otherwise re-renders from ``spins``.
+    """
+    from moirescale.physics.rng import image_origin
+
+    spec = spec or ImageSpec()
+    img = np.asarray(sample["image"])
+    if img.shape[0] != 2:
+        s = np.asarray(sample["spins"])
+        img = render_image(s, image_origin(s.shape[1], int(sample["seed"])), spec)
+    title = (
+        f"θ_eff = {float(sample['theta_eff']):.3f}°, J = {float(sample['J']):.3f} meV, "
+        f"D = {float(sample['D']):.3f} meV"
+    )
+    return plot_channels(img, path, title, fov_nm=spec.fov_nm)
