@@ -103,12 +103,20 @@ def _points(ax, g: pd.DataFrame, x: str, style: dict[str, Any], label: str, fill
     )
 
 
+def _short_number(v: float, _pos: object = None) -> str:
+    """Compact tick label: 500, 2k, 20k, 1M (long labels collide on a log axis of several decades)."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{v / scale:g}{suffix}"
+    return f"{v:g}"
+
+
 def _loglog(ax, xlabel: str, ylabel: str = "test MSE (geometric mean)") -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     # Ticks at 1, 2, 5 x 10^k as plain numbers: matplotlib's minor labels (2x10^2, 4x10^2, ...) run together
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
