@@ -6,8 +6,7 @@ Names are imported lazily (PEP 562) so that ``moirescale --help`` does not pay f
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from moirescale._lazy import lazy_exports
 
 _EXPORTS = {
     "FitSettings": "fits",
@@ -31,11 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"moirescale.analysis.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'moirescale.analysis' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports("moirescale.analysis", _EXPORTS, globals())

@@ -6,8 +6,7 @@ Names are imported lazily (PEP 562) so that ``moirescale --help`` does not pay f
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from moirescale._lazy import lazy_exports
 
 _EXPORTS = {
     "compare_schedules": "compare",
@@ -30,11 +29,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"moirescale.train.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'moirescale.train' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports("moirescale.train", _EXPORTS, globals())
