@@ -98,6 +98,7 @@ class DatasetConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)  # moirescale.physics.ModelParams fields
     protocol: dict[str, Any] = Field(default_factory=dict)  # moirescale.physics.AnnealProtocol fields
     image: dict[str, Any] = Field(default_factory=dict)  # moirescale.physics.ImageSpec fields
+    jperp: dict[str, Any] = Field(default_factory=dict)  # moirescale.physics.JperpSpec fields (mode)
 
     @field_validator("backend")
     @classmethod
@@ -148,19 +149,41 @@ def _resolve_section(name: str, cls: type, values: dict[str, Any], source: str) 
     return obj
 
 
-def resolve_physics(cfg: DatasetConfig, source: str = "config") -> tuple[Any, Any, Any]:
-    """The (ModelParams, AnnealProtocol, ImageSpec) a config describes, validated."""
-    from moirescale.physics import AnnealProtocol, ImageSpec, ModelParams
+def resolve_physics(cfg: DatasetConfig, source: str = "config") -> tuple[Any, Any, Any, Any]:
+    """The (ModelParams, AnnealProtocol, ImageSpec, JperpSpec) a config describes, validated."""
+    from moirescale.physics import AnnealProtocol, ImageSpec, JperpSpec, ModelParams
 
     params = _resolve_section("params", ModelParams, cfg.params, source)
     protocol = _resolve_section("protocol", AnnealProtocol, cfg.protocol, source)
     image = _resolve_section("image", ImageSpec, cfg.image, source)
-    return params, protocol, image
+    jperp = _resolve_section("jperp", JperpSpec, cfg.jperp, source)
+    return params, protocol, image, jperp
+
+
+# The dataset variants of MODEL.md §7 at their defaults. They are left out of the resolved config (and so
+# of its hash) when at the default, so a store made before the variants existed keeps its identity.
+VARIANT_DEFAULTS = {
+    ("protocol", "start"): "seeded",
+    ("image", "origin"): "random",
+    ("jperp", "mode"): "scale",
+}
+
+
+def variant_of(resolved: dict[str, Any]) -> dict[str, str]:
+    """The dataset variant of a resolved config (or a store manifest's ``config``): origin, start, jperp,
+    channels, e.g. ``{"origin": "fixed", "start": "shared", "jperp": "scale", "channels": "net"}``."""
+    get = {k: resolved.get(k[0], {}).get(k[1], v) for k, v in VARIANT_DEFAULTS.items()}
+    return {
+        "origin": get[("image", "origin")],
+        "start": get[("protocol", "start")],
+        "jperp": get[("jperp", "mode")],
+        "channels": ",".join(resolved.get("image", {}).get("channels", ["top", "bottom"])),
+    }
 
 
 def resolved_dict(cfg: DatasetConfig) -> dict[str, Any]:
     """The config with every physics default filled in: what is hashed and written to the manifest."""
-    params, protocol, image = resolve_physics(cfg)
+    params, protocol, image, jperp = resolve_physics(cfg)
     from moirescale.physics import resolve_backend
 
     d = cfg.model_dump(mode="json")
@@ -171,6 +194,12 @@ def resolved_dict(cfg: DatasetConfig) -> dict[str, Any]:
     d["protocol"] = dataclasses.asdict(protocol)
     d["image"] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(image).items()}
     d["labels"] = {k: list(d["labels"][k]) for k in LABELS}
+    d["jperp"] = dataclasses.asdict(jperp)
+    for (section, key), default in VARIANT_DEFAULTS.items():
+        if d[section].get(key) == default:
+            del d[section][key]
+    if not d["jperp"]:
+        del d["jperp"]
     return d
 
 

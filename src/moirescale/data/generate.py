@@ -44,6 +44,7 @@ from moirescale.data.store import (
     write_shard,
 )
 from moirescale.errors import UserError
+from moirescale.fsio import open_nofollow
 from moirescale.labels import LABELS, UNITS
 
 GENERATOR_VERSION = f"moirescale {__version__} (store format {FORMAT_VERSION})"
@@ -173,7 +174,7 @@ def new_manifest(cfg: DatasetConfig) -> dict[str, Any]:
 def _locked(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``out`` (released by the OS even on SIGKILL)."""
     try:
-        fh = open(out / LOCK, "a")  # noqa: SIM115 - held open for the whole run, closed below
+        fh = open_nofollow(out / LOCK)  # held open for the whole run, closed below; never through a link
     except OSError as exc:
         raise UserError(f"output directory {out} is not writable: {exc.strerror or exc}") from None
     with fh:
@@ -268,7 +269,7 @@ def simulate_shard(
     """Simulate the samples of one planned shard; returns the arrays :func:`write_shard` takes."""
     from moirescale.physics import simulate_batch
 
-    params, protocol, image = physics
+    params, protocol, image, jperp = physics
     seeds = sample_seeds(cfg.seed, rec["split"], rec["start"], rec["count"])
     labels = sample_labels(seeds, {k: getattr(cfg.labels, k) for k in LABELS})
     images, stored, energies = [], [], []
@@ -284,6 +285,7 @@ def simulate_shard(
             protocol=protocol,
             params=params,
             cells_per_side=cfg.cells_per_side,
+            jperp=jperp,
             workers=workers,
         )
         for s, seed in zip(samples, seeds[sl], strict=True):

@@ -20,6 +20,8 @@ import h5py
 import numpy as np
 
 from moirescale.errors import UserError
+from moirescale.fsio import TMP_PREFIX as TMP_PREFIX  # re-exported: the store's temporary names
+from moirescale.fsio import atomic_path, atomic_write
 
 FORMAT = "moirescale-store"
 FORMAT_VERSION = 1
@@ -29,7 +31,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 # (float16 would give only 4.9e-4 near +-1, where domain images spend most of their pixels).
 IMAGE_DTYPE = "int16"
 IMAGE_SCALE = 32767.0
-TMP_PREFIX = ".tmp-"
 # Shards whose sha256 this process has already checked, keyed by (path, size, mtime_ns, sha256): a sweep that
 # opens the store once per job hashes each shard once, not once per job.
 _VERIFIED: set[tuple[str, int, int, str]] = set()
@@ -45,31 +46,6 @@ def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    # Make the rename itself durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def canonical_json(obj: Any) -> str:
     """The one JSON spelling used for manifests and hashes: sorted keys, 2-space indent, trailing newline."""
     return json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n"
@@ -77,7 +53,7 @@ def canonical_json(obj: Any) -> str:
 
 def write_manifest(root: Path, manifest: dict) -> None:
     """Atomically replace ``root/manifest.json``."""
-    atomic_write_bytes(Path(root) / MANIFEST, canonical_json(manifest).encode())
+    atomic_write(Path(root) / MANIFEST, canonical_json(manifest))
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -119,9 +95,8 @@ def write_shard(
     labels = np.asarray(labels, dtype=np.float64).reshape(n, 3)
     seeds = np.asarray(seeds, dtype=np.int64).reshape(n)
     energies = np.asarray(energies, dtype=np.float64).reshape(n)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     # libver pinned and track_times off: identical inputs give identical bytes (resume == uninterrupted run).
-    with h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
         f.create_dataset(
             "images",
             data=encode_images(images),
@@ -136,11 +111,7 @@ def write_shard(
             f.create_dataset(name, data=arr, fletcher32=True, chunks=arr.shape, track_times=False)
         for k, v in sorted((attrs or {}).items()):
             f.attrs[k] = v
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    digest, size = sha256_file(tmp), tmp.stat().st_size
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    digest, size = sha256_file(path), path.stat().st_size
     return {"file": path.name, "count": int(n), "bytes": int(size), "sha256": digest}
 
 
@@ -276,14 +247,25 @@ class Store:
         return img, lab
 
     def read(
-        self, split: str, indices: Sequence[int] | np.ndarray | None = None, *, channels: slice | None = None
+        self,
+        split: str,
+        indices: Sequence[int] | np.ndarray | None = None,
+        *,
+        channels: slice | Sequence[int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Images float32 (N, C, H, W) in [-1, 1] and labels float64 (N, 3) in physical units.
 
         ``indices`` (any order, repeats allowed) select samples of the split; ``None`` reads all of it. Reads
         are grouped by shard and sorted within each, so any subset is loaded in one pass. ``channels`` (a
-        slice of C) reads only those image channels.
+        slice of C, or channel positions in the order wanted) reads only those image channels.
         """
+        if channels is not None and not isinstance(channels, slice):
+            pos = [int(c) for c in channels]
+            lo, hi = min(pos), max(pos) + 1
+            if pos == list(range(lo, hi)):
+                return self.read(split, indices, channels=slice(lo, hi))
+            images, labels = self.read(split, indices, channels=slice(lo, hi))
+            return np.ascontiguousarray(images[:, [p - lo for p in pos]]), labels
         split = self._check_split(split)
         idx = self._check_indices(split, indices)
         ch = slice(None) if channels is None else channels

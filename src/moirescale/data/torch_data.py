@@ -1,7 +1,8 @@
 """Torch access to a dataset store: a lazy ``Dataset`` and a one-shot in-memory loader.
 
-Both return images float32 (C', H, W) in [-1, 1] (C' = 1 for ``channels="top"``, the paper's images; 2 for
-``"both"``) and labels min-max scaled by :func:`moirescale.labels.scale` (float32, (3,) per sample).
+Both return images float32 (C', H, W) in [-1, 1] (C' = the number of channels named in ``channels``:
+``"top"`` is the paper's images, ``"both"`` = ``"top,bottom"``, any comma-separated subset of the store's
+channels) and labels min-max scaled by :func:`moirescale.labels.scale` (float32, (3,) per sample).
 """
 
 from __future__ import annotations
@@ -16,21 +17,34 @@ from moirescale.data.store import Store
 from moirescale.errors import UserError
 from moirescale.labels import scale
 
-CHANNEL_CHOICES = ("top", "both")
+
+def store_channels(store: Store) -> list[str]:
+    """The names of a store's image channels, in stored order."""
+    return list(store.manifest.get("image_channels") or ["top", "bottom"][: store.image_shape[0]])
 
 
-def _channel_slice(store: Store, channels: str) -> slice:
-    if channels not in CHANNEL_CHOICES:
-        raise UserError(f"channels must be 'top' or 'both', got {channels!r}")
-    names = store.manifest.get("image_channels") or ["top", "bottom"][: store.image_shape[0]]
-    if channels == "both":
-        if store.image_shape[0] < 2:
-            raise UserError(f"channels='both' needs a two-channel store; {store.root} has only {names}")
-        return slice(0, store.image_shape[0])
-    if "top" not in names:
-        raise UserError(f"channels='top' needs the top layer; {store.root} has only {names}")
-    i = names.index("top")
-    return slice(i, i + 1)
+def channel_positions(available: Sequence[str], channels: str) -> list[int]:
+    """Positions in ``available`` of the channels named by ``channels``.
+
+    ``channels`` is a comma-separated list of names (``top``, ``bottom``, ``net``, ``afm``), in the order the
+    model sees them, or ``both`` (= ``top,bottom``). UserError names what the store holds.
+    """
+    if not isinstance(channels, str) or not channels.strip():
+        raise UserError(f"channels must be comma-separated channel names, got {channels!r}")
+    names = ["top", "bottom"] if channels.strip() == "both" else [c.strip() for c in channels.split(",")]
+    if len(set(names)) != len(names) or "" in names:
+        raise UserError(f"channels must be distinct, non-empty names, got {channels!r}")
+    missing = [c for c in names if c not in available]
+    if missing:
+        raise UserError(
+            f"channels: {missing[0]!r} is not in the store (it holds {', '.join(available)}); "
+            "choose a comma-separated subset of those"
+        )
+    return [list(available).index(c) for c in names]
+
+
+def _channel_slice(store: Store, channels: str) -> list[int]:
+    return channel_positions(store_channels(store), channels)
 
 
 class StoreDataset(Dataset):
@@ -41,7 +55,7 @@ class StoreDataset(Dataset):
     store : an open :class:`~moirescale.data.store.Store`.
     split : 'train', 'val' or 'test'.
     indices : the samples of the split to expose, in order (default: all).
-    channels : 'top' (one channel, the paper's images) or 'both' layers.
+    channels : comma-separated channel names of the store ('top', the paper's images; 'both' = 'top,bottom').
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 (numba on the CPU, batched torch on CPU/GPU, numpy reference) and rendering to magnetic-domain images."""
 
 from moirescale.physics.lattice import A_NM, cell_size, moire_period_nm, theta_eff
-from moirescale.physics.params import AnnealProtocol, ImageSpec, ModelParams
+from moirescale.physics.params import AnnealProtocol, ImageSpec, JperpSpec, ModelParams
 from moirescale.physics.simulate import (
     BACKENDS,
     anneal_spins,
@@ -16,6 +16,7 @@ __all__ = [
     "BACKENDS",
     "AnnealProtocol",
     "ImageSpec",
+    "JperpSpec",
     "ModelParams",
     "anneal_spins",
     "cell_size",

@@ -41,7 +41,21 @@ def f_landscape(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def jperp_landscape(n: int, L0: float, J: float) -> np.ndarray:
+def jperp_from_f(f: np.ndarray, J: float, mode: str = "scale") -> np.ndarray:
+    """J_perp (meV) from the unscaled landscape ``f`` for the label ``J`` (MODEL.md §2, §7).
+
+    ``scale``: ``(J / |F_MIN|) f``: the AFM region (f < 0) is fixed and only its depth follows J.
+    ``shift``: ``f + |F_MIN| - J``: the landscape moves down rigidly, so the AFM region grows with J.
+    Both give ``min J_perp = -J`` and agree at ``J = |F_MIN|``.
+    """
+    if mode == "scale":
+        return (float(J) / -F_MIN) * f
+    if mode == "shift":
+        return f + (-F_MIN - float(J))
+    raise ValueError(f"unknown jperp mode {mode!r}")
+
+
+def jperp_landscape(n: int, L0: float, J: float, mode: str = "scale") -> np.ndarray:
     """J_perp at every vertical pair of an ``n x n`` cell with moire period ``L0``: float64 (n, n, 2) meV."""
     u, v = site_uv(n, L0)
-    return (float(J) / -F_MIN) * f_landscape(u, v)
+    return jperp_from_f(f_landscape(u, v), J, mode)

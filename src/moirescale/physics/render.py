@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 
 from moirescale.errors import UserError
+from moirescale.fsio import atomic_path
 from moirescale.physics.lattice import A_NM
 from moirescale.physics.params import ImageSpec
 
 
+def channel_maps(spins: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-unit-cell value of every image channel, float64 ``(n, n)`` each, from spins ``(2, n, n, 2, 3)``.
+
+    ``top``/``bottom``: the layer's S_z averaged over the A and B sites; ``net``: (S_z^t + S_z^b)/2, 0 where
+    the layers are opposite (an AFM domain); ``afm``: S_z^t S_z^b per vertical pair, averaged over A and B.
+    """
+    sz = np.asarray(spins, dtype=np.float64)[..., 2]  # (2, n, n, 2): layer, i, j, sublattice
+    top, bottom = sz[0].mean(axis=-1), sz[1].mean(axis=-1)
+    return {
+        "top": top,
+        "bottom": bottom,
+        "net": 0.5 * (top + bottom),
+        "afm": (sz[0] * sz[1]).mean(axis=-1),
+    }
+
+
 def render_image(spins: np.ndarray, origin: tuple[float, float], spec: ImageSpec = ImageSpec()) -> np.ndarray:
-    """Out-of-plane magnetisation image, float32 ``(C, H, W)`` in [-1, 1].
+    """Out-of-plane magnetisation image, float32 ``(C, H, W)`` in [-1, 1], one channel per ``spec.channels``
+    name (see :func:`channel_maps`).
 
     The periodic solution tiles the plane; a point (x, y) (units of a, x along columns, y along rows) lies in
     unit cell ``(floor(u) mod n, floor(v) mod n)`` with ``v = y / (sqrt(3)/2) + v0``, ``u = x - v/2 + u0``;
@@ -29,13 +48,32 @@ def render_image(spins: np.ndarray, origin: tuple[float, float], spec: ImageSpec
     u = t[None, :] - v / 2.0 + u0
     iu = np.floor(u).astype(np.int64) % n
     iv = np.floor(v).astype(np.int64) % n
-    sz = np.asarray(spins, dtype=np.float64)[..., 2].mean(axis=-1)  # (2, n, n): A/B mean per cell
-    layer = {"top": 0, "bottom": 1}
+    cells = channel_maps(spins)
     out = np.empty((len(spec.channels), spec.size_px, spec.size_px), dtype=np.float32)
     for c, name in enumerate(spec.channels):
-        fine = sz[layer[name]][iu, iv]
+        fine = cells[name][iu, iv]
         out[c] = fine.reshape(spec.size_px, ss, spec.size_px, ss).mean(axis=(1, 3))
     return np.clip(out, -1.0, 1.0)
+
+
+def figure_format(path: str | Path) -> str:
+    """The image format a figure path asks for (its suffix); UserError if matplotlib cannot write it.
+
+    Call it before the work that makes the figure, so that a bad name costs nothing.
+    """
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    known = Figure().canvas.get_supported_filetypes()
+    if fmt not in known:
+        raise UserError(f"cannot write {path}: a figure name must end in .{', .'.join(sorted(known))}")
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: directory {parent} does not exist")
+    return fmt
 
 
 def plot_channels(
@@ -73,7 +111,8 @@ def plot_channels(
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
     fig.suptitle(title, fontsize=10)
     try:
-        fig.savefig(path, dpi=100)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format=figure_format(path))
     except OSError as exc:
         raise UserError(f"cannot write PNG {path}: {exc.strerror or exc}") from None
     finally:
@@ -92,7 +131,8 @@ def save_png(sample: dict, path: str | Path, spec: ImageSpec | None = None) -> P
     img = np.asarray(sample["image"])
     if img.shape[0] != 2:
         s = np.asarray(sample["spins"])
-        img = render_image(s, image_origin(s.shape[1], int(sample["seed"])), spec)
+        spec = dataclasses.replace(spec, channels=("top", "bottom"))
+        img = render_image(s, image_origin(s.shape[1], int(sample["seed"]), spec.origin), spec)
     title = (
         f"θ_eff = {float(sample['theta_eff']):.3f}°, J = {float(sample['J']):.3f} meV, "
         f"D = {float(sample['D']):.3f} meV"

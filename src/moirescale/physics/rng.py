@@ -22,6 +22,8 @@ MIX2 = 0x94D049BB133111EB
 KEY_SALT = 0x6D6F697265736361  # "moiresca": separates the key stream from plain splitmix64(seed)
 INV24 = np.float32(1.0 / (1 << 24))
 MAX_SEED = (1 << 63) - 1
+# protocol.start = shared: every sample's start state and heat-bath stream come from this one seed.
+SHARED_START_SEED = 0x5348415245  # "SHARE"
 
 
 def check_seed(seed: object) -> int:
@@ -71,7 +73,15 @@ def initial_spins(n: int, seed: int, noise: float) -> np.ndarray:
     return s.astype(np.float32)
 
 
-def image_origin(n: int, seed: int) -> tuple[float, float]:
-    """Origin offset ``(u0, v0)`` of the image in unit cells, uniform over the periodic cell."""
+def start_seed(seed: int, start: str) -> int:
+    """The seed of a sample's start state and heat-bath stream: its own (``seeded``) or the shared one."""
+    return SHARED_START_SEED if start == "shared" else seed
+
+
+def image_origin(n: int, seed: int, origin: str = "random") -> tuple[float, float]:
+    """Origin offset ``(u0, v0)`` of the image in unit cells: uniform over the periodic cell (``random``,
+    from the sample's seed) or ``(0, 0)`` (``fixed``)."""
+    if origin == "fixed":
+        return 0.0, 0.0
     u0, v0 = np.random.default_rng([seed, 1]).uniform(0.0, float(n), size=2)
     return float(u0), float(v0)

@@ -13,7 +13,7 @@ from moirescale.physics.anneal_numpy import from_soa, to_soa
 from moirescale.physics.energy import bond_energy, couplings
 from moirescale.physics.jperp import jperp_landscape
 from moirescale.physics.lattice import cell_size, check_theta, theta_eff
-from moirescale.physics.params import AnnealProtocol, ImageSpec, ModelParams
+from moirescale.physics.params import AnnealProtocol, ImageSpec, JperpSpec, ModelParams
 from moirescale.physics.render import render_image
 
 BACKENDS = ("auto", "numba", "torch", "numpy")
@@ -64,6 +64,7 @@ def simulate_batch(
     protocol: AnnealProtocol = AnnealProtocol(),
     params: ModelParams = ModelParams(),
     cells_per_side: int = 1,
+    jperp: JperpSpec = JperpSpec(),
     workers: int | None = None,
     device: str | None = None,
 ) -> list[dict]:
@@ -76,6 +77,7 @@ def simulate_batch(
     backend : ``auto`` (torch on CUDA if available, else numba), ``numba``, ``torch``, ``numpy`` (reference).
     image, protocol, params : image spec, annealing protocol, fixed model constants.
     cells_per_side : moire cells per side of the simulation cell (finer angle grid, m^2 the cost).
+    jperp : how J enters the interlayer coupling (``scale``, the default, or ``shift``; MODEL.md §7).
     workers : numba threads (default all cores); also torch's CPU threads while it runs.
     device : torch device for the torch back end (default CUDA if available, else CPU).
 
@@ -89,6 +91,7 @@ def simulate_batch(
     be = resolve_backend(backend)
     image.validate()
     protocol.validate()
+    jperp.validate()
     if workers is not None and (int(workers) != workers or workers < 1):
         raise UserError(f"workers must be a positive integer, got {workers}")
     temps = protocol.temperatures()
@@ -104,12 +107,13 @@ def simulate_batch(
         chunk = len(members) if be != "torch" else max(1, _TORCH_STATE_FLOATS // (12 * n * n))
         for start in range(0, len(members), chunk):
             idxs = members[start : start + chunk]
-            jperps = [jperp_landscape(n, sizes[i][1], jj[i]) for i in idxs]
+            jperps = [jperp_landscape(n, sizes[i][1], jj[i], jperp.mode) for i in idxs]
             cps = [couplings(jp, dd[i], params) for jp, i in zip(jperps, idxs, strict=True)]
-            xs = np.stack([to_soa(rng.initial_spins(n, seeds_l[i], protocol.noise)) for i in idxs])
+            starts = [rng.start_seed(seeds_l[i], protocol.start) for i in idxs]
+            xs = np.stack([to_soa(rng.initial_spins(n, s, protocol.noise)) for s in starts])
             jps = np.ascontiguousarray(np.stack([np.moveaxis(cp["jperp"], 2, 0) for cp in cps]))
             dmis = np.ascontiguousarray(np.stack([cp["dmi"] for cp in cps]))
-            keys = np.array([rng.sample_key(seeds_l[i]) for i in idxs], dtype=np.uint64)
+            keys = np.array([rng.sample_key(s) for s in starts], dtype=np.uint64)
             c0 = cps[0]
             xs = _run_backend(be, xs, jps, dmis, c0, keys, temps, workers, device)
             spins_all = from_soa(xs)
@@ -118,7 +122,7 @@ def simulate_batch(
                 out[i] = {
                     "spins": spins,
                     "jperp": jperps[b],
-                    "image": render_image(spins, rng.image_origin(n, seeds_l[i]), image),
+                    "image": render_image(spins, rng.image_origin(n, seeds_l[i], image.origin), image),
                     "theta_eff": theta_eff(sizes[i][1]),
                     "J": float(jj[i]),
                     "D": float(dd[i]),
@@ -211,6 +215,7 @@ def simulate_sample(
     protocol: AnnealProtocol = AnnealProtocol(),
     params: ModelParams = ModelParams(),
     cells_per_side: int = 1,
+    jperp: JperpSpec = JperpSpec(),
     workers: int | None = None,
     device: str | None = None,
 ) -> dict:
@@ -230,6 +235,7 @@ def simulate_sample(
         protocol=protocol,
         params=params,
         cells_per_side=cells_per_side,
+        jperp=jperp,
         workers=workers,
         device=device,
     )[0]

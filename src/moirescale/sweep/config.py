@@ -76,7 +76,7 @@ class Recipe(_Strict):
     weight_decay: Annotated[float, Field(ge=0)] | None = None
     batch_size: PosInt | None = None
     max_epochs: PosInt | None = None
-    channels: Literal["top", "both"] | None = None
+    channels: str | None = None  # comma-separated channel names of the store: "top", "net", "top,bottom"...
     shared_data: bool | None = None
     noise_train: Annotated[float, Field(ge=0)] | None = None
 

@@ -28,8 +28,9 @@ DEFAULT_IMAGE = (2, 100, 100)  # MODEL.md §4: two layers, 100 x 100 px
 
 
 def in_shape(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> tuple[int, int, int]:
-    c, h, w = image_shape
-    return (1 if spec.channels == "top" else c, h, w)
+    _, h, w = image_shape
+    names = ["top", "bottom"] if spec.channels == "both" else spec.channels.split(",")
+    return (len(names), h, w)
 
 
 def n_outputs(spec: TrainSpec) -> int:

@@ -57,7 +57,7 @@ def _image_shape(rundir: Path | None, loaded: LoadedConfig | None) -> tuple[int,
             from moirescale.data.config import load_config as load_dataset_config
             from moirescale.data.config import resolve_physics
 
-            _, _, image = resolve_physics(load_dataset_config(loaded.resolve(gen.config))[0])
+            _, _, image, _ = resolve_physics(load_dataset_config(loaded.resolve(gen.config))[0])
             return (len(image.channels), image.size_px, image.size_px)
     return DEFAULT_IMAGE
 
