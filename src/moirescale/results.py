@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moirescale.fsio import atomic_path
+
 TABLE_NAME = "results.parquet"
 
 # Column -> arrow type. Order is the on-disk order. Missing values are null.
@@ -80,13 +82,9 @@ def append_rows(rundir: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]
     table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=SCHEMA)
     folder = table_path(rundir)
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"part-{uuid.uuid4().hex}.parquet"
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:  # make the bytes durable before the rename publishes them
-        os.fsync(fh.fileno())
-    final = folder / name
-    os.replace(tmp, final)
+    final = folder / f"part-{uuid.uuid4().hex}.parquet"
+    with atomic_path(final) as tmp:  # fsync'ed before the rename publishes it
+        pq.write_table(table, tmp)
     return final
 
 

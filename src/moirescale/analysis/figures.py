@@ -24,6 +24,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 from moirescale.analysis.fits import PowerLawFit  # noqa: E402
 from moirescale.analysis.pipeline import Analysis  # noqa: E402
 from moirescale.analysis.stats import bootstrap_gm  # noqa: E402
+from moirescale.fsio import atomic_path  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -571,9 +572,8 @@ def _save(fig: plt.Figure, folder: Path, name: str) -> dict[str, str]:
     out = {}
     for ext, kw in (("png", {"dpi": 110}), ("svg", {})):
         path = folder / f"{name}.{ext}"
-        tmp = folder / f".{name}.tmp.{ext}"
-        fig.savefig(tmp, format=ext, **kw)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, **kw)
         out[ext] = str(path)
     plt.close(fig)
     return out

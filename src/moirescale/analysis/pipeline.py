@@ -19,6 +19,7 @@ import pandas as pd
 from moirescale.analysis import fits as F
 from moirescale.analysis.stats import load_results, point_stats
 from moirescale.errors import UserError
+from moirescale.fsio import atomic_write
 
 CURVE_D_KEYS = ["arch", "n_layers", "width", "n_params", "target", "schedule", "grid", "noise_train"]
 CURVE_M_KEYS = ["arch", "n_layers", "target", "n_train", "schedule", "grid", "noise_train"]
@@ -219,9 +220,7 @@ def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis
 def write_fits(rundir: str | os.PathLike[str], an: Analysis) -> Path:
     """Write ``RUNDIR/fits.json`` atomically."""
     path = Path(rundir) / "fits.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(an.to_dict(), indent=1, allow_nan=False, default=_json_default))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(an.to_dict(), indent=1, allow_nan=False, default=_json_default))
     return path
 
 

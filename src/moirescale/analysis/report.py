@@ -25,6 +25,7 @@ import pandas as pd
 from moirescale.analysis.fits import PAPER_ALPHA_MAX, PAPER_ALPHA_RANGE
 from moirescale.analysis.pipeline import Analysis
 from moirescale.analysis.stats import status_counts
+from moirescale.fsio import atomic_write
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;
@@ -435,7 +436,5 @@ def write_report(
 ) -> Path:
     """Write ``RUNDIR/report.html`` atomically."""
     path = Path(rundir) / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(build_report(an, rundir, figures, results_df), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, build_report(an, rundir, figures, results_df))
     return path

@@ -10,14 +10,13 @@ from moirescale.errors import UserError
 
 def plot_sample(store: Store, split: str, index: int, out: str | Path) -> Path:
     """Save a PNG of sample ``index`` of ``split``; returns its path."""
-    from moirescale.physics.render import plot_channels
+    from moirescale.physics.render import figure_format, plot_channels
 
+    figure_format(out)
     n = store.split_len(split)
     if not 0 <= index < n:
         raise UserError(f"--index {index} is out of range: split {split!r} has {n} samples")
     out = Path(out)
-    if not out.parent.is_dir():
-        raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
     images, labels = store.read(split, [index])
     seed = int(store.read_meta(split, [index])["seeds"][0])
     names = store.manifest.get("image_channels") or [f"channel {c}" for c in range(images.shape[1])]

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         from moirescale.errors import UserError
         from moirescale.physics.io import save_npz
         from moirescale.physics.lattice import THETA_MAX_DEG, THETA_MIN_DEG
-        from moirescale.physics.render import save_png
+        from moirescale.physics.render import figure_format, save_png
         from moirescale.physics.simulate import simulate_sample
 
         if not THETA_MIN_DEG < theta < THETA_MAX_DEG:
@@ -37,6 +37,10 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"cannot write {p}: directory {parent} does not exist")
         if out.suffix != ".npz":
             raise UserError(f"--out must end in .npz, got {out}")
+        if out.is_dir():
+            raise UserError(f"--out {out} is a directory; give a .npz file name")
+        if png is not None:
+            figure_format(png)
         sample = simulate_sample(theta, J, D, seed, backend=backend, cells_per_side=cells_per_side)
         save_npz(sample, out)
         if png is not None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from moirescale.errors import UserError
+from moirescale.fsio import atomic_open
 
 KEYS = ("spins", "jperp", "image", "theta_eff", "J", "D", "seed", "energy")
 
@@ -21,17 +20,13 @@ def save_npz(sample: dict, path: str | Path) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"cannot write {path}: directory {parent} does not exist")
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory")
     arrays = {k: np.asarray(sample[k]) for k in KEYS}
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=parent)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
 

@@ -13,7 +13,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import yaml
 
 from moirescale import results
 from moirescale.errors import UserError
+from moirescale.fsio import atomic_write, open_nofollow
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
 from moirescale.sweep.estimate import check_models
 from moirescale.sweep.expand import jobs, spec_run_ids, unique_points
@@ -56,7 +56,7 @@ def prepare_rundir(loaded: LoadedConfig, out: Path, force: bool = False) -> None
     since a run id depends only on what defines the run.
     """
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "config.yaml").exists() and any(p.name != LOCK for p in out.iterdir()):
+    if not (out / "config.yaml").exists() and any(not p.name.startswith(".") for p in out.iterdir()):
         raise UserError(f"{out} is not empty and is not a sweep run directory; choose a new --out")
     dest = out / "config.yaml"
     if dest.exists():
@@ -72,19 +72,16 @@ def prepare_rundir(loaded: LoadedConfig, out: Path, force: bool = False) -> None
                 f"{loaded.path.name} there (finished runs are kept)"
             )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        shutil.copy2(dest, out / f"config.{stamp}.yaml")
-    _atomic_write(dest, loaded.text)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        atomic_write(out / f"config.{stamp}.yaml", dest.read_bytes())
+    atomic_write(dest, loaded.text)
 
 
 def _acquire_lock(out: Path) -> Any:
     """An exclusive flock on RUNDIR/.sweep.lock (the OS drops it when the process dies, even by SIGKILL)."""
-    fh = open(out / LOCK, "a+")  # noqa: SIM115 - held for the sweep's lifetime
+    try:
+        fh = open_nofollow(out / LOCK, "a+")  # held for the sweep's lifetime; never through a link
+    except OSError as exc:
+        raise UserError(f"cannot open the lock file {out / LOCK}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -101,7 +98,9 @@ def _acquire_lock(out: Path) -> Any:
 
 def setup_logging(out: Path) -> logging.Handler:
     (out / "logs").mkdir(exist_ok=True)
-    handler = logging.FileHandler(out / "logs" / "sweep.log")
+    path = out / "logs" / "sweep.log"
+    handler = logging.FileHandler(path, delay=True)
+    handler.stream = open_nofollow(path)  # appended to, never through a link planted at its name
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -150,7 +149,7 @@ def ensure_dataset(loaded: LoadedConfig, out: Path, force: bool = False) -> dict
                 f"{out} holds results made on another dataset (config hash {old.get('config_hash')}, now "
                 f"{info['config_hash']}); use another --out, or --force"
             )
-    _atomic_write(dest, json.dumps(info, indent=2) + "\n")
+    atomic_write(dest, json.dumps(info, indent=2) + "\n")
     return info
 
 
@@ -199,7 +198,7 @@ class Heartbeat:
                 {"grid": s.grid, "run_ids": spec_run_ids(s), "since": since} for s, since in running
             ] if not final else [],
         }
-        _atomic_write(self.path, json.dumps(data, indent=1) + "\n")
+        atomic_write(self.path, json.dumps(data, indent=1) + "\n")
         self.last = time.monotonic()
 
 
@@ -312,7 +311,7 @@ def run_sweep(
     if rundir.exists() and not rundir.is_dir():
         raise UserError(f"--out {rundir} is a file, not a directory")
     foreign = rundir.is_dir() and not (rundir / "config.yaml").exists()
-    if foreign and any(p.name != LOCK for p in rundir.iterdir()):
+    if foreign and any(not p.name.startswith(".") for p in rundir.iterdir()):  # hidden: lock, demo marker
         raise UserError(f"{rundir} is not empty and is not a sweep run directory; choose a new --out")
     rundir.mkdir(parents=True, exist_ok=True)
     lock = _acquire_lock(rundir)

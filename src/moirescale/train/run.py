@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from moirescale.errors import UserError
+from moirescale.fsio import atomic_path
 from moirescale.labels import LABELS, RANGES, target_index
 from moirescale.models import FCN, count_params, create_model, model_options
 from moirescale.train.data import TrainData, load_train_data
@@ -255,9 +256,8 @@ def _row(spec: TrainSpec, t: Trained, device: str, checkpoint: str) -> dict[str,
 
 def _save_checkpoint(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"state_dict": state, "meta": meta}, tmp)
-    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written checkpoint
+    with atomic_path(path) as tmp:  # a killed run never leaves a half-written checkpoint
+        torch.save({"state_dict": state, "meta": meta}, tmp)
 
 
 def run_spec(

@@ -16,6 +16,7 @@ what a user would type, and a failing stage stops the demo with that stage's own
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -28,9 +29,18 @@ from typing import Any
 import numpy as np
 
 from moirescale.errors import UserError
+from moirescale.fsio import TMP_PREFIX, atomic_path, atomic_write
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 EXAMPLES = Path("figures") / "examples.png"
+# Written when the demo creates its run directory; `--fresh` removes nothing from a directory without it.
+MARKER = ".moirescale-demo"
+MARKER_TEXT = "This directory was created by `moirescale demo`; `moirescale demo --fresh` may clear it.\n"
+# Top-level entries the demo (and the sweep, fit, report and noise stages it runs) write in its run directory.
+OWN_ENTRIES = frozenset({
+    MARKER, "config.yaml", "dataset.json", "heartbeat.json", ".sweep.lock", "logs", "checkpoints",
+    "results.parquet", "noise.parquet", "figures", "fits.json", "report.html", "demo_timing.json",
+})
 
 
 def _log(msg: str) -> None:
@@ -136,10 +146,11 @@ def examples_figure(store_path: str | os.PathLike[str], out: str | os.PathLike[s
     fig.suptitle("Example domain images (top layer; red +1, blue −1)", fontsize=10)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)  # atomic: a killed demo never leaves a half-written figure that would be reused
+    try:
+        with atomic_path(out) as tmp:  # a killed demo never leaves a half-written figure that would be reused
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -187,6 +198,62 @@ def _up_to_date(out: Path) -> bool:
     return min(p.stat().st_mtime_ns for p in made) > newest
 
 
+def _is_ours(out: Path) -> bool:
+    """Whether ``out`` carries the marker :func:`claim_rundir` wrote (a regular file, not a link)."""
+    marker = out / MARKER
+    try:
+        return not marker.is_symlink() and marker.is_file() and marker.read_text() == MARKER_TEXT
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def claim_rundir(out: Path) -> None:
+    """Create ``out`` (or adopt it when empty) and mark it as the demo's, so ``--fresh`` may clear it later.
+
+    A directory that already holds something gets no marker: the demo never claims what it did not make.
+    """
+    if out.is_dir() and (_is_ours(out) or any(out.iterdir())):
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / MARKER, MARKER_TEXT)
+
+
+def _fresh(out: Path) -> None:
+    """Remove what the demo wrote in ``out``; refuse, removing nothing, unless every entry is the demo's.
+
+    The marker file proves the demo created the directory; each top-level entry must also be one the demo
+    writes (:data:`OWN_ENTRIES`), so a user's file put there later stops the removal instead of going with it.
+    """
+    if out.resolve() in (Path.cwd().resolve(), Path.home().resolve()):
+        raise UserError(f"--fresh would delete {out}: not a demo run directory; use another --out")
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    if not _is_ours(out):
+        raise UserError(
+            f"--fresh would delete {out}: not a demo run directory (no {MARKER} marker of "
+            "`moirescale demo`); delete it yourself or use another --out"
+        )
+    foreign = sorted(p.name for p in entries if not _own_entry(p.name))
+    if foreign:
+        raise UserError(
+            f"--fresh would delete files the demo did not write in {out} ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}); move them away or use another --out"
+        )
+    _log(f"--fresh: removing the demo's files in {out}")
+    for p in entries:
+        if p.name == MARKER:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _own_entry(name: str) -> bool:
+    return name in OWN_ENTRIES or fnmatch.fnmatch(name, "config.*.yaml") or name.startswith(TMP_PREFIX)
+
+
 def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAULT_CONFIG,
              fresh: bool = False, noise_select: str = "all", noise_n_test: int | None = 500,
              noise_n_train: str | int | None = "max") -> Path:
@@ -206,14 +273,14 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     config = Path(config)
     if not config.is_file():
         raise UserError(f"{config}: no such sweep config (run the demo from the repository root)")
+    from moirescale.sweep.config import load_config
+
+    load_config(config)  # a bad config is refused before anything is written or removed
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"--out {out} exists and is not a directory")
     if fresh and out.exists():
-        # Only ever delete a run directory (what `moirescale sweep` made) or an empty folder.
-        is_run = out.is_dir() and ((out / "config.yaml").is_file() or not any(out.iterdir()))
-        if not is_run or out.resolve() in (Path.cwd().resolve(), Path.home().resolve()):
-            raise UserError(f"--fresh would delete {out}: not a demo run directory; use another --out")
-        _log(f"--fresh: removing {out}")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        _fresh(out)
+    claim_rundir(out)
     t0 = time.perf_counter()
     stamps: dict[str, float] = {}
 
@@ -254,7 +321,7 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     stage("fit+report", t)
 
     total = time.perf_counter() - t0
-    (out / "demo_timing.json").write_text(json.dumps({**stamps, "total": total}, indent=2) + "\n")
+    atomic_write(out / "demo_timing.json", json.dumps({**stamps, "total": total}, indent=2) + "\n")
     print_alphas(out)
     report = out / "report.html"
     print(f"report: {report.resolve()}  (demo took {total / 60:.1f} min)")

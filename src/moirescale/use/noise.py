@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from moirescale.errors import UserError
+from moirescale.fsio import atomic_path
 
 GAUSSIAN_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)  # sigma, as in Lee et al. 2024
 FLIP_LEVELS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2)  # fraction of pixels with flipped sign
@@ -151,9 +152,8 @@ def read_noise(rundir: str | os.PathLike[str]) -> pd.DataFrame:
 def _write_noise(rundir: str | os.PathLike[str], df: pd.DataFrame) -> Path:
     # Write-to-temp + atomic rename: a killed evaluation never leaves a half-written table behind.
     path = noise_table_path(rundir)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
     return path
 
 
