@@ -20,6 +20,9 @@ import pyarrow.parquet as pq
 from moirescale.fsio import atomic_path
 
 TABLE_NAME = "results.parquet"
+# Grid-name suffix of a convergence check: the largest N_D of a curve retrained with a larger step budget
+# (sweep grids' ``convergence_check``). Such rows are compared with their curve, never fitted as one.
+BUDGET_CHECK_SUFFIX = ".budget_check"
 
 # Column -> arrow type. Order is the on-disk order. Missing values are null.
 SCHEMA = pa.schema(

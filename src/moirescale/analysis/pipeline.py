@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from moirescale.analysis import fits as F
+from moirescale.analysis.convergence import convergence_table, split_checks
 from moirescale.analysis.stats import load_results, point_stats
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_write
@@ -53,6 +54,7 @@ class Analysis:
     joint_extrap: list[tuple[dict[str, Any], F.JointFit, list[dict[str, Any]]]] = field(default_factory=list)
     extrapolation: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    convergence: list[dict[str, Any]] = field(default_factory=list)  # budget checks (analysis/convergence.py)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``fits.json`` document (schema in docs/analysis.md)."""
@@ -107,6 +109,7 @@ class Analysis:
             "joint": joints,
             "extrapolation": self.extrapolation,
             "skipped": self.skipped,
+            "convergence": self.convergence,
         }
 
 
@@ -118,8 +121,9 @@ def _curve_arrays(g: pd.DataFrame, x: str) -> tuple[np.ndarray, list[np.ndarray]
 def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis:
     """Statistics and every fit the results support. UserError if no curve at all can be fitted."""
     st = settings or F.FitSettings()
-    stats = point_stats(df)
-    an = Analysis(stats=stats, settings=st)
+    curve_rows, _ = split_checks(df)  # budget-check rows are compared with their curve, never fitted
+    stats = point_stats(curve_rows)
+    an = Analysis(stats=stats, settings=st, convergence=convergence_table(df))
     seed = st.seed
 
     # alpha_D: one curve per model (and target, schedule, grid), varying N_D

@@ -64,6 +64,29 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return html.escape(str(v))
 
 
+def _convergence_section(checks: list[dict[str, Any]]) -> str:
+    """The budget checks: each curve's largest N_D retrained with a larger step budget (empty if none)."""
+    if not checks:
+        return ""
+    rows = [
+        {**c, "model": f"{c['arch']} {c.get('n_layers') or ''}x{c.get('width') or ''}",
+         "_flag": "<b>NOT CONVERGED</b>" if c["flagged"] else "converged"}
+        for c in checks
+    ]
+    cols = [("grid", "grid"), ("model", "model"), ("target", "target"), ("n_train", "N_D"),
+            ("mse", "MSE (curve budget)"), ("mse_long", "MSE (larger budget)"), ("ratio", "ratio"),
+            ("_flag", "verdict")]
+    n_bad = sum(c["flagged"] for c in checks)
+    note = (
+        f"<p class='skip'><b>{n_bad} curve(s) not converged</b>: their largest-N<sub>D</sub> MSE fell by "
+        "more than 10 % with the larger budget, so their &alpha;<sub>D</sub> is partly the optimiser's.</p>"
+        if n_bad
+        else "<p>Every checked curve is converged at its largest N<sub>D</sub> (MSE within 10 %).</p>"
+    )
+    return ("<h2>Convergence check (largest N<sub>D</sub>, larger step budget)</h2>" + note
+            + _table(rows, cols, left={"grid", "model", "target"}))
+
+
 def _table(rows: list[dict[str, Any]], cols: list[tuple[str, str]], left: set[str] | None = None) -> str:
     left = left or set()
     head = "".join(f"<th class='{'l' if k in left else ''}'>{html.escape(t)}</th>" for k, t in cols)
@@ -362,6 +385,7 @@ def build_report(
         if xrows
         else "<p class='skip'>no extrapolation test (needs 4 or more N_D per curve)</p>"
     )
+    parts.append(_convergence_section(doc.get("convergence") or []))
     if doc["skipped"]:
         parts.append(
             "<h3>Fits skipped</h3><ul>"

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from moirescale.errors import UserError
+from moirescale.results import BUDGET_CHECK_SUFFIX
 
 ARCHS = ("fcn", "resnet18", "vit")
 SCHEDULES = ("constant", "cosine", "plateau", "adjustable")
@@ -173,6 +174,9 @@ class Grid(_Strict):
     train: Recipe = Field(default_factory=Recipe)
     schedules: list[ScheduleChoice] | None = None  # a schedule comparison: the grid is run once per schedule
     resources: Resources = Field(default_factory=Resources)
+    # Retrain the largest N_D of each curve with this many times the step budget (adjustable schedule's
+    # min_steps and min_epochs); the report flags a curve whose MSE there falls by more than 10 %.
+    convergence_check: Annotated[float, Field(gt=1, le=100)] | None = None
 
     @field_validator("n_train", mode="before")
     @classmethod
@@ -200,6 +204,8 @@ class Grid(_Strict):
                 raise ValueError("schedules must be a non-empty list (or left out)")
             if "schedule" in self.train.model_fields_set:
                 raise ValueError("give either train.schedule or schedules, not both")
+        if self.convergence_check is not None and self.name.endswith(BUDGET_CHECK_SUFFIX):
+            raise ValueError(f"a grid name may not end in {BUDGET_CHECK_SUFFIX!r} (reserved for checks)")
         return self
 
 

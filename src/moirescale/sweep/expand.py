@@ -10,10 +10,13 @@ ensemble (``group_size`` of them at a time), ResNet/ViT one realization per job.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from moirescale.errors import UserError
+from moirescale.results import BUDGET_CHECK_SUFFIX
 from moirescale.sweep.config import Grid, SweepConfig
 from moirescale.train.spec import TrainSpec, group_id, run_id
 
@@ -61,7 +64,35 @@ def grid_points(cfg: SweepConfig, grid: Grid) -> list[TrainSpec]:
                             **kw,
                         )
                     )
+    if grid.convergence_check is not None:
+        points += budget_checks(points, grid)
     return points
+
+
+def budget_checks(points: list[TrainSpec], grid: Grid) -> list[TrainSpec]:
+    """The convergence check of a grid: each curve's largest-N_D point with ``convergence_check`` times
+    the step budget (the adjustable schedule's ``min_steps`` and ``min_epochs``), in grid
+    ``<name>.budget_check``."""
+    from moirescale.train.schedules import ADJUSTABLE_DEFAULTS
+
+    factor = float(grid.convergence_check or 1)
+    largest: dict[tuple, TrainSpec] = {}
+    for p in points:
+        key = (tuple(sorted(p.model_kw.items())), p.schedule, tuple(sorted(p.schedule_kw.items())), p.target)
+        if key not in largest or p.n_train > largest[key].n_train:
+            largest[key] = p
+    out = []
+    for p in largest.values():
+        if p.schedule != "adjustable":
+            raise UserError(
+                f"grid {grid.name}: convergence_check needs the adjustable schedule (it scales its step "
+                f"budget), got {p.schedule!r}"
+            )
+        kw = {**ADJUSTABLE_DEFAULTS, **p.schedule_kw}
+        kw["min_steps"] = math.ceil(float(kw["min_steps"]) * factor)
+        kw["min_epochs"] = float(kw["min_epochs"]) * factor
+        out.append(replace(p, schedule_kw=kw, grid=grid.name + BUDGET_CHECK_SUFFIX))
+    return out
 
 
 def default_group_size(grid: Grid) -> int:

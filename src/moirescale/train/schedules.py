@@ -47,6 +47,10 @@ class ScheduleConfig:
         return asdict(self)
 
 
+# The adjustable schedule's budget defaults: max(min_steps, min_epochs * steps per epoch) optimiser steps.
+ADJUSTABLE_DEFAULTS: dict[str, float] = {"min_steps": 2000, "min_epochs": 20}
+
+
 def schedule_config(
     kind: str, lr: float, n_train: int, batch_size: int, max_epochs: int | None = None, **kw: Any
 ) -> ScheduleConfig:
@@ -61,8 +65,8 @@ def schedule_config(
         raise UserError(f"learning rate must be > 0, got {lr}")
     spe = steps_per_epoch(int(n_train), int(batch_size))
     kw = dict(kw)
-    min_steps = int(kw.pop("min_steps", 2000))
-    min_epochs = float(kw.pop("min_epochs", 20))
+    min_steps = int(kw.pop("min_steps", ADJUSTABLE_DEFAULTS["min_steps"]))
+    min_epochs = float(kw.pop("min_epochs", ADJUSTABLE_DEFAULTS["min_epochs"]))
     max_steps = kw.pop("max_steps", None)
     names = {f.name for f in fields(ScheduleConfig)} - {"kind", "lr"}
     bad = sorted(set(kw) - names)

@@ -1,0 +1,69 @@
+"""The convergence check of a data-scaling curve: is its largest-N_D point limited by the step budget?
+
+A sweep grid with ``convergence_check: F`` retrains each curve's largest N_D with F times the step budget, in
+grid ``<name>.budget_check`` (:data:`moirescale.results.BUDGET_CHECK_SUFFIX`). If the geometric-mean test MSE
+falls by more than :data:`FLAG_DROP` there, the curve's last point (and so its slope) is partly the
+optimiser's, not the data's, and the report flags it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from moirescale.results import BUDGET_CHECK_SUFFIX
+
+FLAG_DROP = 0.10  # a drop of the MSE by more than 10 % with the larger budget flags the curve
+MATCH_KEYS = ["arch", "n_layers", "width", "target", "n_train"]
+
+
+def split_checks(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(curve rows, convergence-check rows) of a results table."""
+    grid = df["grid"].fillna("").astype(str) if "grid" in df else pd.Series("", index=df.index)
+    is_check = grid.str.endswith(BUDGET_CHECK_SUFFIX)
+    return df[~is_check], df[is_check]
+
+
+def _geomean(values: pd.Series) -> float:
+    v = values.to_numpy(dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.exp(np.log(v).mean())) if v.size else float("nan")
+
+
+def convergence_table(df: pd.DataFrame) -> list[dict]:
+    """One row per convergence check: the point, its MSE at the curve's budget and at the larger one.
+
+    Parameters
+    ----------
+    df : a results table (rows with ``status == "ok"`` are used).
+
+    Returns
+    -------
+    list of dict with ``grid`` (the curve's grid), the :data:`MATCH_KEYS`, ``mse`` and ``mse_long`` (geometric
+    means over realizations), ``n_r``/``n_r_long``, ``ratio = mse_long / mse`` and ``flagged``
+    (``ratio < 1 - FLAG_DROP``). A check whose curve point is missing is listed with ``mse`` NaN.
+    """
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    curves, checks = split_checks(ok)
+    out = []
+    if checks.empty:
+        return out
+    for key, g in checks.groupby(["grid", *MATCH_KEYS], dropna=False, sort=True):
+        grid = str(key[0])[: -len(BUDGET_CHECK_SUFFIX)]
+        sel = curves["grid"].fillna("").astype(str) == grid
+        for k, v in zip(MATCH_KEYS, key[1:], strict=True):
+            sel &= curves[k].isna() if pd.isna(v) else curves[k] == v
+        base = curves[sel]
+        mse, mse_long = _geomean(base["test_mse"]), _geomean(g["test_mse"])
+        ratio = mse_long / mse if mse > 0 else float("nan")
+        row = {"grid": grid}
+        row.update({k: (None if pd.isna(v) else v) for k, v in zip(MATCH_KEYS, key[1:], strict=True)})
+        row.update(
+            mse=mse, mse_long=mse_long, n_r=int(len(base)), n_r_long=int(len(g)), ratio=ratio,
+            flagged=bool(np.isfinite(ratio) and ratio < 1 - FLAG_DROP),
+        )
+        for k in ("n_layers", "width", "n_train"):
+            if row[k] is not None:
+                row[k] = int(row[k])
+        out.append(row)
+    return out

@@ -1,0 +1,87 @@
+"""The convergence check: a grid's largest N_D retrained with a larger step budget, compared in the report."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moirescale.analysis.convergence import convergence_table, split_checks
+from moirescale.analysis.pipeline import analyze
+from moirescale.errors import UserError
+from moirescale.results import BUDGET_CHECK_SUFFIX
+from moirescale.sweep.config import parse_config
+from moirescale.sweep.expand import grid_points, unique_points
+
+BASE = {
+    "name": "t",
+    "dataset": {"store": "store"},
+    "recipes": {"fcn": {"schedule": "adjustable", "schedule_kw": {"min_steps": 100, "min_epochs": 5}}},
+    "grids": [
+        {
+            "name": "g",
+            "model": {"arch": "fcn", "n_layers": 3, "width": [4, 8]},
+            "n_train": {"k_range": [0, 3]},
+            "targets": ["J", "D"],
+            "realizations": 3,
+            "convergence_check": 4,
+        }
+    ],
+}
+
+
+def test_the_check_retrains_each_curves_largest_point_with_the_larger_budget():
+    cfg = parse_config(copy.deepcopy(BASE))
+    points = grid_points(cfg, cfg.grids[0])
+    checks = [p for p in points if p.grid.endswith(BUDGET_CHECK_SUFFIX)]
+    assert len(points) == 2 * 2 * 4 + 4 and len(checks) == 4  # one per (width, target)
+    for c in checks:
+        assert c.n_train == 224 * 2**3 and c.schedule_kw == {"min_steps": 400, "min_epochs": 20.0}
+        assert c.realizations == (0, 1, 2)
+    # distinct run ids: the checks are trained, not deduplicated into their curve points
+    assert len(unique_points(cfg)) == len(points)
+
+
+def test_the_check_needs_the_adjustable_schedule_and_a_factor_above_one():
+    bad = copy.deepcopy(BASE)
+    bad["recipes"]["fcn"] = {"schedule": "cosine"}
+    cfg = parse_config(bad)
+    with pytest.raises(UserError, match="adjustable"):
+        grid_points(cfg, cfg.grids[0])
+    bad = copy.deepcopy(BASE)
+    bad["grids"][0]["convergence_check"] = 1
+    with pytest.raises(UserError, match="convergence_check"):
+        parse_config(bad)
+
+
+def _rows(grid: str, n_train: int, mse: float, n_r: int = 4) -> list[dict]:
+    rng = np.random.default_rng(n_train)
+    return [
+        {"run_id": f"{grid}-{n_train}-{r}", "grid": grid, "arch": "fcn", "n_layers": 3, "width": 16,
+         "n_params": 1000, "target": "J", "n_train": n_train, "realization": r, "seed": r,
+         "schedule": "adjustable",
+         "test_mse": mse * float(np.exp(0.05 * rng.standard_normal())), "val_mse": mse, "status": "ok",
+         "noise_train": 0.0}
+        for r in range(n_r)
+    ]
+
+
+@pytest.mark.parametrize(("long_mse", "flagged"), [(0.0062, False), (0.004, True)])
+def test_table_flags_a_curve_whose_mse_falls_with_the_larger_budget(long_mse, flagged):
+    rows = []
+    for k in range(5):
+        rows += _rows("g", 224 * 2**k, 0.1 * 2.0**-k)
+    rows += _rows("g" + BUDGET_CHECK_SUFFIX, 224 * 2**4, long_mse)
+    df = pd.DataFrame(rows)
+    curves, checks = split_checks(df)
+    assert len(checks) == 4 and len(curves) == 20
+    (row,) = convergence_table(df)
+    assert row["grid"] == "g" and row["n_train"] == 3584 and row["n_r"] == 4 and row["n_r_long"] == 4
+    assert row["ratio"] == pytest.approx(long_mse / 0.00625, rel=0.1)
+    assert row["flagged"] is flagged
+    an = analyze(df)
+    # the check's rows are not a curve of their own; the curve's fit uses only its own five points
+    assert len(an.curves_d) == 1 and an.curves_d[0][0]["grid"] == "g"
+    assert an.to_dict()["convergence"][0]["flagged"] is flagged
