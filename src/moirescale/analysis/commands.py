@@ -113,8 +113,33 @@ def advise(
     typer.echo(json.dumps(adv, indent=1) if as_json else format_advice(adv))
 
 
+def dimension(
+    store: Path = typer.Argument(..., help="Dataset store directory."),
+    split: str = typer.Option("train", "--split", help="train, val or test."),
+    channels: str = typer.Option("top", "--channels", help="Image channels, as for train --channels."),
+    n: int | None = typer.Option(None, "--n", help="Images to use (a seeded random subset; default 2000)."),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap replicates for the intervals."),
+    seed: int = SEED,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Intrinsic dimension of a store's images (TwoNN and MLE, scikit-dimension), 95 % bootstrap intervals."""
+    from moirescale.analysis.dimension import store_dimension
+
+    res, meta = store_dimension(store, split, channels, n, n_boot=bootstrap, seed=seed)
+    if as_json:
+        typer.echo(json.dumps({**res.to_dict(), **meta}))
+        return
+    typer.echo(
+        f"{meta['store']} [{split}, {channels}]: {res.n} distinct images of {res.n_input}, "
+        f"{res.n_features} pixels each"
+    )
+    for name, e in res.estimators.items():
+        typer.echo(f"  d_{name:<6} = {e.d:.2f}  (95 % [{e.lo:.2f}, {e.hi:.2f}], {res.n_boot} replicates)")
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the main app."""
     app.command("fit")(fit)
     app.command("report")(report)
     app.command("advise")(advise)
+    app.command("dimension")(dimension)
