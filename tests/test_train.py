@@ -3,6 +3,8 @@ divergence, schedules, the schedule study."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,15 +12,19 @@ import torch
 from moirescale.errors import UserError
 from moirescale.models import create_model
 from moirescale.results import COLUMNS
+from moirescale.sweep.worker import failed_rows
 from moirescale.train import (
     Schedule,
     TrainData,
     TrainSpec,
     compare_schedules,
+    data_seed,
+    make_subsets,
     realization_seed,
     schedule_config,
     train_arrays,
 )
+from moirescale.train.data import BatchStream, MemberStreams
 from moirescale.train.engines import FCNEnsemble
 from moirescale.train.loop import Tensors, fit
 from moirescale.train.run import _row, _threads
@@ -267,3 +273,59 @@ def test_ensemble_equals_sequential_at_paper_shape():
     for a, b in zip(ens, seq, strict=True):
         assert a.result.steps == b.result.steps
         np.testing.assert_allclose(a.result.test_mse, b.result.test_mse, rtol=1e-4)
+
+
+# -- own data per realization (the default)
+
+
+def test_member_streams_give_each_member_its_batch_stream():
+    subsets = [np.random.default_rng(s).permutation(50)[:21] for s in range(3)]  # 21 = 8 + 8 + 5 per epoch
+    seeds = [11, 12, 13]
+    stacked = MemberStreams(subsets, 8, seeds)
+    alone = [BatchStream(s, 8, seed) for s, seed in zip(subsets, seeds, strict=True)]
+    act = np.arange(3)
+    for step in range(10):
+        if step == 4:
+            act = np.array([0, 2])  # member 1 stops mid-epoch: the others' batches go on unchanged
+        got = stacked.next(act)
+        assert got.shape == (len(act), 8 if step % 3 < 2 else 5)
+        for row, i in zip(got, act, strict=True):
+            assert torch.equal(row, alone[i].next())
+
+
+def test_own_data_ensemble_equals_each_member_trained_alone(data):
+    """Each realization draws its own subset by default; the ensemble (one gather per step) trains member r
+    exactly as a lone network on r's subset and order (fp64)."""
+    spec = small_spec(realizations=(0, 1, 2, 3), schedule_kw={"patience": 4, "threshold": 0.2}, max_epochs=8)
+    assert not spec.shared_data
+    subsets = make_subsets(spec, len(data.x_train))
+    assert len({tuple(s) for s in subsets}) == 4 and len({data_seed(spec, r) for r in spec.realizations}) == 4
+    ens = train_arrays(spec, data, dtype=torch.float64, ensemble=True)
+    for r, t in zip(spec.realizations, ens, strict=True):
+        (alone,) = train_arrays(replace(spec, realizations=(r,)), data, dtype=torch.float64, ensemble=False)
+        assert t.result.status == alone.result.status == "ok"
+        assert t.result.steps == alone.result.steps
+        np.testing.assert_allclose(t.result.test_mse, alone.result.test_mse, rtol=1e-9)
+        np.testing.assert_allclose(t.state["layers.0.weight"], alone.state["layers.0.weight"], rtol=1e-7,
+                                   atol=1e-12)
+
+
+def test_shared_data_stays_an_option(data):
+    spec = small_spec(shared_data=True, max_epochs=3)
+    assert len(make_subsets(spec, len(data.x_train))) == 1
+    ens = train_arrays(spec, data, dtype=torch.float64, ensemble=True)
+    seq = train_arrays(spec, data, dtype=torch.float64, ensemble=False)
+    for a, b in zip(ens, seq, strict=True):
+        np.testing.assert_allclose(a.result.test_mse, b.result.test_mse, rtol=1e-9)
+
+
+def test_rows_carry_the_data_seed(data):
+    spec = small_spec(realizations=(0, 1), max_epochs=1)
+    ok = [_row(spec, t, "cpu", "") for t in train_arrays(spec, data)]
+    bad = failed_rows(spec, "boom")
+    for a, b in zip(ok, bad, strict=True):  # both builders of result rows agree on the seed columns
+        assert (a["seed"], a["data_seed"]) == (b["seed"], b["data_seed"])
+    assert ok[0]["data_seed"] != ok[1]["data_seed"]
+    shared = replace(spec, shared_data=True)
+    rows = [_row(shared, t, "cpu", "") for t in train_arrays(shared, data)]
+    assert rows[0]["data_seed"] == rows[1]["data_seed"] == spec.seed

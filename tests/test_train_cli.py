@@ -160,3 +160,16 @@ def test_run_spec_bad_input(tiny_store, tmp_path, kw, msg):
         run_spec(spec, tiny_store, tmp_path, device="cpu", progress=False)
     with pytest.raises(UserError):
         run_spec(TrainSpec("fcn", "J", 32), tmp_path / "nope", tmp_path, device="cpu", progress=False)
+
+
+def test_cli_train_own_data_by_default(tiny_store, tmp_path):
+    """`--realizations 8` writes 8 rows trained on 8 different subsets (one data_seed each) by default."""
+    out = tmp_path / "run"
+    r = cli("train", "--data", str(tiny_store), "--model", "fcn", "--n-layers", "1", "--width", "4",
+            "--target", "J", "--n-train", "48", "--realizations", "8", "--out", str(out), "--max-epochs", "2",
+            "--batch-size", "16", "--schedule", "constant", "--checkpoints", "none", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    df = read_results(out)
+    assert len(df) == 8 and (df["status"] == "ok").all()
+    assert df["data_seed"].nunique() == 8 and df["realization"].nunique() == 8
+    assert (df["seed"] == 0).all()

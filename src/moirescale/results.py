@@ -37,7 +37,8 @@ SCHEMA = pa.schema(
         ("target", pa.string()),  # theta / J / D / all
         ("n_train", pa.int64()),  # N_D
         ("realization", pa.int64()),
-        ("seed", pa.int64()),
+        ("seed", pa.int64()),  # the config's seed
+        ("data_seed", pa.int64()),  # seed of the training subset (and order) this network trained on
         ("schedule", pa.string()),
         ("test_mse", pa.float64()),  # mean over the target's outputs, scaled label units
         ("val_mse", pa.float64()),

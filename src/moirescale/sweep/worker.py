@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from moirescale.train.spec import TrainSpec, group_id, realization_seed, run_id
+from moirescale.train.spec import TrainSpec, group_id, run_id, seed_columns
 
 DEFAULT_TRAIN_FN = "moirescale.train:run_spec"
 
@@ -87,7 +87,7 @@ def failed_rows(spec: TrainSpec, error: str, device: str = "") -> list[dict[str,
             "target": spec.target,
             "n_train": spec.n_train,
             "realization": r,
-            "seed": realization_seed(spec, r),
+            **seed_columns(spec, r),  # the same seed columns as an ok row (moirescale.train.run._row)
             "schedule": spec.schedule,
             "noise_train": spec.noise_train,
             "device": device,

@@ -23,6 +23,7 @@ _EXPORTS = {
     "schedule_config": "schedules",
     "TrainSpec": "spec",
     "group_id": "spec",
+    "data_seed": "spec",
     "realization_seed": "spec",
     "run_id": "spec",
 }

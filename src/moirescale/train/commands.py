@@ -49,7 +49,9 @@ def train(
     channels: str = typer.Option("top", "--channels", help="comma-separated channel names of the store: top (the paper's images), bottom, net, afm; both = top,bottom"),
     seed: int = typer.Option(0, "--seed"),
     shared_data: bool = typer.Option(
-        True, "--shared-data/--own-data", help="realizations share subset/order"
+        False,
+        "--shared-data/--own-data",
+        help="own (default): each realization draws its own subset and order; shared: one for all (benchmarks)",
     ),
     noise: float = typer.Option(0.0, "--noise", help="sigma of Gaussian input noise while training"),
     checkpoints: str = typer.Option("all", "--checkpoints", help="all, best or none"),

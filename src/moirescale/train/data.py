@@ -98,22 +98,75 @@ class BatchStream:
     def steps_per_epoch(self) -> int:
         return steps_per_epoch(len(self.subset), self.batch_size)
 
+    def epoch_order(self) -> torch.Tensor:
+        """The next epoch's permutation of the subset (indices into the training arrays)."""
+        self.epoch += 1
+        return self.subset[torch.randperm(len(self.subset), generator=self.gen)]
+
     def next(self) -> torch.Tensor:
         """Indices (into the training arrays) of the next batch."""
         if not self._queue:
-            perm = self.subset[torch.randperm(len(self.subset), generator=self.gen)]
-            chunks = list(torch.split(perm, self.batch_size))
-            if len(chunks) > 1 and len(chunks[-1]) < 2:
-                chunks.pop()
-            self._queue = chunks[::-1]
-            self.epoch += 1
+            perm = self.epoch_order()
+            self._queue = [perm[a:b] for a, b in batch_bounds(len(perm), self.batch_size)][::-1]
         return self._queue.pop()
 
     def noise(self, shape: tuple[int, ...], sigma: float) -> torch.Tensor:
         return torch.randn(shape, generator=self.noise_gen) * sigma
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
+class MemberStreams:
+    """The batch streams of several networks with their own subsets, stepped together.
+
+    Member ``i`` gets exactly the batches of ``BatchStream(subsets[i], batch_size, seeds[i])``, so an
+    ensemble step equals the same step of each network trained alone. The members' permutations are drawn once
+    per epoch into one ``(R, N_D)`` tensor on ``device``; a step is then a column slice of it (rows of the
+    networks still training): no Python loop over members per step, and the caller gathers every member's
+    batch with one indexed read of the training images.
+    """
+
+    def __init__(
+        self,
+        subsets: list[np.ndarray],
+        batch_size: int,
+        seeds: list[int],
+        device: torch.device | str = "cpu",
+    ):
+        if len({len(s) for s in subsets}) != 1:
+            raise ValueError("every member's subset must have the same size N_D")
+        self.streams = [BatchStream(s, batch_size, seed) for s, seed in zip(subsets, seeds, strict=True)]
+        self.bounds = batch_bounds(len(subsets[0]), self.streams[0].batch_size)
+        self.device = torch.device(device)
+        self._order: torch.Tensor | None = None
+        self._k = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.bounds)
+
+    def next(self, members: np.ndarray) -> torch.Tensor:
+        """(len(members), B) indices into the training arrays: the next batch of each listed member."""
+        if self._order is None or self._k == len(self.bounds):
+            self._order = torch.stack([s.epoch_order() for s in self.streams]).to(self.device)
+            self._k = 0
+        a, b = self.bounds[self._k]
+        self._k += 1
+        rows = torch.as_tensor(members, dtype=torch.long, device=self.device)
+        return self._order[rows, a:b]
+
+    def noise(self, members: np.ndarray, shape: tuple[int, ...], sigma: float) -> torch.Tensor:
+        """(len(members), *shape) input noise, each member from its own generator (as when trained alone)."""
+        return torch.stack([self.streams[i].noise(shape, sigma) for i in members])
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of an epoch of ``n`` samples; a final partial batch of one sample is
+    dropped."""
     b = min(batch_size, n)
-    full, rest = divmod(n, b)
-    return full + (1 if rest >= 2 else 0) if full else 1
+    bounds = [(a, min(a + b, n)) for a in range(0, n, b)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1 < b:
+        bounds.pop()
+    return bounds
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return len(batch_bounds(n, batch_size))

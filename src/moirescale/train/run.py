@@ -6,7 +6,6 @@ results; what the tests and the schedule study use), :func:`load_checkpoint`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from contextlib import contextmanager
@@ -26,7 +25,15 @@ from moirescale.train.data import TrainData, load_train_data
 from moirescale.train.engines import FCNEnsemble, ModuleEngine
 from moirescale.train.loop import NetResult, Tensors, fit
 from moirescale.train.schedules import SCHEDULES, schedule_config
-from moirescale.train.spec import TrainSpec, group_id, realization_seed, run_id
+from moirescale.train.spec import (
+    TrainSpec,
+    data_seed,
+    group_id,
+    order_seed,
+    realization_seed,
+    run_id,
+    seed_columns,
+)
 
 SMALL_STEP_FLOPS = 2e8  # below this many FLOPs per step a CPU trains single-threaded (see _threads)
 ENSEMBLE_PARAM_LIMIT = 1 << 25  # stacked parameters per ensemble chunk (x ~6 buffers: W, grad, m, v, best)
@@ -73,14 +80,10 @@ def _threads(dev: torch.device, step_flops: float):
         torch.set_num_threads(old)
 
 
-def data_seed(spec: TrainSpec) -> int:
-    """Seed of the batch order shared by all realizations of a spec (``shared_data=True``)."""
-    return int.from_bytes(hashlib.sha256(f"{spec.seed}:batches".encode()).digest()[:4], "little")
-
-
 def subset_seeds(spec: TrainSpec) -> list[int]:
-    """Seeds of the training subsets: one shared (``spec.seed``) or one per realization."""
-    return [spec.seed] if spec.shared_data else [realization_seed(spec, r) for r in spec.realizations]
+    """Seeds of the training subsets: one per realization (default), or one shared (``shared_data``)."""
+    reals = spec.realizations[:1] if spec.shared_data else spec.realizations
+    return [data_seed(spec, r) for r in reals]
 
 
 def make_subsets(spec: TrainSpec, pool: int) -> list[np.ndarray]:
@@ -145,7 +148,7 @@ def train_arrays(
     if subsets is None:
         subsets = make_subsets(spec, len(data.x_train))
     reals = list(spec.realizations)
-    batch_seeds = [data_seed(spec)] if spec.shared_data else [realization_seed(spec, r) for r in reals]
+    batch_seeds = [order_seed(spec, r) for r in (reals[:1] if spec.shared_data else reals)]
     if len(subsets) != len(batch_seeds):
         raise ValueError("one subset per realization is needed when shared_data is False (one when True)")
     cfg = schedule_config(
@@ -231,7 +234,7 @@ def _row(spec: TrainSpec, t: Trained, device: str, checkpoint: str) -> dict[str,
         "target": spec.target,
         "n_train": int(spec.n_train),
         "realization": int(t.realization),
-        "seed": int(spec.seed),
+        **seed_columns(spec, t.realization),
         "schedule": spec.schedule,
         "test_mse": float(np.mean(res.test_mse)) if ok else None,
         "val_mse": float(np.mean(res.val_mse)) if ok else None,
@@ -364,6 +367,7 @@ def run_spec(
                 "realization": t.realization,
                 "seed": spec.seed,
                 "init_seed": realization_seed(spec, t.realization),
+                "data_seed": data_seed(spec, t.realization),
                 "spec": _jsonable(asdict(spec)),
                 "store": str(Path(store_path).resolve()),
                 "image": manifest.get("image"),

@@ -3,6 +3,13 @@
 This is the contract between the sweep (which builds specs from a YAML grid) and the training loop (which runs
 them). A spec with several realizations of a small FCN is trained as one ensemble; each realization still gets
 its own row in the results table, identified by :func:`run_id`.
+
+Seeds of realization ``r`` (all derived here, nowhere else): its initialisation (:func:`realization_seed`),
+its training subset (:func:`data_seed`) and its batch order (:func:`order_seed`). By default
+(``shared_data=False``) every realization draws its own subset from the pool: a realization is one draw of
+(data, initialisation), so the spread over realizations includes the data-sampling spread. The subset depends
+only on ``(seed, r)``, so realization ``r``'s subsets are nested across N_D and the same for every model size
+and target.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ class TrainSpec:
     batch_size: int = 64
     max_epochs: int | None = None  # None: the schedule's step budget decides
     channels: str = "top"  # "top" (the paper's Fig. 2 images) or "both" layers
-    shared_data: bool = True  # realizations share the subset and batch order (ensemble-friendly)
+    shared_data: bool = False  # True: all realizations share one subset and batch order (benchmarks only)
     noise_train: float = 0.0  # sigma of Gaussian input noise while training
     grid: str = ""  # sweep grid name, for reporting
 
@@ -52,7 +59,29 @@ def run_id(spec: TrainSpec, realization: int) -> str:
     return f"{group_id(spec)}-r{realization:04d}"
 
 
+def _hash_seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
 def realization_seed(spec: TrainSpec, realization: int) -> int:
     """Initialisation seed of one realization (independent streams per realization)."""
-    h = hashlib.sha256(f"{spec.seed}:{realization}".encode()).digest()
-    return int.from_bytes(h[:4], "little")
+    return _hash_seed(f"{spec.seed}:{realization}")
+
+
+def data_seed(spec: TrainSpec, realization: int) -> int:
+    """Seed of the training subset a realization trains on (the ``data_seed`` column of the results table).
+
+    Own data (the default): a stream of its own per realization, independent of its initialisation seed.
+    ``shared_data``: ``spec.seed`` for every realization (one subset for all).
+    """
+    return spec.seed if spec.shared_data else _hash_seed(f"{spec.seed}:{realization}:data")
+
+
+def order_seed(spec: TrainSpec, realization: int) -> int:
+    """Seed of a realization's batch order: its data seed, or one order for all with ``shared_data``."""
+    return _hash_seed(f"{spec.seed}:batches") if spec.shared_data else data_seed(spec, realization)
+
+
+def seed_columns(spec: TrainSpec, realization: int) -> dict[str, int]:
+    """The seed columns of a realization's results row (the same for ok, diverged and failed rows)."""
+    return {"seed": int(spec.seed), "data_seed": int(data_seed(spec, realization))}
