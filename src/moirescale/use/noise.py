@@ -206,10 +206,11 @@ def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out).reshape(len(images), -1)
 
 
-def _channel_slice(meta: dict[str, Any]) -> slice:
-    in_shape = tuple(meta.get("in_shape") or ())
-    n = in_shape[0] if len(in_shape) == 3 else (1 if meta.get("channels", "top") == "top" else 2)
-    return slice(0, int(n))
+def _channel_slice(meta: dict[str, Any], store: Any) -> list[int]:
+    """Positions in the store's images of the channels the network was trained on, by name."""
+    from moirescale.data.torch_data import channel_positions, store_channels
+
+    return channel_positions(store_channels(store), str(meta.get("channels", "top")))
 
 
 def evaluate_noise(
@@ -266,7 +267,7 @@ def evaluate_noise(
     # The corrupted test sets, drawn once on all channels and shared by every network (paired comparisons).
     noisy: dict[tuple[str, float], np.ndarray] = {}
 
-    def corrupted(kind: str, level: float, ch: slice) -> np.ndarray:
+    def corrupted(kind: str, level: float, ch: list[int]) -> np.ndarray:
         if (kind, level) not in noisy:
             noisy[kind, level] = apply_noise(images, kind, level, noise_seed(seed, kind, level))
         return np.ascontiguousarray(noisy[kind, level][:, ch])
@@ -282,7 +283,7 @@ def evaluate_noise(
             continue
         model, meta = load_checkpoint(rundir / r["checkpoint"])
         model.eval()
-        ch = _channel_slice(meta)
+        ch = _channel_slice(meta, st)
         cols = target_index(r["target"])
         new = []
         clean_pred = None  # level 0 of every kind is the same clean test set: predict it once

@@ -46,6 +46,7 @@ class InputImage:
     truth: np.ndarray | None = None  # (3,) physical (theta_eff, J, D)
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    channels: list[str] | None = None  # channel names, known for a store sample (else: the network's order)
 
 
 def parse_store_ref(ref: str) -> tuple[str, str, int] | None:
@@ -85,6 +86,7 @@ def store_nm_per_px(manifest: dict[str, Any]) -> float:
 def read_store_sample(ref: str) -> InputImage:
     """A sample of a dataset store, with its true labels and the store's pixel size."""
     from moirescale.data.store import open_store
+    from moirescale.data.torch_data import store_channels
 
     parsed = parse_store_ref(ref)
     assert parsed is not None
@@ -99,6 +101,7 @@ def read_store_sample(ref: str) -> InputImage:
         nm_per_px=store_nm_per_px(store.manifest),
         truth=np.asarray(labels[0], dtype=np.float64),
         source=ref,
+        channels=store_channels(store),
     )
 
 
@@ -333,8 +336,15 @@ def choose_models(ranked: pd.DataFrame, top: int = 1) -> dict[str, pd.DataFrame]
 # Running the ensembles
 
 
-def _channels_for(image: np.ndarray, meta: dict[str, Any], source: str) -> np.ndarray:
-    """The input channels a network was trained on: the top layer (channel 0) or both layers."""
+def _channels_for(
+    image: np.ndarray, meta: dict[str, Any], source: str, names: list[str] | None = None
+) -> np.ndarray:
+    """The input channels a network was trained on. A store sample (``names`` known) is selected by the
+    channel names the network was trained on; a user's image is taken to hold them first, in that order."""
+    if names is not None:
+        from moirescale.data.torch_data import channel_positions
+
+        return image[channel_positions(names, str(meta.get("channels", "top")))]
     in_shape = tuple(meta.get("in_shape") or ())
     want = in_shape[0] if len(in_shape) == 3 else (1 if meta.get("channels", "top") == "top" else 2)
     if want == 1:
@@ -357,14 +367,14 @@ def _load(path: str, cache: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 
 
 def predict_group(image: np.ndarray, checkpoints: list[str], target: str, source: str,
-                  cache: dict[str, Any]) -> np.ndarray:
+                  cache: dict[str, Any], names: list[str] | None = None) -> np.ndarray:
     """Scaled outputs (n_members, n_outputs) of one grid point's realizations on one (C, H, W) image."""
     import torch
 
     outs = []
     for path in checkpoints:
         model, meta = _load(path, cache)
-        x = _channels_for(image, meta, source)
+        x = _channels_for(image, meta, source, names)
         in_shape = tuple(meta.get("in_shape") or x.shape)
         if tuple(x.shape[-2:]) != tuple(in_shape[-2:]):
             raise UserError(f"{source}: resampled image {x.shape} does not fit the network input {in_shape}")
@@ -490,7 +500,7 @@ def predict(
     for label, groups in chosen.items():
         col = LABELS.index(label)
         for rank, (_, g) in enumerate(groups.iterrows(), start=1):
-            z = predict_group(x, g["checkpoints"], g["target"], inp.source, cache)
+            z = predict_group(x, g["checkpoints"], g["target"], inp.source, cache, inp.channels)
             z = z[:, col] if g["target"] == "all" else z[:, 0]
             phys = unscale(z, [col])
             preds.append(Prediction(
