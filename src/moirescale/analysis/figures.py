@@ -29,7 +29,9 @@ from moirescale.fsio import atomic_path  # noqa: E402
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LABEL_TEX = {"theta": r"$\theta$", "J": "$J$", "D": "$D$", "all": "all"}
-ARCH_NAME = {"fcn": "FCN", "resnet18": "ResNet-18", "vit": "ViT"}
+ARCH_NAME = {"fcn": "FCN", "resnet18": "ResNet-18", "vit": "ViT", "features": "features + ridge"}
+# Baselines drawn as a reference curve (dashed black) in the data-scaling figures, not as one more model
+REFERENCE_ARCHS = ("features",)
 
 
 class NotEnoughData(Exception):
@@ -146,6 +148,7 @@ def _data_scaling_panels(an: Analysis, st: pd.DataFrame, models: list[dict], tar
             )
             _points(ax, g, "n_train", style, label)
             drawn += 1
+        drawn += _reference_curves(ax, an, st[st["target"] == t])
         _loglog(ax, "$N_D$ (training samples)")
         ax.set_title(f"{LABEL_TEX.get(t, t)}")
         ax.legend(fontsize=7)
@@ -154,6 +157,34 @@ def _data_scaling_panels(an: Analysis, st: pd.DataFrame, models: list[dict], tar
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _reference_curves(ax, an: Analysis, st: pd.DataFrame) -> int:
+    """Draw the baselines (:data:`REFERENCE_ARCHS`) of one panel's points as dashed black curves; return how
+    many. One curve per (arch, N_M): the feature count, and so N_M, depends on the channels."""
+    ref = st[st["arch"].isin(REFERENCE_ARCHS)]
+    n = 0
+    for (arch, n_params), g in ref.groupby(["arch", "n_params"], sort=True):
+        g = g.sort_values("n_train")
+        fit = _fit_for(an, g.iloc[0])
+        alpha = ""
+        if fit is not None:
+            lo, hi = fit.interval(1)
+            alpha = f" (α={fit.alpha:.2f} [{lo:.2f}, {hi:.2f}])"
+        ax.errorbar(
+            g["n_train"],
+            g["gm"],
+            yerr=g["gm_se"].fillna(0.0).to_numpy(),
+            color="black",
+            ls=("--", "-.", ":")[n % 3],
+            lw=1.2,
+            marker="x",
+            ms=5,
+            capsize=2,
+            label=f"{ARCH_NAME.get(arch, arch)}, N_M={int(n_params)} (reference){alpha}",
+        )
+        n += 1
+    return n
 
 
 def _main_depth(fcn: pd.DataFrame) -> int:
@@ -170,7 +201,7 @@ def fig1(an: Analysis) -> plt.Figure:
         L = _main_depth(fcn)
         ws = sorted(fcn.loc[fcn["n_layers"] == L, "width"].dropna().astype(int).unique())
         models += [{"arch": "fcn", "n_layers": L, "width": w} for w in sorted({ws[0], ws[-1]})]
-    for arch in sorted(set(st["arch"]) - {"fcn"}):
+    for arch in sorted(set(st["arch"]) - {"fcn", *REFERENCE_ARCHS}):
         for p in sorted(st.loc[st["arch"] == arch, "n_params"].dropna().astype(int).unique()):
             models.append({"arch": arch, "n_params": p})
     if st["n_train"].nunique() < 2:
@@ -229,7 +260,7 @@ def fig3ad(an: Analysis) -> plt.Figure:
     """Fig. 3 a-d: test-loss distributions over realizations with arithmetic / geometric mean and median."""
     st = main_slice(an.stats)
     t = "J" if "J" in set(st["target"]) else _targets(st)[0]
-    g = st[st["target"] == t]
+    g = st[(st["target"] == t) & ~st["arch"].isin(REFERENCE_ARCHS)]
     pts = _choose_points(g, [(4, 3584), (16, 28672)], 2)
     if not pts:
         raise NotEnoughData("needs a grid point with at least 2 realizations")
@@ -274,7 +305,7 @@ def fig3e(an: Analysis, n_subsets: int = 50, seed: int = 0) -> plt.Figure:
     t = "J" if "J" in set(st["target"]) else _targets(st)[0]
     g = st[(st["target"] == t) & (st["arch"] == "fcn") & (st["n_r"] >= 4)]
     if g.empty:
-        g = st[(st["target"] == t) & (st["n_r"] >= 4)]
+        g = st[(st["target"] == t) & (st["n_r"] >= 4) & ~st["arch"].isin(REFERENCE_ARCHS)]
     if g.empty:
         raise NotEnoughData("needs grid points with at least 4 realizations")
     nds = [nd for nd in (1792, 7168, 28672) if nd in set(g["n_train"])]
@@ -348,6 +379,7 @@ def fig5(an: Analysis) -> plt.Figure:
             and mm["schedule"] == sched
             and mm["noise_train"] == 0
             and mm["n_params"]
+            and mm["arch"] not in REFERENCE_ARCHS
         ]
         for i, (mm, f) in enumerate(others, start=1):
             lo_, hi_ = f.interval(1)
@@ -396,7 +428,7 @@ def fig_model_size(an: Analysis) -> plt.Figure:
                 ax, _fit_for(an, g.iloc[0], "n_params"), s["color"], g["n_params"].min(), g["n_params"].max()
             )
             _points(ax, g, "n_params", s, lab)
-            o = st[(st["arch"] != "fcn") & (st["target"] == t) & (st["n_train"] == nd)]
+            o = st[~st["arch"].isin(["fcn", *REFERENCE_ARCHS]) & (st["target"] == t) & (st["n_train"] == nd)]
             for _, r in o.iterrows():
                 ax.plot(
                     [r["n_params"]],

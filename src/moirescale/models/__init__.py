@@ -5,6 +5,7 @@
 | ``fcn``      | n_layers=3, width=16                                    |
 | ``resnet18`` | width=64 (stage channels w, 2w, 4w, 8w)                 |
 | ``vit``      | n_layers=6, width=192, heads=3, patch=10, mlp_ratio=4   |
+| ``features`` | none: physics features + a linear head fitted by ridge (a baseline) |
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from moirescale.errors import UserError
 from moirescale.models.fcn import FCN, create_fcn, fcn_param_count
+from moirescale.models.features import FeatureRegressor, create_features
 from moirescale.models.resnet import create_resnet18, resnet18_param_count
 from moirescale.models.vit import create_vit, vit_param_count
 
@@ -24,11 +26,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn": create_fcn,
     "resnet18": create_resnet18,
     "vit": create_vit,
+    "features": create_features,  # not trained by gradient descent: see moirescale.train.features
 }
 
 __all__ = [
     "FCN",
     "MODELS",
+    "FeatureRegressor",
     "count_params",
     "create_model",
     "fcn_param_count",
@@ -51,7 +55,7 @@ def create_model(name: str, in_shape: tuple[int, ...], n_outputs: int, **kw: Any
 
     Parameters
     ----------
-    name : "fcn", "resnet18" or "vit".
+    name : "fcn", "resnet18", "vit" or "features".
     in_shape : (C, H, W) of one image.
     n_outputs : number of regressed labels (1 for one target, 3 for all).
     **kw : the model's knobs (see :func:`model_options`).

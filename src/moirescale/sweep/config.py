@@ -26,7 +26,7 @@ from pydantic import (
 from moirescale.errors import UserError
 from moirescale.results import BUDGET_CHECK_SUFFIX
 
-ARCHS = ("fcn", "resnet18", "vit")
+ARCHS = ("fcn", "resnet18", "vit", "features")
 SCHEDULES = ("constant", "cosine", "plateau", "adjustable")
 TARGETS = ("theta", "J", "D", "all")
 LADDER_BASE = 224  # N_D = 224 * 2**k (PAPER.md)
@@ -39,6 +39,7 @@ MODEL_KNOBS: dict[str, dict[str, bool]] = {  # knob -> required
     "fcn": {"n_layers": True, "width": True},
     "resnet18": {"width": False},
     "vit": {"n_layers": False, "width": False, "heads": False, "patch": False},
+    "features": {},  # physics features + ridge: no size knobs (one model per channel set)
 }
 
 PosInt = Annotated[int, Field(gt=0)]

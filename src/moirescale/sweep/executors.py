@@ -124,7 +124,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 # Default Ray resources per family when the grid gives none. Small FCN ensembles share a GPU four ways.
-RAY_GPU_SHARE = {"fcn": 0.25, "resnet18": 0.5, "vit": 0.5}
+RAY_GPU_SHARE = {"fcn": 0.25, "resnet18": 0.5, "vit": 0.5, "features": 0.25}
 
 
 def _ray_train_job(spec: TrainSpec, store_path: str, rundir: str, threads: int, train_fn: str) -> list[dict]:

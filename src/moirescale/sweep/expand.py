@@ -20,7 +20,7 @@ from moirescale.results import BUDGET_CHECK_SUFFIX
 from moirescale.sweep.config import Grid, SweepConfig
 from moirescale.train.spec import TrainSpec, group_id, run_id
 
-ENSEMBLE_ARCHS = ("fcn",)  # families trained as ensembles of realizations in one job
+ENSEMBLE_ARCHS = ("fcn", "features")  # families whose realizations are trained together in one job
 
 
 def recipe_for(cfg: SweepConfig, grid: Grid) -> dict[str, Any]:

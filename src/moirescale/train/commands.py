@@ -28,7 +28,9 @@ def _parse_opts(items: list[str] | None) -> dict[str, object]:
 def train(
     data: Path = typer.Option(..., "--data", help="dataset store directory"),
     out: Path = typer.Option(..., "--out", help="run directory (results.parquet, checkpoints/)"),
-    model: str = typer.Option("fcn", "--model", help="fcn, resnet18 or vit"),
+    model: str = typer.Option(
+        "fcn", "--model", "--arch", help="fcn, resnet18, vit, or features (physics features + ridge)"
+    ),
     n_layers: int | None = typer.Option(None, "--n-layers", help="FCN hidden layers / ViT depth"),
     width: int | None = typer.Option(None, "--width", help="FCN neurons / ResNet base width / ViT embed dim"),
     heads: int | None = typer.Option(None, "--heads", help="ViT attention heads"),

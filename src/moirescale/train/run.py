@@ -151,6 +151,10 @@ def train_arrays(
     batch_seeds = [order_seed(spec, r) for r in (reals[:1] if spec.shared_data else reals)]
     if len(subsets) != len(batch_seeds):
         raise ValueError("one subset per realization is needed when shared_data is False (one when True)")
+    if spec.arch == "features":  # closed-form ridge on physics features, no gradient loop
+        from moirescale.train.features import fit_features
+
+        return fit_features(spec, data, subsets, cols, device)
     cfg = schedule_config(
         spec.schedule, spec.lr, spec.n_train, spec.batch_size, spec.max_epochs, **spec.schedule_kw
     )
