@@ -3,7 +3,9 @@ extrapolation test, and the inverse question (what N_D / N_M reach a target MSE)
 
 Every fit works on (log N, mean log MSE) per point, weighted by the standard error of the mean log (the delta-
 method SE of the geometric mean divided by the geometric mean). Intervals come from a bootstrap over
-realizations: the networks of every point are resampled with replacement and the fit is redone.
+realizations: realizations are resampled with replacement and the fit is redone. A realization is one draw of
+(training subset, initialisation); given its labels, the same draw is used at every point of a curve, so a
+realization's networks (nested subsets, one init seed) move together, as they do in the data.
 See docs/analysis.md.
 """
 
@@ -40,19 +42,66 @@ def _sigmas(logs: Sequence[np.ndarray]) -> np.ndarray:
     return np.where(good, s, np.median(s[good]))
 
 
-def _boot_means(logs: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, n_points) mean logs, each point's realizations resampled with replacement."""
+def _boot_means(
+    logs: Sequence[np.ndarray],
+    n_boot: int,
+    rng: np.random.Generator,
+    labels: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
+    """(n_boot, n_points) mean logs over realizations resampled with replacement.
+
+    Without ``labels`` each point is resampled on its own. With ``labels`` (per point, the realization label
+    of each value) the realizations are resampled *jointly*: a replicate draws K labels with replacement from
+    the K labels of the curve and every point averages its values with those draw counts, so a realization
+    that trained on a lucky subset is in or out at every N at once (a cluster bootstrap). A point none of
+    whose realizations were drawn (possible only when points lack some realizations) is resampled on its own.
+    """
     out = np.empty((n_boot, len(logs)))
-    for i, v in enumerate(logs):
-        out[:, i] = v[rng.integers(0, v.size, (n_boot, v.size))].mean(axis=1)
+    if labels is None:
+        for i, v in enumerate(logs):
+            out[:, i] = v[rng.integers(0, v.size, (n_boot, v.size))].mean(axis=1)
+        return out
+    universe = np.unique(np.concatenate([np.asarray(lab) for lab in labels]))
+    k = universe.size
+    draws = rng.integers(0, k, (n_boot, k))
+    counts = np.zeros((n_boot, k))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    for i, (v, lab) in enumerate(zip(logs, labels, strict=True)):
+        w = counts[:, np.searchsorted(universe, np.asarray(lab))]  # (n_boot, n_i) draw counts
+        tot = w.sum(axis=1)
+        empty = tot == 0
+        out[:, i] = (w @ v) / np.where(empty, 1.0, tot)
+        if empty.any():
+            out[empty, i] = v[rng.integers(0, v.size, (int(empty.sum()), v.size))].mean(axis=1)
     return out
 
 
-def _small_sample_factor(logs: Sequence[np.ndarray]) -> float:
-    """The bootstrap variance of a mean is (n-1)/n of the unbiased one: undo that shrinkage
-    (n = median N_r)."""
-    n = float(np.median([v.size for v in logs]))
-    return math.sqrt(n / (n - 1)) if n > 1 else 1.0
+def _check_labels(logs: Sequence[np.ndarray], labels: Sequence[np.ndarray] | None) -> None:
+    if labels is None:
+        return
+    if len(labels) != len(logs) or any(np.size(a) != np.size(v) for a, v in zip(labels, logs, strict=True)):
+        raise UserError("realization labels must match the log losses point by point")
+
+
+def _small_sample_factor(
+    logs: Sequence[np.ndarray], labels: Sequence[np.ndarray] | None = None, level: float = LEVEL
+) -> float:
+    """Widening of the bootstrap replicates for a small number of realizations.
+
+    The bootstrap variance of a mean is (n-1)/n of the unbiased one: undo that shrinkage (n = median N_r).
+    With ``labels`` the K realizations are the independent units of a joint resample, and the interval of a
+    statistic estimated from K draws needs Student's t_{K-1} quantile, not the normal one the percentile
+    interval amounts to: the factor is sqrt(K/(K-1)) * t_{K-1} / z (1.22 at K = 10, measured to bring the
+    coverage of synthetic curves to nominal; docs/analysis.md).
+    """
+    if labels is None:
+        n = float(np.median([v.size for v in logs]))
+        return math.sqrt(n / (n - 1)) if n > 1 else 1.0
+    k = np.unique(np.concatenate([np.asarray(a) for a in labels])).size
+    if k < 2:
+        return 1.0
+    q = (1 + level) / 2
+    return math.sqrt(k / (k - 1)) * float(stats.t.ppf(q, k - 1) / stats.norm.ppf(q))
 
 
 def _quantiles(v: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
@@ -107,6 +156,7 @@ class PowerLawFit:
     ci_scale: float
     ci_method: str
     level: float = LEVEL
+    covers: str = ""  # what varies between the realizations the interval resamples (set by the pipeline)
 
     @property
     def prefactor(self) -> float:
@@ -149,6 +199,7 @@ class PowerLawFit:
             "chi2_red": self.chi2_red,
             "ci_scale": self.ci_scale,
             "ci_method": self.ci_method,
+            "interval_covers": self.covers or None,
             "n_boot": int(self.reps.shape[0]),
             "level": self.level,
         }
@@ -198,6 +249,7 @@ def fit_power_law(
     fit_range: tuple[float, float] | None = None,
     seed: int = 0,
     level: float = LEVEL,
+    labels: Sequence[np.ndarray] | None = None,
 ) -> PowerLawFit:
     """Fit ``eps = A N^-alpha`` (or ``E + A N^-alpha`` with ``floor``) to one curve.
 
@@ -208,6 +260,8 @@ def fit_power_law(
     floor : also fit an irreducible error E >= 0 (nonlinear least squares on log residuals).
     n_boot : bootstrap replicates over realizations for the intervals.
     fit_range : keep only points with ``nmin <= n <= nmax``.
+    labels : per point, the realization label of each log (e.g. ``"seed:realization"``): realizations are
+        then resampled jointly across the curve (see :func:`_boot_means`); None resamples each point alone.
 
     The point estimate is weighted least squares on (log n, mean log) with weights 1/SE^2 of the mean log. The
     interval is the bootstrap percentile interval, widened by sqrt(N_r/(N_r-1)) (bootstrap shrinkage) and by
@@ -218,6 +272,7 @@ def fit_power_law(
     logs = [np.asarray(v, dtype=float) for v in logs]
     if n_arr.size != len(logs):
         raise UserError("fit_power_law: n and logs differ in length")
+    _check_labels(logs, labels)
     if np.any(n_arr <= 0):
         raise UserError("the scaling variable N must be > 0 for a log-log fit")
     keep = np.array([v.size > 0 for v in logs], dtype=bool)
@@ -228,6 +283,8 @@ def fit_power_law(
         keep &= (n_arr >= lo) & (n_arr <= hi)
     n_arr = n_arr[keep]
     logs = [v for v, k in zip(logs, keep, strict=True) if k]
+    if labels is not None:
+        labels = [np.asarray(a) for a, k in zip(labels, keep, strict=True) if k]
     need = 4 if floor else 3
     if np.unique(n_arr).size < need:
         what = "a fit with a floor" if floor else "a power-law fit"
@@ -241,6 +298,8 @@ def fit_power_law(
     order = np.argsort(n_arr)
     n_arr = n_arr[order]
     logs = [logs[i] for i in order]
+    if labels is not None:
+        labels = [labels[i] for i in order]
     x = np.log(n_arr)
     y = np.array([v.mean() for v in logs])
     s = _sigmas(logs)
@@ -261,7 +320,7 @@ def fit_power_law(
     chi2_red = float((w * resid**2).sum() / dof) if dof > 0 else float("nan")
 
     if has_spread:
-        ym = _boot_means(logs, n_boot, rng)
+        ym = _boot_means(logs, n_boot, rng, labels)
         if not floor:
             b0s, b1s = _wls_line(x, ym, w)
             reps = np.column_stack([b0s, -b1s, np.zeros(n_boot)])
@@ -271,9 +330,10 @@ def fit_power_law(
             for b in range(n_boot):
                 start = [np.array([est[0] - est[1] * x0, est[1], est[2]])]
                 reps[b] = _floor_fit(x, ym[b], s, starts=start)
-        scale = _small_sample_factor(logs) * math.sqrt(max(1.0, chi2_red if math.isfinite(chi2_red) else 1.0))
+        birge = math.sqrt(max(1.0, chi2_red if math.isfinite(chi2_red) else 1.0))
+        scale = _small_sample_factor(logs, labels, level) * birge
         reps = est + scale * (reps - est)
-        method = "bootstrap over realizations"
+        method = "bootstrap over realizations" + (" (joint across points)" if labels is not None else "")
     else:
         # No realization spread: use the residual scatter (t-interval, normal approximation).
         if dof <= 0:
@@ -504,14 +564,18 @@ def fit_joint(
     n_boot: int = 200,
     seed: int = 0,
     level: float = LEVEL,
+    labels: Sequence[np.ndarray] | None = None,
 ) -> JointFit:
     """Fit ``E + A N_M^-a + B N_D^-b`` on log residuals (soft-L1 robust loss, 18 starts,
-    bootstrap intervals)."""
+    bootstrap intervals; ``labels`` as in :func:`fit_power_law`)."""
     nm = np.asarray(n_params, dtype=float)
     nd = np.asarray(n_train, dtype=float)
     logs = [np.asarray(v, dtype=float) for v in logs]
+    _check_labels(logs, labels)
     keep = np.array([v.size > 0 for v in logs], dtype=bool)
     nm, nd, logs = nm[keep], nd[keep], [v for v, k in zip(logs, keep, strict=True) if k]
+    if labels is not None:
+        labels = [np.asarray(a) for a, k in zip(labels, keep, strict=True) if k]
     if np.unique(nm).size < 2 or np.unique(nd).size < 3 or nm.size < 6:
         raise UserError(
             "the joint fit needs >= 2 model sizes, >= 3 dataset sizes and >= 6 points; got "
@@ -530,14 +594,14 @@ def fit_joint(
     has_spread = any(v.size > 1 and np.std(v) > 0 for v in logs)
     internal = np.array([est[0], est[1] - est[2] * m0, est[2], est[3] - est[4] * d0, est[4]])
     if has_spread:
-        ym = _boot_means(logs, n_boot, rng)
+        ym = _boot_means(logs, n_boot, rng, labels)
     else:
         resid = y - np.log(JointFit._eval(est, nm, nd)[0])
         ym = (y - resid)[None, :] + rng.choice(resid, (n_boot, y.size))
     reps = np.empty((n_boot, 5))
     for b in range(n_boot):
         reps[b], _ = _joint_solve(nm, nd, ym[b], s, [internal])
-    scale = _small_sample_factor(logs) if has_spread else 1.0
+    scale = _small_sample_factor(logs, labels, level) if has_spread else 1.0
     reps = est + scale * (reps - est)
     reps[:, 0] = np.maximum(reps[:, 0], 0.0)
     return JointFit(
@@ -594,6 +658,7 @@ def extrapolate_power_law(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = LEVEL,
+    labels: Sequence[np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     """Fit on all but the ``holdout`` largest N and predict the held-out points (one dict per point)."""
     n_arr = np.asarray(n, dtype=float)
@@ -607,6 +672,7 @@ def extrapolate_power_law(
         n_boot=n_boot,
         seed=seed,
         level=level,
+        labels=None if labels is None else [a for a, t in zip(labels, train, strict=True) if t],
     )
     out = []
     for ni, v, t in zip(n_arr, logs, train, strict=True):
@@ -627,6 +693,7 @@ def extrapolate_joint(
     n_boot: int = 200,
     seed: int = 0,
     level: float = LEVEL,
+    labels: Sequence[np.ndarray] | None = None,
 ) -> tuple[JointFit, list[dict[str, Any]]]:
     """Joint fit on the smaller N_D only; predict every point at the ``holdout`` largest N_D values."""
     nm, nd = np.asarray(n_params, dtype=float), np.asarray(n_train, dtype=float)
@@ -640,6 +707,7 @@ def extrapolate_joint(
         n_boot=n_boot,
         seed=seed,
         level=level,
+        labels=None if labels is None else [a for a, t in zip(labels, train, strict=True) if t],
     )
     out = []
     for m, d, v, t in zip(nm, nd, logs, train, strict=True):

@@ -113,9 +113,22 @@ class Analysis:
         }
 
 
-def _curve_arrays(g: pd.DataFrame, x: str) -> tuple[np.ndarray, list[np.ndarray]]:
+def _curve_arrays(g: pd.DataFrame, x: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Scaling variable, log losses and realization labels of a curve's points with successful runs."""
     g = g[g["n_r"] > 0].sort_values(x)
-    return g[x].to_numpy(dtype=float), list(g["logs"])
+    return g[x].to_numpy(dtype=float), list(g["logs"]), list(g["labels"])
+
+
+def interval_covers(g: pd.DataFrame) -> str:
+    """What a curve's bootstrap interval includes: the spread of what varies between its realizations."""
+    g = g[g["n_r"] > 1]
+    if g.empty:
+        return "residual scatter only (one realization per point)"
+    if (g["n_data_seeds"] == 0).any():
+        return "realizations (training subset not recorded: no data_seed column)"
+    if (g["n_data_seeds"] == 1).all():
+        return "initialisation only (the realizations shared one training subset)"
+    return "training subset and initialisation"
 
 
 def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis:
@@ -129,7 +142,7 @@ def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis
     # alpha_D: one curve per model (and target, schedule, grid), varying N_D
     for key, g in stats.groupby(CURVE_D_KEYS, dropna=False, sort=True):
         meta = _meta(CURVE_D_KEYS, key)
-        n, logs = _curve_arrays(g, "n_train")
+        n, logs, labels = _curve_arrays(g, "n_train")
         try:
             fit = F.fit_power_law(
                 n,
@@ -139,22 +152,26 @@ def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis
                 fit_range=st.fit_range,
                 seed=seed,
                 level=st.level,
+                labels=labels,
             )
         except UserError as e:
             an.skipped.append({"what": "alpha_D", **meta, "reason": str(e)})
             continue
+        fit.covers = interval_covers(g)
         an.curves_d.append((meta, fit))
         # extrapolation: fit on the smaller N_D, predict the largest held out
-        nn = n if st.fit_range is None else n[(n >= st.fit_range[0]) & (n <= st.fit_range[1])]
-        ll = logs if st.fit_range is None else [v for v, k in zip(logs, np.isin(n, nn), strict=True) if k]
+        inside = np.ones(n.size, dtype=bool)
+        if st.fit_range is not None:
+            inside = (n >= st.fit_range[0]) & (n <= st.fit_range[1])
         try:
             rows = F.extrapolate_power_law(
-                nn,
-                ll,
+                n[inside],
+                [v for v, k in zip(logs, inside, strict=True) if k],
                 floor=st.floor,
                 seed=seed,
                 level=st.level,
                 n_boot=st.n_boot if not st.floor else st.n_boot_nonlinear,
+                labels=[a for a, k in zip(labels, inside, strict=True) if k],
             )
             for r in rows:
                 an.extrapolation.append({"kind": "power_law", **meta, **r})
@@ -164,14 +181,15 @@ def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis
     # alpha_M: one curve per depth (and N_D, target, ...), varying the model size
     for key, g in stats.groupby(CURVE_M_KEYS, dropna=False, sort=True):
         meta = _meta(CURVE_M_KEYS, key)
-        n, logs = _curve_arrays(g, "n_params")
+        n, logs, labels = _curve_arrays(g, "n_params")
         if np.unique(n).size < 2:
             continue  # a single model size is not a model-size curve; nothing to report
         try:
-            fit = F.fit_power_law(n, logs, n_boot=st.n_boot, seed=seed, level=st.level)
+            fit = F.fit_power_law(n, logs, n_boot=st.n_boot, seed=seed, level=st.level, labels=labels)
         except UserError as e:
             an.skipped.append({"what": "alpha_M", **meta, "reason": str(e)})
             continue
+        fit.covers = interval_covers(g)
         an.curves_m.append((meta, fit))
 
     # alpha_D vs N_M per family; joint law per family
@@ -199,15 +217,18 @@ def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis
         if g["n_params"].nunique() < 2:
             continue
         nm, nd, logs = g["n_params"].to_numpy(float), g["n_train"].to_numpy(float), list(g["logs"])
+        labels = list(g["labels"])
         try:
-            j = F.fit_joint(nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=seed, level=st.level)
+            j = F.fit_joint(
+                nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=seed, level=st.level, labels=labels
+            )
             an.joints.append((meta, j))
         except UserError as e:
             an.skipped.append({"what": "joint", **meta, "reason": str(e)})
             continue
         try:
             jx, rows = F.extrapolate_joint(
-                nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=seed, level=st.level
+                nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=seed, level=st.level, labels=labels
             )
             an.joint_extrap.append((meta, jx, rows))
             for r in rows:

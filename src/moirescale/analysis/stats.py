@@ -113,8 +113,11 @@ def point_stats(df: pd.DataFrame, keep_logs: bool = True) -> pd.DataFrame:
 
     Failed and diverged runs are excluded from the statistics and counted in ``n_failed`` / ``n_diverged``. A
     point whose every run failed has ``n_r = 0`` and NaN statistics (it still shows up, so it is never
-    silently lost). With ``keep_logs`` the column ``logs`` holds each point's array of log MSEs
-    (for bootstraps).
+    silently lost). With ``keep_logs`` the column ``logs`` holds each point's array of log MSEs and
+    ``labels`` the realization of each (``"seed:realization"``: the unit the bootstraps resample, jointly
+    across a curve).
+    ``n_data_seeds`` counts the distinct training subsets of the ok runs (1 with ``shared_data``; 0 when the
+    table predates the ``data_seed`` column).
     """
     df = clean_results(df)
     rows: list[dict[str, Any]] = []
@@ -122,7 +125,9 @@ def point_stats(df: pd.DataFrame, keep_logs: bool = True) -> pd.DataFrame:
         row = dict(zip(POINT_KEYS, key, strict=True))
         for c in _NUMERIC_KEYS:
             row[c] = None if pd.isna(row[c]) else int(row[c])
-        ok = g.loc[g["status"] == "ok", "test_mse"].to_numpy(dtype=float)
+        good = g[g["status"] == "ok"]
+        ok = good["test_mse"].to_numpy(dtype=float)
+        row["n_data_seeds"] = int(good["data_seed"].dropna().nunique())
         row["n_failed"] = int((g["status"] == "failed").sum())
         row["n_diverged"] = int((g["status"] == "diverged").sum())
         if ok.size:
@@ -137,6 +142,7 @@ def point_stats(df: pd.DataFrame, keep_logs: bool = True) -> pd.DataFrame:
             row["n_r"] = 0
         if keep_logs:
             row["logs"] = np.log(ok)
+            row["labels"] = realization_labels(good)
         rows.append(row)
     out = pd.DataFrame(rows)
     if out.empty:
@@ -144,6 +150,16 @@ def point_stats(df: pd.DataFrame, keep_logs: bool = True) -> pd.DataFrame:
     for c in _NUMERIC_KEYS:
         out[c] = out[c].astype("Int64")
     return out
+
+
+def realization_labels(rows: pd.DataFrame) -> np.ndarray:
+    """``"seed:realization"`` per row: realization r of a config seed is one draw of (training subset,
+    initialisation), the same at every N_D and model size. A row without a realization index is a draw of its
+    own (labelled by its row in the table)."""
+    out = []
+    for i, s, r in zip(rows.index, rows["seed"], rows["realization"], strict=True):
+        out.append(f"row{i}" if pd.isna(r) else f"{'' if pd.isna(s) else int(s)}:{int(r)}")
+    return np.array(out, dtype=object)
 
 
 def status_counts(df: pd.DataFrame) -> pd.DataFrame:

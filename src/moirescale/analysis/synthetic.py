@@ -1,9 +1,11 @@
 """Synthetic results tables with known scaling laws, for tests, docs and trying the report without a sweep.
 
-The loss of realization r at a grid point is ``law(n_params, n_train, target) * exp(sigma * z_r)`` with
-``z_r ~ N(0, 1)`` (log-normal scatter over seeds, as observed for trained networks),
-optionally with a fraction
-of outliers multiplied by ``outlier_factor`` and a fraction of failed / diverged runs.
+The loss of realization r at a grid point is ``law(n_params, n_train, target) * exp(sigma * z_r +
+sigma_data * d_r(N_D))`` with ``z_r ~ N(0, 1)`` (log-normal scatter over seeds, as observed for trained
+networks) and an optional data term ``d_r`` (:func:`nested_data_term`: which images realization r's nested
+subsets hold, shared by its networks of every size and target, or by all realizations with ``shared_data``),
+optionally with a fraction of outliers multiplied by ``outlier_factor`` and a fraction of failed / diverged
+runs.
 """
 
 from __future__ import annotations
@@ -44,6 +46,78 @@ def size_dependent_law(a_D: float = 0.3, b_D: float = 1.5, B: float = 1.0e3, ref
     return law
 
 
+def nested_data_term(rng: np.random.Generator, n_trains: Sequence[float], n_paths: int) -> np.ndarray:
+    """(n_paths, len(n_trains)) unit-variance effects of nested training subsets on the log loss.
+
+    ``d(N) = W(N) / sqrt(N)`` for a Brownian motion ``W``: the standardised mean of a per-image effect over
+    the first N images of one permutation. Nested subsets overlap, so ``corr(d(N), d(N')) = sqrt(min / max)``:
+    a realization that drew helpful images at N_D = 224 still holds them at 448.
+    """
+    n = np.asarray(n_trains, dtype=float)
+    order = np.argsort(n)
+    ns = n[order]
+    steps = np.diff(np.concatenate([[0.0], ns]))
+    w = np.cumsum(rng.standard_normal((n_paths, ns.size)) * np.sqrt(steps), axis=1)
+    out = np.empty_like(w)
+    out[:, order] = w / np.sqrt(ns)
+    return out
+
+
+def curve_logs(
+    rng: np.random.Generator,
+    n_trains: Sequence[float],
+    *,
+    alpha: float = 1.5,
+    prefactor: float = 1.0e3,
+    sigma: float = 0.3,
+    sigma_data: float = 0.3,
+    n_r: int = 10,
+    shared_data: bool = False,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One N_D curve ``prefactor * N^-alpha``: per point, the log MSEs of ``n_r`` realizations and their
+    labels.
+
+    Log noise = ``sigma`` x independent per network (initialisation, training) + ``sigma_data`` x
+    :func:`nested_data_term` per realization (own subsets), or one term for all (``shared_data``).
+    """
+    n = np.asarray(n_trains, dtype=float)
+    d = nested_data_term(rng, n, 1 if shared_data else n_r)
+    logs = np.log(prefactor) - alpha * np.log(n) + sigma * rng.standard_normal((n_r, n.size)) + sigma_data * d
+    return [logs[:, k] for k in range(n.size)], [np.arange(n_r)] * n.size
+
+
+def alpha_coverage(
+    n_draws: int,
+    n_trains: Sequence[float],
+    *,
+    joint: bool = True,
+    n_boot: int = 400,
+    seed: int = 0,
+    **curve_kw: Any,
+) -> dict[str, float]:
+    """Coverage of the 95 % α interval of :func:`moirescale.analysis.fits.fit_power_law` on ``n_draws`` curves
+    of :func:`curve_logs`: the fraction that contains the true α, the median interval width, and the SD of
+    the estimates over the draws (a calibrated interval is about 2 x 1.96 x that wide). ``joint``: resample
+    realizations jointly across the curve (what the analysis does) instead of each point on its own."""
+    from moirescale.analysis.fits import fit_power_law
+
+    rng = np.random.default_rng(seed)
+    truth = float(curve_kw.get("alpha", 1.5))
+    hits, widths, est = 0, [], []
+    for d in range(n_draws):
+        logs, labels = curve_logs(rng, n_trains, **curve_kw)
+        fit = fit_power_law(n_trains, logs, n_boot=n_boot, seed=d, labels=labels if joint else None)
+        lo, hi = fit.interval(1)
+        hits += lo <= truth <= hi
+        widths.append(hi - lo)
+        est.append(fit.alpha)
+    return {
+        "coverage": hits / n_draws,
+        "median_width": float(np.median(widths)),
+        "sd_alpha": float(np.std(est, ddof=1)),
+    }
+
+
 def synthetic_rows(
     law: Law,
     *,
@@ -55,6 +129,8 @@ def synthetic_rows(
     n_trains: Sequence[int] = tuple(224 * 2**k for k in range(6)),
     n_realizations: int = 10,
     sigma: float = 0.3,
+    sigma_data: float = 0.0,
+    shared_data: bool = False,
     outlier_frac: float = 0.0,
     outlier_factor: float = 30.0,
     failed_frac: float = 0.0,
@@ -65,9 +141,16 @@ def synthetic_rows(
     """Rows of the results table (see :mod:`moirescale.results`) drawn from ``law``.
 
     For FCNs the model sizes come from ``widths x n_layers``; for other archs pass ``n_params`` (one model per
-    value, width and n_layers null).
+    value, width and n_layers null). ``sigma_data`` adds the data term of :func:`nested_data_term`
+    (realization r's, for all its models and targets; or one for all realizations with ``shared_data``), drawn
+    from a separate stream so that tables without it are unchanged.
     """
     rng = np.random.default_rng(seed)
+    data_term = np.zeros((n_realizations, len(n_trains)))
+    if sigma_data > 0:
+        drng = np.random.default_rng([seed, 1])
+        paths = nested_data_term(drng, n_trains, 1 if shared_data else n_realizations)
+        data_term = sigma_data * np.broadcast_to(paths, data_term.shape)
     if arch == "fcn":
         models = [(L, w, fcn_params(w, L)) for L in n_layers for w in widths]
     else:
@@ -76,10 +159,10 @@ def synthetic_rows(
     for sched in schedules:
         for L, w, p in models:
             for t in targets:
-                for nd in n_trains:
+                for k, nd in enumerate(n_trains):
                     base = law(p, nd, t)
                     for r in range(n_realizations):
-                        mse = base * float(np.exp(sigma * rng.standard_normal()))
+                        mse = base * float(np.exp(sigma * rng.standard_normal() + data_term[r, k]))
                         if rng.random() < outlier_frac:
                             mse *= outlier_factor
                         status, err = "ok", ""
@@ -102,6 +185,7 @@ def synthetic_rows(
                                 "n_train": nd,
                                 "realization": r,
                                 "seed": r,
+                                "data_seed": seed if shared_data else 1000 + r,
                                 "schedule": sched,
                                 "test_mse": mse,
                                 "val_mse": mse,
