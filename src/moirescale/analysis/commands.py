@@ -137,9 +137,21 @@ def dimension(
         typer.echo(f"  d_{name:<6} = {e.d:.2f}  (95 % [{e.lo:.2f}, {e.hi:.2f}], {res.n_boot} replicates)")
 
 
+def compare_variants(
+    spec: Path = typer.Argument(..., help="Variants spec (YAML; see docs/analysis.md)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the figure, tables and compare.html."),
+) -> None:
+    """Measured alpha_D of each dataset variant against 4/d (d: intrinsic dimension): figure, tables."""
+    from moirescale.analysis.variants import compare_variants as _compare
+
+    files = _compare(spec, out, log=typer.echo)
+    typer.echo(f"{len(files)} files -> {out} (compare.html, alpha_vs_dimension.png, variants.md, ...)")
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the main app."""
     app.command("fit")(fit)
     app.command("report")(report)
     app.command("advise")(advise)
     app.command("dimension")(dimension)
+    app.command("compare-variants")(compare_variants)

@@ -586,6 +586,53 @@ def fig_noise(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def fig_alpha_vs_dimension(points: pd.DataFrame) -> plt.Figure:
+    """Measured alpha_D against 4/d, one panel per model family; colour = dataset variant, marker = target.
+
+    ``points``: :func:`moirescale.analysis.variants.alpha_points` (alpha with its interval, 4/d with the
+    interval from d's). The diagonal is the theory's alpha_D = 4/d; the paper's 1-2 is shaded.
+    """
+    if points.empty:
+        raise NotEnoughData("no (variant, target, family) point")
+    fams = list(dict.fromkeys(points["family"]))
+    variants = list(dict.fromkeys(points["variant"]))
+    targets = [t for t in ("theta", "J", "D", "all") if t in set(points["target"])]
+    fig, axes = _panels(len(fams), w=4.6, h=4.2)
+    top = 1.15 * max(points["alpha_hi"].max(), points["four_over_d_hi"].max(), 2.0)
+    for ax, fam in zip(axes, fams, strict=True):
+        ax.axhspan(1.0, 2.0, color="#999999", alpha=0.12, lw=0, label="paper: 1-2")
+        ax.plot([0, top], [0, top], "--", color="black", lw=1, label=r"$\alpha_D = 4/d$")
+        g = points[points["family"] == fam]
+        for _, r in g.iterrows():
+            i = variants.index(r["variant"])
+            ax.errorbar(
+                [r["four_over_d"]],
+                [r["alpha"]],
+                xerr=[[r["four_over_d"] - r["four_over_d_lo"]], [r["four_over_d_hi"] - r["four_over_d"]]],
+                yerr=[[r["alpha"] - r["alpha_lo"]], [r["alpha_hi"] - r["alpha"]]],
+                ls="none",
+                capsize=2,
+                ms=6,
+                color=OKABE_ITO[i % len(OKABE_ITO)],
+                marker=MARKERS[targets.index(r["target"]) % len(MARKERS)],
+            )
+        for i, v in enumerate(variants):  # legend: variants by colour, targets by marker
+            ax.plot([], [], "s", color=OKABE_ITO[i % len(OKABE_ITO)], label=v)
+        for j, t in enumerate(targets):
+            m = MARKERS[j % len(MARKERS)]
+            ax.plot([], [], m, color="#555555", mfc="white", label=LABEL_TEX.get(t, t))
+        ax.set_title(", ".join(dict.fromkeys(g["model"])), fontsize=9)  # the model(s) standing for the family
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        ax.set_xlabel(f"4/d (d: {points['estimator'].iloc[0]})")
+        ax.set_ylabel(r"measured $\alpha_D$")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(r"Data-scaling exponent vs intrinsic dimension: $\varepsilon \propto N_D^{-4/d}$?")
+    fig.tight_layout()
+    return fig
+
+
 FIGURES: dict[str, tuple[str, Callable[[Analysis], plt.Figure]]] = {
     "fig1_data_scaling": ("Fig. 1: geometric-mean test MSE vs N_D per target, with power-law fits", fig1),
     "fig3ad_distributions": ("Fig. 3 a-d: distributions of the test loss over realizations", fig3ad),

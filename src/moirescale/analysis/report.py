@@ -462,3 +462,57 @@ def write_report(
     path = Path(rundir) / "report.html"
     atomic_write(path, build_report(an, rundir, figures, results_df))
     return path
+
+
+def build_variants_report(spec: Any, variants: pd.DataFrame, points: pd.DataFrame, png: str | Path) -> str:
+    """The page of ``moirescale compare-variants``: the alpha_D-vs-4/d figure and the two tables.
+
+    ``spec`` is a :class:`moirescale.analysis.variants.CompareSpec`; ``variants`` and ``points`` are what
+    ``variants_table`` and ``alpha_points`` of that module return.
+    """
+    ests = [c[2:] for c in variants.columns if c.startswith("d_") and not c.endswith(("_lo", "_hi"))]
+    vrows = []
+    for r in variants.to_dict("records"):
+        for e in ests:
+            r[f"_{e}"] = f"{_fmt(r[f'd_{e}'])} [{_fmt(r[f'd_{e}_lo'])}, {_fmt(r[f'd_{e}_hi'])}]"
+        vrows.append(r)
+    prows = []
+    for r in points.to_dict("records"):
+        r["a_i"] = f"[{_fmt(r['alpha_lo'])}, {_fmt(r['alpha_hi'])}]"
+        r["x_i"] = f"[{_fmt(r['four_over_d_lo'])}, {_fmt(r['four_over_d_hi'])}]"
+        r["_paper"] = _paper_verdict(r["alpha"], r["alpha_lo"], r["alpha_hi"])
+        prows.append(r)
+    vcols = [("variant", "variant"), ("description", "description"), ("size_px", "px"), ("origin", "origin"),
+             ("start", "start"), ("jperp", "J_perp"), ("channels", "channels"), ("n", "n (d)")]
+    pcols = [("variant", "variant"), ("target", "target"), ("model", "model"), ("alpha", "alpha_D"),
+             ("a_i", "95 %"), ("four_over_d", f"4/d ({spec.estimator})"), ("x_i", "95 %"),
+             ("n_range", "N_D range"), ("_paper", "paper: 1-2 (&le;2.3)")]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>moirescale variants: {html.escape(spec.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Dataset variants: {html.escape(spec.name)}</h1>",
+        f"<p>{html.escape(spec.description)}</p>" if spec.description else "",
+        f"<p>Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. "
+        "<span id='images-status' data-loaded='-1' data-total='-1'>figures not checked (no script)</span>"
+        "</p>",
+        "<p>Theory (Sharma &amp; Kaplan 2022): regression on a data manifold of intrinsic dimension d scales "
+        "as &epsilon; &prop; N<sub>D</sub><sup>&minus;4/d</sup>. Each point is one variant, target and model "
+        "family (its largest model); &alpha;<sub>D</sub> intervals from the run's fits, 4/d intervals from "
+        "the bootstrap interval of d (<code>moirescale dimension</code>).</p>",
+        f"<figure>{_img(str(png), 'alpha_D vs 4/d')}<figcaption>Measured &alpha;<sub>D</sub> against 4/d "
+        "(dashed: equality; grey: the paper's 1&ndash;2).</figcaption></figure>",
+        "<h2>Variants</h2>",
+        _table(vrows, vcols + [(f"_{e}", f"d ({e}) [95 %]") for e in ests],
+               left={"variant", "description", "origin", "start", "jperp", "channels"}),
+        "<h2>&alpha;<sub>D</sub> and 4/d</h2>",
+        _table(prows, pcols, left={"variant", "target", "model"}),
+        _SCRIPT + "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def write_variants_report(
+    out: str | os.PathLike[str], spec: Any, variants: pd.DataFrame, points: pd.DataFrame, png: str | Path
+) -> Path:
+    """Write ``OUT/compare.html`` atomically."""
+    return atomic_write(Path(out) / "compare.html", build_variants_report(spec, variants, points, png))
