@@ -309,6 +309,51 @@ def test_numba_deterministic_across_batches_and_threads():
     assert not np.array_equal(batch[0]["image"], simulate_sample(2.0, 0.6, 0.2, 8, backend="numba")["image"])
 
 
+def test_numba_same_bytes_for_any_workers_and_batch_composition():
+    """Dataset-like mixed cell sizes: one sample per thread (workers=2), serial (workers=1), other batch
+    compositions and orders, and the kernel's prange-over-samples and row-parallel paths: the same bits."""
+    from moirescale.physics import anneal_numba
+    from moirescale.physics.anneal_numpy import to_soa
+    from moirescale.physics.energy import couplings
+
+    th, J, D = [1.2, 2.0, 1.6, 2.0, 1.2], [0.3, 0.9, 0.6, 0.5, 0.8], [0.9, 0.1, 0.5, 0.0, 0.3]
+    seeds = [11, 12, 13, 14, 15]
+    proto = AnnealProtocol(n_anneal=60, n_zero=20)
+    ref = simulate_batch(th, J, D, seeds, backend="numba", workers=1, protocol=proto)
+    runs = {
+        "workers=2": simulate_batch(th, J, D, seeds, backend="numba", workers=2, protocol=proto),
+        "reversed": simulate_batch(th[::-1], J[::-1], D[::-1], seeds[::-1], backend="numba", workers=2,
+                                   protocol=proto)[::-1],
+        "pairs": simulate_batch(th[:2], J[:2], D[:2], seeds[:2], backend="numba", workers=2, protocol=proto)
+        + simulate_batch(th[2:4], J[2:4], D[2:4], seeds[2:4], backend="numba", workers=2, protocol=proto)
+        + [simulate_sample(th[4], J[4], D[4], seeds[4], backend="numba", workers=2, protocol=proto)],
+    }  # fmt: skip
+    for name, got in runs.items():
+        for a, b in zip(ref, got, strict=True):
+            assert a["seed"] == b["seed"], name
+            np.testing.assert_array_equal(a["spins"], b["spins"], err_msg=name)
+            np.testing.assert_array_equal(a["image"], b["image"], err_msg=name)
+            assert a["energy"] == b["energy"], name
+    # the kernel itself on a same-n batch: prange over samples, serial, rows of one sample in parallel
+    n, temps = 29, proto.temperatures()
+    cps = [couplings(jperp_landscape(n, float(n), j), d, ModelParams()) for j, d in zip(J, D, strict=True)]
+    xs = np.stack([to_soa(prng.initial_spins(n, s, 0.1)) for s in seeds])
+    jps = np.ascontiguousarray(np.stack([np.moveaxis(cp["jperp"], 2, 0) for cp in cps]))
+    dmis = np.ascontiguousarray(np.stack([cp["dmi"] for cp in cps]))
+    keys = np.array([prng.sample_key(s) for s in seeds], dtype=np.uint64)
+    c = cps[0]
+    serial = anneal_numba.anneal(xs.copy(), jps, dmis, c["j1"], c["lam"], c["bz"], keys, temps, workers=1)
+    samples = anneal_numba.anneal(xs.copy(), jps, dmis, c["j1"], c["lam"], c["bz"], keys, temps, workers=2)
+    assert xs.shape[0] >= 2  # prange over samples
+    np.testing.assert_array_equal(serial, samples)
+    for b in (0, 3):
+        sl = slice(b, b + 1)
+        args = (c["j1"], c["lam"], c["bz"], keys[sl], temps)
+        one = anneal_numba.anneal(xs[sl].copy(), jps[sl], dmis[sl], *args, workers=2)  # rows in parallel
+        np.testing.assert_array_equal(serial[b], one[0])
+    assert np.abs(serial - xs).max() > 0.5  # it did anneal
+
+
 def test_torch_deterministic_across_batches():
     proto = AnnealProtocol(n_anneal=40, n_zero=10)
     batch = simulate_batch(

@@ -331,9 +331,11 @@ def generate(
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise UserError(f"workers must be a positive integer, got {workers!r}")
     physics = resolve_physics(cfg)
-    # A GPU wants whole shards per call; on the CPU smaller calls give a livelier progress bar at no cost
-    # (numba runs small batches row-parallel).
-    default_batch = cfg.shard_size if resolved_dict(cfg)["backend"] == "torch" else 64
+    # A GPU wants whole shards per call; on the CPU smaller calls give a livelier progress bar. numba runs one
+    # sample per worker thread when a call has at least as many samples as workers (it shares the rows of a
+    # sample between threads only when it has fewer): a few samples per worker keep every core busy.
+    cpu_batch = max(64, 4 * (workers or os.cpu_count() or 1))
+    default_batch = cfg.shard_size if resolved_dict(cfg)["backend"] == "torch" else cpu_batch
     batch = min(batch_size or default_batch, cfg.shard_size)
     out = Path(out)
     _prepare_dir(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -51,6 +52,17 @@ def _check_labels(theta_deg, J, D, seeds) -> tuple[np.ndarray, np.ndarray, np.nd
         if bad.any():
             raise UserError(f"{name} must be a finite coupling in [0, 100] meV, got {arr[bad][0]}")
     return th, jj, dd, seeds_l
+
+
+def _sample_threads(be: str, count: int, workers: int | None) -> int:
+    """Threads that each run whole samples: the numba thread count when the batch has at least that many
+    samples, else 1 (the kernel then shares each sample's rows between its threads)."""
+    if be != "numba" or count < 2:
+        return 1
+    from moirescale.physics import anneal_numba
+
+    threads = anneal_numba.thread_count(workers)
+    return threads if count >= threads else 1
 
 
 def simulate_batch(
@@ -103,32 +115,51 @@ def simulate_batch(
         sizes[idx] = (n, L0)
 
     out: list[dict | None] = [None] * len(th)
+
+    def run(n: int, idxs: list[int], threads: int | None) -> None:
+        jperps = [jperp_landscape(n, sizes[i][1], jj[i], jperp.mode) for i in idxs]
+        cps = [couplings(jp, dd[i], params) for jp, i in zip(jperps, idxs, strict=True)]
+        starts = [rng.start_seed(seeds_l[i], protocol.start) for i in idxs]
+        xs = np.stack([to_soa(rng.initial_spins(n, s, protocol.noise)) for s in starts])
+        jps = np.ascontiguousarray(np.stack([np.moveaxis(cp["jperp"], 2, 0) for cp in cps]))
+        dmis = np.ascontiguousarray(np.stack([cp["dmi"] for cp in cps]))
+        keys = np.array([rng.sample_key(s) for s in starts], dtype=np.uint64)
+        c0 = cps[0]
+        xs = _run_backend(be, xs, jps, dmis, c0, keys, temps, threads, device)
+        spins_all = from_soa(xs)
+        for b, i in enumerate(idxs):
+            spins = spins_all[b]
+            out[i] = {
+                "spins": spins,
+                "jperp": jperps[b],
+                "image": render_image(spins, rng.image_origin(n, seeds_l[i], image.origin), image),
+                "theta_eff": theta_eff(sizes[i][1]),
+                "J": float(jj[i]),
+                "D": float(dd[i]),
+                "seed": seeds_l[i],
+                "energy": bond_energy(spins, jperps[b], dd[i], params),
+            }
+
+    chunks = []
     for n, members in groups.items():
         chunk = len(members) if be != "torch" else max(1, _TORCH_STATE_FLOATS // (12 * n * n))
-        for start in range(0, len(members), chunk):
-            idxs = members[start : start + chunk]
-            jperps = [jperp_landscape(n, sizes[i][1], jj[i], jperp.mode) for i in idxs]
-            cps = [couplings(jp, dd[i], params) for jp, i in zip(jperps, idxs, strict=True)]
-            starts = [rng.start_seed(seeds_l[i], protocol.start) for i in idxs]
-            xs = np.stack([to_soa(rng.initial_spins(n, s, protocol.noise)) for s in starts])
-            jps = np.ascontiguousarray(np.stack([np.moveaxis(cp["jperp"], 2, 0) for cp in cps]))
-            dmis = np.ascontiguousarray(np.stack([cp["dmi"] for cp in cps]))
-            keys = np.array([rng.sample_key(s) for s in starts], dtype=np.uint64)
-            c0 = cps[0]
-            xs = _run_backend(be, xs, jps, dmis, c0, keys, temps, workers, device)
-            spins_all = from_soa(xs)
-            for b, i in enumerate(idxs):
-                spins = spins_all[b]
-                out[i] = {
-                    "spins": spins,
-                    "jperp": jperps[b],
-                    "image": render_image(spins, rng.image_origin(n, seeds_l[i], image.origin), image),
-                    "theta_eff": theta_eff(sizes[i][1]),
-                    "J": float(jj[i]),
-                    "D": float(dd[i]),
-                    "seed": seeds_l[i],
-                    "energy": bond_energy(spins, jperps[b], dd[i], params),
-                }
+        chunks += [(n, members[s : s + chunk]) for s in range(0, len(members), chunk)]
+    pool = _sample_threads(be, len(th), workers)
+    if pool > 1:
+        # numba: one whole sample (start state, anneal, image, energy) per thread, the largest first; the
+        # kernel releases the GIL, so every core works and none waits at a barrier
+        jobs = sorted(((n, [i]) for n, idxs in chunks for i in idxs), key=lambda job: -job[0])
+        with ThreadPoolExecutor(pool) as ex:
+            futures = [ex.submit(run, n, idxs, 1) for n, idxs in jobs]
+            try:
+                for f in futures:
+                    f.result()
+            finally:
+                for f in futures:
+                    f.cancel()
+    else:
+        for n, idxs in chunks:
+            run(n, idxs, workers)
     return out  # type: ignore[return-value]
 
 
