@@ -70,7 +70,7 @@ def _mse(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (pred.double() - y.double()).square().mean(1)
 
 
-def _gather(x: torch.Tensor, idx: torch.Tensor, buf: torch.Tensor | None = None) -> torch.Tensor:
+def gather_rows(x: torch.Tensor, idx: torch.Tensor, buf: torch.Tensor | None = None) -> torch.Tensor:
     """Rows ``idx`` (R, B) of ``x`` (N, ...) as one (R, B, ...) tensor: a single ``index_select``.
 
     With ``buf`` (at least R*B rows) the rows land in its leading part: on a CPU, writing into a fresh tensor
@@ -141,7 +141,7 @@ def fit(
                 xb = (xb + stream.noise(tuple(xb.shape), noise).to(dev, xb.dtype)).clamp_(-1.0, 1.0)
         else:
             idx = members.next(act)  # (R, B): each network's own batch ...
-            xb, yb = _gather(data.x_train, idx, xbuf), _gather(data.y_train, idx)  # ... in one gather
+            xb, yb = gather_rows(data.x_train, idx, xbuf), gather_rows(data.y_train, idx)  # ... in one gather
             if noise > 0:
                 xb.add_(members.noise(act, tuple(xb.shape[1:]), noise).to(dev, xb.dtype)).clamp_(-1.0, 1.0)
         losses = engine.train_step(xb, yb, lr).double().cpu().numpy()  # (n_active,): one sync per step
