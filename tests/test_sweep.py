@@ -331,6 +331,18 @@ def test_failing_runs_are_retried_then_recorded_failed(local_run):
     assert (df2["status"] == "ok").sum() == (df["status"] == "ok").sum()
 
 
+def test_sweep_rows_record_each_realizations_own_subset(local_run):
+    """By default every realization trains on its own subset: ok and failed rows (built in two places) carry
+    the same seed columns, one data_seed per realization, the same for a realization at every N_D."""
+    _, out, _ = local_run
+    df = results.read_results(out)
+    assert df["data_seed"].notna().all() and (df["seed"] == 3).all()
+    per_point = df.groupby("group_id").agg(n=("run_id", "size"), seeds=("data_seed", "nunique"))
+    assert (per_point["n"] == per_point["seeds"]).all()
+    fcn = df[df["grid"].isin(["fcn", "too_big"])]
+    assert (fcn.groupby("realization")["data_seed"].nunique() == 1).all()  # nested: one subset chain per r
+
+
 def test_status_cli(local_run):
     cfg, out, _ = local_run
     p = subprocess.run([*CLI, "status", str(out)], capture_output=True, text=True, timeout=300)
