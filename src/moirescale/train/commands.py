@@ -53,7 +53,7 @@ def train(
     shared_data: bool = typer.Option(
         False,
         "--shared-data/--own-data",
-        help="own (default): each realization draws its own subset and order; shared: one for all (benchmarks)",
+        help="own (default): each realization its own subset and order; shared: one for all (benchmarks)",
     ),
     noise: float = typer.Option(0.0, "--noise", help="sigma of Gaussian input noise while training"),
     checkpoints: str = typer.Option("all", "--checkpoints", help="all, best or none"),
