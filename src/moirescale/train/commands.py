@@ -48,8 +48,11 @@ def train(
     weight_decay: float = typer.Option(0.0, "--weight-decay"),
     batch_size: int = typer.Option(64, "--batch-size"),
     max_epochs: int | None = typer.Option(None, "--max-epochs", help="fix the budget in epochs"),
-    channels: str = typer.Option("top", "--channels", help="channel names of the store, comma-separated: top (the paper's images), bottom, net, afm; "
-        "both = top,bottom"),
+    channels: str = typer.Option(
+        "top", "--channels",
+        help="channel names of the store, comma-separated: top (the paper's images), bottom, net, afm; "
+        "both = top,bottom",
+    ),
     seed: int = typer.Option(0, "--seed"),
     shared_data: bool = typer.Option(
         False,
