@@ -22,14 +22,15 @@ from moirescale.errors import UserError
 NDS = (224, 448, 896, 1792, 3584)
 
 
-def _run(folder: Path, alpha: float, with_features: bool) -> Path:
-    """A run directory whose fits.json holds FCN curves with alpha_D = ``alpha`` (and a features curve)."""
+def _run(folder: Path, alpha: float, features: bool = False) -> Path:
+    """A run directory whose fits.json holds FCN curves with alpha_D = ``alpha`` (or one features curve)."""
     law = syn.joint_law(E=0.0, A=0.0, B=300.0, b=alpha)
-    rows = syn.synthetic_rows(law, widths=(8, 64), targets=("theta", "J"), n_trains=NDS, n_realizations=5,
-                              sigma=0.1)
-    if with_features:
-        rows += syn.synthetic_rows(syn.joint_law(B=30.0, b=0.3), arch="features", n_params=(26,),
-                                   targets=("theta", "J"), n_trains=NDS, n_realizations=5, sigma=0.1, seed=3)
+    if features:
+        rows = syn.synthetic_rows(law, arch="features", n_params=(26,), targets=("theta", "J"), n_trains=NDS,
+                                  n_realizations=5, sigma=0.1, seed=3)
+    else:
+        rows = syn.synthetic_rows(law, widths=(8, 64), targets=("theta", "J"), n_trains=NDS, n_realizations=5,
+                                  sigma=0.1)
     results.append_rows(folder, rows)
     fast = FitSettings(n_boot=100, n_boot_nonlinear=20)
     P.write_fits(folder, P.analyze(results.read_results(folder), fast))
@@ -49,7 +50,7 @@ def test_compare_variants_cli_draws_the_figure_and_tables(tiny_store, tmp_path):
         "description": "two synthetic variants and one with d measured on a real store",
         "estimator": "twonn",
         "variants": [
-            {"name": "default", "description": "random origin", "run": "runs/default",
+            {"name": "default", "description": "random origin", "run": ["runs/default", "runs/features"],
              "dimension": str(_dimension(tmp_path / "d_default.json", 12.0))},
             {"name": "clean", "description": "fixed origin, shared start", "run": "runs/clean",
              "dimension": "d_clean.json"},
@@ -57,9 +58,10 @@ def test_compare_variants_cli_draws_the_figure_and_tables(tiny_store, tmp_path):
         ],
     }
     _dimension(tmp_path / "d_clean.json", 3.0)
-    _run(runs / "default", 0.33, with_features=True)
-    _run(runs / "clean", 1.3, with_features=False)
-    _run(runs / "measured", 0.5, with_features=False)
+    _run(runs / "default", 0.33)
+    _run(runs / "features", 0.3, features=True)  # the baseline's own run, listed beside the networks'
+    _run(runs / "clean", 1.3)
+    _run(runs / "measured", 0.5)
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "cmp"
     cmd = [sys.executable, "-m", "moirescale.cli", "compare-variants", str(tmp_path / "spec.yaml")]

@@ -11,7 +11,8 @@ channels, ...) with a run of its own; a spec file lists them:
     variants:
       - name: default
         description: random origin, seeded start, top layer
-        run: runs/default         # run directory with fits.json (`moirescale fit RUNDIR`), or a fits.json
+        run: runs/default         # run directory with fits.json (`moirescale fit RUNDIR`), a fits.json,
+                                  # or a list of them (e.g. the networks' run and the feature baseline's)
         dimension: dims/default.json   # `moirescale dimension STORE --json > dims/default.json`
       - name: fss
         description: fixed origin, shared start, net magnetisation
@@ -58,7 +59,7 @@ class VariantEntry(_Strict):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]+$")]
     description: str = ""
-    run: str  # run directory holding fits.json, or the path of a fits.json
+    run: str | Annotated[list[str], Field(min_length=1)]  # run dir(s) holding fits.json, or fits.json path(s)
     dimension: str | None = None  # `moirescale dimension --json` output
     store: str | None = None  # estimate d from this store when no dimension file is given
     split: Literal["train", "val", "test"] = "train"
@@ -144,6 +145,17 @@ def _check_dimension(doc: Any, where: str) -> dict[str, Any]:
     return doc
 
 
+def _read_fits(run: Path, variant: str) -> list[dict[str, Any]]:
+    fits_path = run if run.suffix == ".json" else run / "fits.json"
+    if not fits_path.is_file() and (run / "results.parquet").exists():
+        raise UserError(f"variant {variant}: {fits_path} does not exist; run `moirescale fit {run}` first")
+    doc = _read_json(fits_path, f"variant {variant}: fits file")
+    fits = doc.get("fits") if isinstance(doc, dict) else None
+    if not isinstance(fits, list):
+        raise UserError(f"variant {variant}: {fits_path} is not a fits.json (no 'fits' list)")
+    return fits
+
+
 def _store_keys(store: Path | None) -> dict[str, Any]:
     """The variant keys of a store's dataset config (defaults where the config leaves them out)."""
     if store is None or not (store / "manifest.json").is_file():
@@ -168,14 +180,9 @@ def gather(spec: CompareSpec, base: Path, log: Any = None) -> list[Variant]:
 
     out = []
     for v in spec.variants:
-        run = _resolve(base, v.run)
-        fits_path = run if run.suffix == ".json" else run / "fits.json"
-        if not fits_path.is_file() and (run / "results.parquet").exists():
-            raise UserError(f"variant {v.name}: {fits_path} does not exist; run `moirescale fit {run}` first")
-        doc = _read_json(fits_path, f"variant {v.name}: fits file")
-        fits = doc.get("fits") if isinstance(doc, dict) else None
-        if not isinstance(fits, list):
-            raise UserError(f"variant {v.name}: {fits_path} is not a fits.json (no 'fits' list)")
+        fits: list[dict[str, Any]] = []
+        for r in [v.run] if isinstance(v.run, str) else v.run:
+            fits += _read_fits(_resolve(base, r), v.name)
         store = _resolve(base, v.store) if v.store else None
         if v.dimension is not None:
             dpath = _resolve(base, v.dimension)
