@@ -196,6 +196,60 @@ def write_section(text: str) -> None:
     tmp.replace(DOC)
 
 
+def two_core_model(jobs: list[tuple[float, float]]) -> float:
+    """Predicted wall time of ``jobs`` on 2 free cores as ``simulate_batch`` runs them with 2 worker threads,
+    taken in the given order: a job ``(kernel_s, other_s)`` holds the GIL for ``other_s / 2`` before and
+    after its kernel (pessimistic: numpy releases it in much of that time), and the kernel runs without it.
+    An event simulation: the GIL goes to the waiting thread that asked first."""
+    todo = list(jobs)
+    ready = [0.0, 0.0]  # when each thread asks for its next phase
+    phases: list[list[tuple[bool, float]]] = [[], []]  # (holds the GIL, seconds)
+    gil_free = 0.0
+    while True:
+        for t in (0, 1):
+            if not phases[t] and todo:
+                kernel, other = todo.pop(0)
+                phases[t] = [(True, other / 2), (False, kernel), (True, other / 2)]
+        active = [t for t in (0, 1) if phases[t]]
+        if not active:
+            return max(ready)
+        t = min(active, key=lambda k: ready[k])
+        gil, dt = phases[t].pop(0)
+        if gil:
+            ready[t] = gil_free = max(ready[t], gil_free) + dt
+        else:
+            ready[t] += dt
+
+
+def sample_costs(labels: np.ndarray, seeds: np.ndarray, kw: dict) -> list[tuple[float, float]]:
+    """Per sample, one worker: (CPU s in the kernel, CPU s in the rest of ``simulate_batch``), largest cell
+    first (the order the worker threads take them in)."""
+    from moirescale.physics import anneal_numba
+
+    kernel = anneal_numba.anneal
+    spent = [0.0]
+
+    def timed_kernel(*args, **kwargs):
+        t0 = time.thread_time()
+        try:
+            return kernel(*args, **kwargs)
+        finally:
+            spent[0] += time.thread_time() - t0
+
+    costs = []
+    anneal_numba.anneal = timed_kernel
+    try:
+        for i in np.argsort([-cell_size(t, kw["cells_per_side"])[0] for t in labels[:, 0]], kind="stable"):
+            spent[0] = 0.0
+            t0 = time.thread_time()
+            simulate_batch(*labels[i : i + 1].T, seeds[i : i + 1], workers=1, **kw)
+            total = time.thread_time() - t0
+            costs.append((spent[0], total - spent[0]))
+    finally:
+        anneal_numba.anneal = kernel
+    return costs
+
+
 def bench_dataset(n_samples: int, rounds: int) -> dict:
     """The first ``n_samples`` training samples of configs/dataset.yaml through ``simulate_batch`` (numba),
     with 1 and 2 workers in alternating rounds 1, 2, 2, 1, ...; images, spins and energies must match."""
@@ -245,6 +299,17 @@ def bench_dataset(n_samples: int, rounds: int) -> dict:
         "share": {w: cpu[w] / wall[w] for w in wall},  # CPU-s obtained per s: 1 and 2 on free cores
         "identical": identical,
         "load": load,
+        **model_ratio(labels, seeds, kw),
+    }
+
+
+def model_ratio(labels: np.ndarray, seeds: np.ndarray, kw: dict) -> dict:
+    """The 2-worker / 1-worker ratio that the per-sample CPU costs predict for 2 free cores."""
+    costs = sample_costs(labels, seeds, kw)
+    one = sum(k + o for k, o in costs)
+    return {
+        "model_ratio": one / two_core_model(costs),
+        "other_share": sum(o for _, o in costs) / one,  # CPU share outside the kernel (GIL-bound at worst)
     }
 
 
@@ -345,6 +410,9 @@ def main() -> None:
         f"- **2 workers / 1 worker: {ds['ratio']:.2f}×** (wall, medians; best run of each: "
         f"{ds['ratio_best']:.2f}×); images, spins and energies identical: "
         f"{'yes' if ds['identical'] else 'NO'}. "
+        f"Predicted for 2 free cores from the per-sample CPU costs of this run ({ds['other_share']:.0%} of "
+        "the CPU time outside the kernel, counted as holding the GIL): "
+        f"{ds['model_ratio']:.2f}×. "
         + (
             "The 2-worker runs obtained about two CPU-s per second: the two cores were free enough."
             if free
