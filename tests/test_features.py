@@ -113,7 +113,7 @@ def test_sweep_with_a_features_grid(tiny_store, tmp_path):
     }))
     specs = jobs(load_config(cfg).cfg)
     assert len(specs) == 6 and all(len(s.realizations) == 3 for s in specs)  # one job per grid point
-    assert job_cost(specs[0], (2, 32, 32)).cpu_s < 1
+    assert 5 < job_cost(specs[0], (2, 32, 32)).cpu_s < 20  # a fixed cost per job, no step budget
     out = tmp_path / "run"
     run_sweep(cfg, out, workers=1, progress=False)
     df = results.read_results(out)

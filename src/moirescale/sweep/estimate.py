@@ -26,6 +26,9 @@ RATES: dict[str, dict[str, float]] = {
     "cpu2": {"fcn": 1.0e11, "resnet18": 3.5e10, "vit": 3.5e10, "features": 3.5e8},
     "gpu": {"fcn": 2.0e13, "resnet18": 1.5e13, "vit": 1.5e13, "features": 3.5e9},
 }
+# A feature-baseline job's fixed cost: reading the val and test splits, their features, imports, ridge path
+# (15 jobs of the 32 px pilot, 1536 val + test images each, took 160 s on a busy 2-core machine).
+FEATURES_JOB_S = 10.0
 DEFAULT_IMAGE = (2, 100, 100)  # MODEL.md §4: two layers, 100 x 100 px
 
 
@@ -112,7 +115,8 @@ def check_models(specs: list[TrainSpec], image_shape: tuple[int, ...]) -> None:
 def job_cost(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> JobCost:
     if spec.arch == "features":  # one feature pass over the subset (shared by the realizations); no steps
         total = flops_per_sample(spec, image_shape) * spec.n_train
-        return JobCost(total, total / RATES["cpu2"][spec.arch], total / RATES["gpu"][spec.arch])
+        rate = RATES["cpu2"][spec.arch], RATES["gpu"][spec.arch]
+        return JobCost(total, FEATURES_JOB_S + total / rate[0], FEATURES_JOB_S + total / rate[1])
     per_net = flops_per_sample(spec, image_shape) * steps(spec) * min(spec.batch_size, spec.n_train)
     total = per_net * len(spec.realizations)
     return JobCost(total, total / RATES["cpu2"][spec.arch], total / RATES["gpu"][spec.arch])
