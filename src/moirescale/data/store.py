@@ -149,6 +149,17 @@ def read_manifest(root: str | os.PathLike) -> dict:
     return m
 
 
+def nested_subset(pool: int, n: int, seed: int) -> np.ndarray:
+    """The training subset of size ``n`` of seed ``seed``: the first ``n`` of a seeded permutation of a pool
+    of ``pool`` samples. Subsets of one seed are nested (a smaller N_D is a prefix of a larger one).
+
+    The one rule for drawing training subsets; :meth:`Store.subset_indices` and training both use it.
+    """
+    if not 0 <= int(n) <= int(pool):
+        raise UserError(f"subset size {n} must be between 0 and the training pool size {pool}")
+    return np.random.default_rng(int(seed)).permutation(int(pool))[: int(n)]
+
+
 class Store:
     """Read access to a complete dataset store. Make one with :func:`open_store`.
 
@@ -311,11 +322,8 @@ class Store:
         return out
 
     def subset_indices(self, n: int, seed: int) -> np.ndarray:
-        """The first ``n`` of a seeded permutation of the training pool: subsets of one seed are nested."""
-        pool = self.split_len("train")
-        if not 0 <= int(n) <= pool:
-            raise UserError(f"subset size {n} must be between 0 and the training pool size {pool}")
-        return np.random.default_rng(int(seed)).permutation(pool)[: int(n)]
+        """The first ``n`` of a seeded permutation of the training pool (:func:`nested_subset`)."""
+        return nested_subset(self.split_len("train"), n, seed)
 
     def close(self) -> None:
         """Close open shard files (reopened on demand)."""

@@ -2,8 +2,9 @@
 
 FLOPs per training sample: an FCN costs 4·P₁ for its first layer (forward + weight gradient; the input needs
 no gradient) plus 6·P for the rest; ResNet/ViT cost 3× a forward pass, counted by torch's ``FlopCounterMode``
-on a meta-device model (no memory, no time). Steps per network: the schedule's step budget from
-:func:`moirescale.train.schedules.schedule_config` (an upper bound: early stopping often ends sooner).
+on a meta-device model (no memory, no time). Input shape, parameter count and steps per network (the
+schedule's step budget, an upper bound: early stopping often ends sooner) come from the resolved spec
+(:func:`moirescale.train.resolve.resolve`), the same object training uses.
 Wall time = FLOPs / an effective rate (:data:`RATES`, from the figures in ``docs/benchmarks.md``).
 """
 
@@ -12,9 +13,12 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moirescale.train.spec import TrainSpec
+
+if TYPE_CHECKING:
+    from moirescale.train.resolve import ResolvedSpec
 
 # Effective training FLOP/s, documented in docs/sweeps.md. CPU: 2 cores of this machine kind, sgemm peak about
 # 168 GFLOP/s and FCN ensembles reach >= 60 % of it (issue 4's target, docs/benchmarks.md); convolutions and
@@ -32,30 +36,26 @@ FEATURES_JOB_S = 10.0
 DEFAULT_IMAGE = (2, 100, 100)  # MODEL.md §4: two layers, 100 x 100 px
 
 
-def in_shape(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> tuple[int, int, int]:
-    _, h, w = image_shape
-    names = ["top", "bottom"] if spec.channels == "both" else spec.channels.split(",")
-    return (len(names), h, w)
+def _resolved(spec: TrainSpec, image_shape: tuple[int, ...]) -> ResolvedSpec:
+    from moirescale.train.resolve import resolve
 
-
-def n_outputs(spec: TrainSpec) -> int:
-    return 3 if spec.target == "all" else 1
+    return resolve(spec, image_shape)
 
 
 @functools.lru_cache(maxsize=256)
-def _flops_and_params(arch: str, kw_items: tuple[tuple[str, Any], ...], shape: tuple[int, int, int],
-                      n_out: int) -> tuple[float, int]:
+def _flops(arch: str, kw_items: tuple[tuple[str, Any], ...], shape: tuple[int, int, int],
+           n_out: int) -> float:
     kw = dict(kw_items)
     if arch == "fcn":
         d_in = shape[0] * shape[1] * shape[2]
         n_l, w = int(kw["n_layers"]), int(kw["width"])
         first = d_in * w + w
         rest = (n_l - 1) * (w * w + w) + w * n_out + n_out
-        return 4.0 * first + 6.0 * rest, first + rest
+        return 4.0 * first + 6.0 * rest
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from moirescale.models import count_params, create_model
+    from moirescale.models import create_model
 
     with torch.device("meta"):
         model = create_model(arch, shape, n_out, **kw).eval()  # eval: batch norm takes a batch of 2
@@ -63,29 +63,23 @@ def _flops_and_params(arch: str, kw_items: tuple[tuple[str, Any], ...], shape: t
         counter = FlopCounterMode(display=False)
         with counter:
             model(x)
-    return 3.0 * counter.get_total_flops() / 2, count_params(model)
+    return 3.0 * counter.get_total_flops() / 2
 
 
 def flops_per_sample(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> float:
     """Training FLOPs for one sample through one network (forward + backward)."""
-    return _flops_and_params(spec.arch, tuple(sorted(spec.model_kw.items())), in_shape(spec, image_shape),
-                             n_outputs(spec))[0]
+    rs = _resolved(spec, image_shape)
+    return _flops(spec.arch, tuple(sorted(spec.model_kw.items())), rs.in_shape, rs.n_outputs)
 
 
 def n_params(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> int:
-    return _flops_and_params(spec.arch, tuple(sorted(spec.model_kw.items())), in_shape(spec, image_shape),
-                             n_outputs(spec))[1]
+    """N_M of the spec's network for a store of ``image_shape`` (the resolved spec's count)."""
+    return _resolved(spec, image_shape).n_params
 
 
-def steps(spec: TrainSpec) -> int:
-    """Optimiser steps of one network: the schedule's budget (training's own rule), else 100 epochs."""
-    try:
-        from moirescale.train.schedules import schedule_config
-
-        return schedule_config(spec.schedule, spec.lr, spec.n_train, spec.batch_size, spec.max_epochs,
-                               **spec.schedule_kw).budget
-    except ImportError:
-        return (spec.max_epochs or 100) * math.ceil(spec.n_train / spec.batch_size)
+def steps(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> int:
+    """Optimiser steps of one network: the schedule's step budget (training's own rule)."""
+    return _resolved(spec, image_shape).budget
 
 
 @dataclass(frozen=True)
@@ -117,7 +111,8 @@ def job_cost(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> J
         total = flops_per_sample(spec, image_shape) * spec.n_train
         rate = RATES["cpu2"][spec.arch], RATES["gpu"][spec.arch]
         return JobCost(total, FEATURES_JOB_S + total / rate[0], FEATURES_JOB_S + total / rate[1])
-    per_net = flops_per_sample(spec, image_shape) * steps(spec) * min(spec.batch_size, spec.n_train)
+    per_net = (flops_per_sample(spec, image_shape) * steps(spec, image_shape)
+               * min(spec.batch_size, spec.n_train))
     total = per_net * len(spec.realizations)
     return JobCost(total, total / RATES["cpu2"][spec.arch], total / RATES["gpu"][spec.arch])
 

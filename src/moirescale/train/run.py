@@ -17,19 +17,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from moirescale.data.store import nested_subset
+from moirescale.data.torch_data import store_channels
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_path
 from moirescale.labels import LABELS, RANGES, target_index
-from moirescale.models import FCN, count_params, create_model, model_options
+from moirescale.models import FCN, create_model, model_options
 from moirescale.train.data import TrainData, load_train_data
 from moirescale.train.engines import FCNEnsemble, ModuleEngine
 from moirescale.train.loop import NetResult, Tensors, fit
-from moirescale.train.schedules import SCHEDULES, schedule_config
+from moirescale.train.resolve import ResolvedSpec, check_fields, check_pool, resolve, schedule_of, seeds_of
 from moirescale.train.spec import (
     TrainSpec,
     data_seed,
     group_id,
-    order_seed,
     realization_seed,
     run_id,
     seed_columns,
@@ -37,8 +38,6 @@ from moirescale.train.spec import (
 
 SMALL_STEP_FLOPS = 2e8  # below this many FLOPs per step a CPU trains single-threaded (see _threads)
 ENSEMBLE_PARAM_LIMIT = 1 << 25  # stacked parameters per ensemble chunk (x ~6 buffers: W, grad, m, v, best)
-OPTIMIZERS = ("adam", "adamw")
-CHANNELS = ("top", "both")
 
 
 @dataclass
@@ -80,43 +79,23 @@ def _threads(dev: torch.device, step_flops: float):
         torch.set_num_threads(old)
 
 
-def subset_seeds(spec: TrainSpec) -> list[int]:
-    """Seeds of the training subsets: one per realization (default), or one shared (``shared_data``)."""
-    reals = spec.realizations[:1] if spec.shared_data else spec.realizations
-    return [data_seed(spec, r) for r in reals]
-
-
 def make_subsets(spec: TrainSpec, pool: int) -> list[np.ndarray]:
-    """The first N_D of a seeded permutation of the pool (what ``Store.subset_indices`` returns), per seed."""
-    if not 1 <= spec.n_train <= pool:
-        raise UserError(f"n_train={spec.n_train} must be between 1 and the training pool size {pool}")
-    return [np.random.default_rng(int(s)).permutation(pool)[: spec.n_train] for s in subset_seeds(spec)]
+    """The training subsets of ``spec`` in a pool of ``pool`` samples, one per subset seed
+    (:func:`moirescale.data.store.nested_subset`, what ``Store.subset_indices`` returns)."""
+    check_pool(spec, pool)
+    return [nested_subset(pool, spec.n_train, s) for s in seeds_of(spec)[0]]
 
 
 def validate_spec(spec: TrainSpec, in_shape: tuple[int, ...] | None = None) -> int:
-    """Check a spec at the boundary (one clear UserError); return N_M when the image shape is known."""
-    model_options(spec.arch)  # unknown model -> UserError
-    target_index(spec.target)
-    if spec.channels not in CHANNELS:
-        raise UserError(f"channels must be one of {', '.join(CHANNELS)}, got {spec.channels!r}")
-    if spec.schedule not in SCHEDULES:
-        raise UserError(f"unknown schedule {spec.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if spec.optimizer not in OPTIMIZERS:
-        raise UserError(f"unknown optimizer {spec.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if spec.n_train < 1:
-        raise UserError(f"n_train must be >= 1, got {spec.n_train}")
-    if spec.batch_size < 1:
-        raise UserError(f"batch_size must be >= 1, got {spec.batch_size}")
-    if not spec.realizations or len(set(spec.realizations)) != len(spec.realizations):
-        raise UserError(f"realizations must be a non-empty list of distinct indices, got {spec.realizations}")
-    if spec.weight_decay < 0 or spec.noise_train < 0:
-        raise UserError("weight_decay and noise_train must be >= 0")
-    schedule_config(
-        spec.schedule, spec.lr, spec.n_train, spec.batch_size, spec.max_epochs, **spec.schedule_kw
-    )
+    """Check a spec at the boundary (one clear UserError); return N_M when the model's input shape is known.
+
+    A thin face of :func:`moirescale.train.resolve.resolve` for callers that only check.
+    """
     if in_shape is None:
+        check_fields(spec)
+        schedule_of(spec)
         return 0
-    return count_params(create_model(spec.arch, in_shape, len(target_index(spec.target)), **spec.model_kw))
+    return resolve(spec, in_shape, sliced=True).n_params
 
 
 def use_ensemble(spec: TrainSpec, ensemble: bool | str = "auto") -> bool:
@@ -133,6 +112,7 @@ def train_arrays(
     dtype: torch.dtype = torch.float32,
     ensemble: bool | str = "auto",
     progress: Any = None,
+    resolved: ResolvedSpec | None = None,
 ) -> list[Trained]:
     """Train every realization of ``spec`` on in-memory ``data``.
 
@@ -142,22 +122,23 @@ def train_arrays(
         realization. Default: :func:`make_subsets` over all of ``data.x_train``.
     ensemble : "auto" (FCNs with several realizations), True or False (one network after another).
     progress : a callable ``(done_steps_delta, description)`` or None.
+    resolved : ``spec`` resolved for ``data.in_shape`` (:func:`moirescale.train.resolve.resolve`); default:
+        resolved here.
     """
-    cols = target_index(spec.target)
-    n_params = validate_spec(spec, data.in_shape)
+    rs = resolved if resolved is not None else resolve(spec, data.in_shape, sliced=True)
+    cols = list(rs.columns)
+    n_params = rs.n_params
     if subsets is None:
-        subsets = make_subsets(spec, len(data.x_train))
+        subsets = rs.subsets(len(data.x_train))
     reals = list(spec.realizations)
-    batch_seeds = [order_seed(spec, r) for r in (reals[:1] if spec.shared_data else reals)]
+    batch_seeds = list(rs.batch_seeds)
     if len(subsets) != len(batch_seeds):
         raise ValueError("one subset per realization is needed when shared_data is False (one when True)")
     if spec.arch == "features":  # closed-form ridge on physics features, no gradient loop
         from moirescale.train.features import fit_features
 
         return fit_features(spec, data, subsets, cols, device)
-    cfg = schedule_config(
-        spec.schedule, spec.lr, spec.n_train, spec.batch_size, spec.max_epochs, **spec.schedule_kw
-    )
+    cfg = rs.schedule
     dev = torch.device(device)
     tensors = Tensors.from_data(data, cols, dev, dtype)
 
@@ -189,7 +170,7 @@ def train_arrays(
                 progress(
                     step - last[0],
                     f"nets {g[0] + 1}-{g[-1] + 1}/{len(reals)} active {n_active} "
-                    f"epoch {step // max(1, _spe(spec))} "
+                    f"epoch {step // max(1, rs.steps_per_epoch)} "
                     f"loss {train_loss:.3g} val {val_loss:.3g}",
                 )
             last[0] = step
@@ -207,19 +188,6 @@ def train_arrays(
             )
             out.append(Trained(reals[j], res, state, n_params, wall))
     return out
-
-
-def _spe(spec: TrainSpec) -> int:
-    from moirescale.train.data import steps_per_epoch
-
-    return steps_per_epoch(spec.n_train, spec.batch_size)
-
-
-def budget_steps(spec: TrainSpec) -> int:
-    cfg = schedule_config(
-        spec.schedule, spec.lr, spec.n_train, spec.batch_size, spec.max_epochs, **spec.schedule_kw
-    )
-    return cfg.budget
 
 
 def _row(spec: TrainSpec, t: Trained, device: str, checkpoint: str) -> dict[str, Any]:
@@ -281,104 +249,115 @@ def run_spec(
     only the realization with the lowest validation MSE (``"best"``), or none (``"none"``). The caller appends
     the rows (:func:`moirescale.results.append_rows`).
     """
-    from moirescale.data.store import open_store
-
     if checkpoints not in ("all", "best", "none"):
         raise UserError(f"checkpoints must be all, best or none, got {checkpoints!r}")
     dev = resolve_device(device)
-    store = open_store(store_path)
-    try:
-        c = store.image_shape[0]
-        if spec.channels == "both" and c < 2:
-            raise UserError(f"channels='both' needs a two-channel store; {store_path} has {c} channel")
-        in_shape = (1 if spec.channels == "top" else c, *store.image_shape[1:])
-        validate_spec(spec, in_shape)
-        pool = store.split_len("train")
-        if spec.n_train > pool:
-            raise UserError(
-                f"n_train={spec.n_train} is larger than the training pool of {pool} samples in {store_path}"
-            )
-        for split in ("val", "test"):
-            if store.split_len(split) == 0:
-                raise UserError(f"{store_path}: the {split} split is missing or empty")
-        subsets = [store.subset_indices(spec.n_train, s) for s in subset_seeds(spec)]
-        manifest = dict(store.manifest)
-    finally:
-        store.close()
+    rs, subsets, manifest = resolve_on_store(spec, store_path)  # gather
     data, local = load_train_data(store_path, subsets, spec.channels)
-
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        n_groups = 1
-        if not use_ensemble(spec):
-            n_groups = len(spec.realizations)
-        elif n_groups:
-            per = max(1, ENSEMBLE_PARAM_LIMIT // max(1, validate_spec(spec, in_shape)))
-            n_groups = -(-len(spec.realizations) // per)
-        bar = Progress(
-            TextColumn("[bold]train[/] {task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        )
-        task = bar.add_task(
-            f"{spec.arch} {spec.target} N_D={spec.n_train}", total=budget_steps(spec) * n_groups
-        )
-        bar.start()
-
-    def report(delta: int, desc: str) -> None:
-        if bar is not None:
-            bar.update(task, advance=delta, **({"description": desc} if desc else {}))
-
-    try:
-        trained = train_arrays(spec, data, local, device=dev, progress=report if bar else None)
+    bar, report = _progress_bar(rs) if progress else (None, None)
+    try:  # compute
+        trained = train_arrays(spec, data, local, device=dev, progress=report, resolved=rs)
     finally:
         if bar is not None:
             bar.stop()
-
-    rundir = Path(rundir)
-    ok = [t for t in trained if t.state is not None]
-    keep = set()
-    if checkpoints == "all":
-        keep = {t.realization for t in ok}
-    elif checkpoints == "best" and ok:
-        keep = {min(ok, key=lambda t: float(np.mean(t.result.val_mse))).realization}
-    cols = target_index(spec.target)
+    keep = _kept(trained, checkpoints)  # write
     rows = []
     for t in trained:
         rel = ""
         if t.realization in keep:
-            rid = run_id(spec, t.realization)
-            rel = f"checkpoints/{rid}.pt"
-            meta = {
-                "run_id": rid,
-                "arch": spec.arch,
-                "model_kw": dict(spec.model_kw),
-                "in_shape": list(in_shape),
-                "n_outputs": len(cols),
-                "target": spec.target,
-                "columns": cols,
-                "channels": spec.channels,
-                "labels": [LABELS[c] for c in cols],
-                "label_ranges": {k: list(v) for k, v in RANGES.items()},
-                "val_mse": {LABELS[c]: float(t.result.val_mse[j]) for j, c in enumerate(cols)},
-                "test_mse": {LABELS[c]: float(t.result.test_mse[j]) for j, c in enumerate(cols)},
-                "n_params": t.n_params,
-                "realization": t.realization,
-                "seed": spec.seed,
-                "init_seed": realization_seed(spec, t.realization),
-                "data_seed": data_seed(spec, t.realization),
-                "spec": _jsonable(asdict(spec)),
-                "store": str(Path(store_path).resolve()),
-                "image": manifest.get("image"),
-            }
-            _save_checkpoint(rundir / rel, t.state, meta)
+            rel = f"checkpoints/{run_id(spec, t.realization)}.pt"
+            meta = _checkpoint_meta(rs, t, store_path, manifest)
+            _save_checkpoint(Path(rundir) / rel, t.state, meta)
         rows.append(_row(spec, t, dev.type, rel))
     return rows
+
+
+def resolve_on_store(
+    spec: TrainSpec, store_path: str | os.PathLike[str]
+) -> tuple[ResolvedSpec, list[np.ndarray], dict[str, Any]]:
+    """Resolve ``spec`` against a store: the resolved spec, the training subsets (pool indices) and the
+    store's manifest. UserError for a spec the store cannot serve (channels, pool size, empty splits)."""
+    from moirescale.data.store import open_store
+
+    store = open_store(store_path)
+    try:
+        rs = resolve(spec, store.image_shape, store_channels(store), pool=store.split_len("train"),
+                     where=str(store_path))
+        for split in ("val", "test"):
+            if store.split_len(split) == 0:
+                raise UserError(f"{store_path}: the {split} split is missing or empty")
+        subsets = [store.subset_indices(spec.n_train, s) for s in rs.subset_seeds]
+        return rs, subsets, dict(store.manifest)
+    finally:
+        store.close()
+
+
+def _progress_bar(rs: ResolvedSpec) -> tuple[Any, Any]:
+    """A started rich progress bar over every step the spec's groups may take, and its update callable."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    spec = rs.spec
+    n_groups = 1
+    if not use_ensemble(spec):
+        n_groups = len(spec.realizations)
+    else:
+        per = max(1, ENSEMBLE_PARAM_LIMIT // max(1, rs.n_params))
+        n_groups = -(-len(spec.realizations) // per)
+    bar = Progress(
+        TextColumn("[bold]train[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    task = bar.add_task(f"{spec.arch} {spec.target} N_D={spec.n_train}", total=rs.budget * n_groups)
+    bar.start()
+
+    def report(delta: int, desc: str) -> None:
+        bar.update(task, advance=delta, **({"description": desc} if desc else {}))
+
+    return bar, report
+
+
+def _kept(trained: list[Trained], checkpoints: str) -> set[int]:
+    """Realizations whose weights are saved: every ok one ("all"), the lowest validation MSE ("best") or
+    none."""
+    ok = [t for t in trained if t.state is not None]
+    if checkpoints == "all":
+        return {t.realization for t in ok}
+    if checkpoints == "best" and ok:
+        return {min(ok, key=lambda t: float(np.mean(t.result.val_mse))).realization}
+    return set()
+
+
+def _checkpoint_meta(
+    rs: ResolvedSpec, t: Trained, store_path: str | os.PathLike[str], manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """The metadata saved beside a network's weights (what :func:`load_checkpoint` and ``predict`` read)."""
+    spec, cols = rs.spec, list(rs.columns)
+    return {
+        "run_id": run_id(spec, t.realization),
+        "arch": spec.arch,
+        "model_kw": dict(spec.model_kw),
+        "in_shape": list(rs.in_shape),
+        "n_outputs": len(cols),
+        "target": spec.target,
+        "columns": cols,
+        "channels": spec.channels,
+        "labels": [LABELS[c] for c in cols],
+        "label_ranges": {k: list(v) for k, v in RANGES.items()},
+        "val_mse": {LABELS[c]: float(t.result.val_mse[j]) for j, c in enumerate(cols)},
+        "test_mse": {LABELS[c]: float(t.result.test_mse[j]) for j, c in enumerate(cols)},
+        "n_params": t.n_params,
+        "realization": t.realization,
+        "seed": spec.seed,
+        "init_seed": realization_seed(spec, t.realization),
+        "data_seed": data_seed(spec, t.realization),
+        "spec": _jsonable(asdict(spec)),
+        "store": str(Path(store_path).resolve()),
+        "image": manifest.get("image"),
+    }
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,0 +1,206 @@
+"""Everything a :class:`~moirescale.train.spec.TrainSpec` implies, worked out once (issue 12).
+
+A spec says what to train (model, target, N_D, recipe, realizations); :func:`resolve` turns it, together with
+the image shape (and, when a store is at hand, its channel names and training pool), into a frozen
+:class:`ResolvedSpec`: input shape, output columns, schedule (step budget included), subset and batch-order
+seeds and the parameter count N_M. Validation happens here, once, with one clear :class:`UserError`; training
+(:mod:`moirescale.train.run`), the sweep's planning and its estimates (:mod:`moirescale.sweep.estimate`) read
+the resolved object instead of deriving the same facts again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from moirescale.data.store import nested_subset
+from moirescale.errors import UserError
+from moirescale.labels import target_index
+from moirescale.physics.params import CHANNELS
+from moirescale.train.data import steps_per_epoch
+from moirescale.train.schedules import SCHEDULES, ScheduleConfig, schedule_config
+from moirescale.train.spec import TrainSpec, data_seed, order_seed
+
+OPTIMIZERS = ("adam", "adamw")
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    """What a spec implies for one image shape; build it with :func:`resolve`.
+
+    Attributes
+    ----------
+    spec : the spec itself.
+    in_shape : (C', H, W) the model sees (C' = the channels the spec names).
+    channel_index : positions of those channels among the store's (or the known) channel names.
+    columns : label columns regressed (``labels.target_index``).
+    schedule : the learning-rate schedule, with its step budget.
+    subset_seeds : one seed per training subset: one per realization, or one shared (``shared_data``).
+    batch_seeds : the batch-order seeds, aligned with ``subset_seeds``.
+    n_params : trainable parameters of one network (N_M).
+    pool : the training pool's size when known (N_D has been checked against it), else None.
+    """
+
+    spec: TrainSpec
+    in_shape: tuple[int, int, int]
+    channel_index: tuple[int, ...]
+    columns: tuple[int, ...]
+    schedule: ScheduleConfig
+    subset_seeds: tuple[int, ...]
+    batch_seeds: tuple[int, ...]
+    n_params: int
+    pool: int | None = None
+
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of the network: one per regressed label."""
+        return len(self.columns)
+
+    @property
+    def budget(self) -> int:
+        """The schedule's step budget (an upper bound: early stopping may end sooner)."""
+        return self.schedule.budget
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one pass over an N_D subset."""
+        return steps_per_epoch(self.spec.n_train, self.spec.batch_size)
+
+    def subsets(self, pool: int | None = None) -> list[np.ndarray]:
+        """The training subsets (indices into the pool), one per entry of ``subset_seeds``.
+
+        Parameters
+        ----------
+        pool : the pool to draw from (default: the resolved ``pool``); the indices are those of
+            :meth:`moirescale.data.store.Store.subset_indices`.
+        """
+        size = self.pool if pool is None else int(pool)
+        if size is None:
+            raise ValueError("the training pool size is not known: pass pool")
+        check_pool(self.spec, size)
+        return [nested_subset(size, self.spec.n_train, s) for s in self.subset_seeds]
+
+
+def check_fields(spec: TrainSpec) -> None:
+    """Check the spec's own fields (no image shape needed); raise one clear :class:`UserError`."""
+    from moirescale.data.torch_data import channel_positions
+    from moirescale.models import model_options
+
+    model_options(spec.arch)  # unknown model -> UserError
+    target_index(spec.target)
+    try:
+        channel_positions(CHANNELS, spec.channels)  # known names, no repeats
+    except UserError:
+        raise UserError(
+            f"channels must be distinct comma-separated names from {', '.join(CHANNELS)} (or 'both'), "
+            f"got {spec.channels!r}"
+        ) from None
+    if spec.schedule not in SCHEDULES:
+        raise UserError(f"unknown schedule {spec.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if spec.optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {spec.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if spec.n_train < 1:
+        raise UserError(f"n_train must be >= 1, got {spec.n_train}")
+    if spec.batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {spec.batch_size}")
+    if not spec.realizations or len(set(spec.realizations)) != len(spec.realizations):
+        raise UserError(f"realizations must be a non-empty list of distinct indices, got {spec.realizations}")
+    if spec.weight_decay < 0 or spec.noise_train < 0:
+        raise UserError("weight_decay and noise_train must be >= 0")
+
+
+def check_pool(spec: TrainSpec, pool: int, where: str = "") -> None:
+    """N_D must fit in the training pool of ``pool`` samples (``where`` names the store in the message)."""
+    if where and spec.n_train > pool:
+        raise UserError(
+            f"n_train={spec.n_train} is larger than the training pool of {pool} samples in {where}"
+        )
+    if not 1 <= spec.n_train <= pool:
+        raise UserError(f"n_train={spec.n_train} must be between 1 and the training pool size {pool}")
+
+
+def schedule_of(spec: TrainSpec) -> ScheduleConfig:
+    """The spec's learning-rate schedule for its N_D (the one place a spec's schedule is built)."""
+    return schedule_config(
+        spec.schedule, spec.lr, spec.n_train, spec.batch_size, spec.max_epochs, **spec.schedule_kw
+    )
+
+
+def seeds_of(spec: TrainSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Subset seeds and batch-order seeds: one per realization, or one shared (``shared_data``)."""
+    reals = spec.realizations[:1] if spec.shared_data else spec.realizations
+    return tuple(data_seed(spec, r) for r in reals), tuple(order_seed(spec, r) for r in reals)
+
+
+@functools.lru_cache(maxsize=512)
+def _count(arch: str, kw_items: tuple[tuple[str, Any], ...], shape: tuple[int, int, int], n_out: int) -> int:
+    import torch
+
+    from moirescale.models import count_params, create_model
+
+    with torch.device("meta"):  # shapes only: no memory, no time, no draw from torch's RNG
+        return count_params(create_model(arch, shape, n_out, **dict(kw_items)))
+
+
+def count_model_params(spec: TrainSpec, in_shape: tuple[int, int, int]) -> int:
+    """N_M of the spec's model for inputs of ``in_shape`` (C', H, W)."""
+    n_out = len(target_index(spec.target))
+    try:
+        key = tuple(sorted(spec.model_kw.items()))
+        hash(key)
+    except TypeError:  # an unhashable knob value: count without the cache
+        return _count.__wrapped__(spec.arch, tuple(spec.model_kw.items()), tuple(in_shape), n_out)
+    return _count(spec.arch, key, tuple(in_shape), n_out)
+
+
+def resolve(
+    spec: TrainSpec,
+    image_shape: Sequence[int],
+    channel_names: Sequence[str] | None = None,
+    pool: int | None = None,
+    where: str = "",
+    sliced: bool = False,
+) -> ResolvedSpec:
+    """Validate ``spec`` once and work out everything it implies.
+
+    Parameters
+    ----------
+    spec : the training job.
+    image_shape : (C, H, W) of the store's images (C = all stored channels; only H and W are used unless
+        ``sliced``).
+    channel_names : the store's channel names in stored order; None: the known channel names (only the count
+        of the spec's channels then matters).
+    pool : the training pool's size, if known: N_D is checked against it.
+    where : the store's path, for messages.
+    sliced : ``image_shape`` is already the model's input (in-memory arrays, :class:`TrainData`): used as is.
+
+    Raises
+    ------
+    UserError
+        A bad field, unknown channel or model knob, or an N_D larger than the pool.
+    """
+    from moirescale.data.torch_data import channel_positions
+
+    check_fields(spec)
+    chans = channel_positions(CHANNELS if channel_names is None else list(channel_names), spec.channels)
+    c, h, w = (int(s) for s in image_shape)
+    in_shape = (c if sliced else len(chans), h, w)
+    if pool is not None:
+        check_pool(spec, int(pool), where)
+    schedule = schedule_of(spec)
+    subset_seeds, batch_seeds = seeds_of(spec)
+    return ResolvedSpec(
+        spec=spec,
+        in_shape=in_shape,
+        channel_index=tuple(chans),
+        columns=tuple(target_index(spec.target)),
+        schedule=schedule,
+        subset_seeds=subset_seeds,
+        batch_seeds=batch_seeds,
+        n_params=count_model_params(spec, in_shape),
+        pool=None if pool is None else int(pool),
+    )
