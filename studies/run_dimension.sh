@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Intrinsic dimension of each variant's training images, on the channels its networks read (docs/results.md §4).
+#   bash studies/run_dimension.sh            # writes runs/pilot-<variant>/dimension-<channels>.json
+set -euo pipefail
+cd "$(dirname "$0")/.."
+declare -A CH=([default]=top [fss]=net [fse]=both [fssh]=net)
+for v in default fss fse fssh; do
+  [ -f data/variants/pilot-$v/manifest.json ] || continue
+  for ch in ${CH[$v]} top; do
+    out=runs/pilot-$v/dimension-$ch.json
+    mkdir -p runs/pilot-$v
+    [ -s "$out" ] || .venv/bin/moirescale dimension data/variants/pilot-$v --channels $ch --n 2000 --json > "$out.part" && mv "$out.part" "$out"
+    echo "$v $ch: $(cat $out)"
+  done
+done
