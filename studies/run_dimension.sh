@@ -6,10 +6,13 @@ cd "$(dirname "$0")/.."
 declare -A CH=([default]=top [fss]=net [fse]=both [fssh]=net)
 for v in default fss fse fssh; do
   [ -f data/variants/pilot-$v/manifest.json ] || continue
-  for ch in ${CH[$v]} top; do
+  for ch in $(printf "%s\n" ${CH[$v]} top | sort -u); do
     out=runs/pilot-$v/dimension-$ch.json
     mkdir -p runs/pilot-$v
-    [ -s "$out" ] || .venv/bin/moirescale dimension data/variants/pilot-$v --channels $ch --n 2000 --json > "$out.part" && mv "$out.part" "$out"
+    if [ ! -s "$out" ]; then
+      .venv/bin/moirescale dimension data/variants/pilot-$v --channels $ch --n 2000 --json > "$out.part"
+      mv "$out.part" "$out"
+    fi
     echo "$v $ch: $(cat $out)"
   done
 done

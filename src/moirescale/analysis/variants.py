@@ -65,6 +65,7 @@ class VariantEntry(_Strict):
     split: Literal["train", "val", "test"] = "train"
     channels: str = "top"
     n: Annotated[int, Field(gt=0)] | None = None
+    grids: list[str] | None = None  # use only fits of these sweep grids (default: every grid of the run)
 
     @model_validator(mode="after")
     def _has_dimension_source(self) -> VariantEntry:
@@ -183,6 +184,8 @@ def gather(spec: CompareSpec, base: Path, log: Any = None) -> list[Variant]:
         fits: list[dict[str, Any]] = []
         for r in [v.run] if isinstance(v.run, str) else v.run:
             fits += _read_fits(_resolve(base, r), v.name)
+        if v.grids is not None:
+            fits = [f for f in fits if f.get("grid") in v.grids]
         store = _resolve(base, v.store) if v.store else None
         if v.dimension is not None:
             dpath = _resolve(base, v.dimension)
