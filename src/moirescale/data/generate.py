@@ -409,3 +409,51 @@ def _progress(enabled: bool, total: int, out: Path) -> Iterator[Any]:
     with Progress(*cols, console=Console(stderr=True)) as bar:
         task = bar.add_task("generate", total=total)
         yield lambda k: bar.advance(task, k)
+
+
+def ensure_store(
+    config_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    pool: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Make, finish or leave as it is the store ``out`` that a dataset config describes; return its path.
+
+    The library face of ``moirescale generate`` (same config, same overrides, same bytes): the sweep and the
+    demo call it instead of running the command. A complete store of the same config is left untouched; an
+    unfinished one is resumed.
+
+    Parameters
+    ----------
+    config_path : a dataset YAML (``configs/dataset*.yaml``).
+    out : the store directory.
+    pool : size of the training pool (overrides ``splits.train``); N_D of every run draws from it.
+    n_val, n_test : sizes of the validation and test splits (override ``splits.val``/``splits.test``).
+    seed : the dataset seed (overrides ``seed``).
+    workers, batch_size : speed only (default: the config's, else every core / the generator's choice).
+    progress : show a progress bar on stderr.
+
+    Raises
+    ------
+    UserError : a bad config or override, or what :func:`generate` refuses.
+    """
+    from moirescale.data.config import load_config
+
+    for name, value in (("pool", pool), ("n_val", n_val), ("n_test", n_test), ("seed", seed)):
+        if value is not None and value < 0:
+            raise UserError(f"{name} must be >= 0, got {value}")
+    overrides = {"splits.train": pool, "splits.val": n_val, "splits.test": n_test, "seed": seed}
+    cfg, runtime = load_config(config_path, overrides)
+    return generate(
+        cfg,
+        out,
+        batch_size=batch_size or runtime["batch_size"],
+        workers=workers or runtime["workers"],
+        progress=progress,
+    )

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -160,16 +159,13 @@ def _generate(loaded: LoadedConfig, path: Path) -> None:
     seed = gen.seed if gen.seed is not None else loaded.cfg.seed
     if not dcfg.is_file():
         raise UserError(f"dataset.generate.config: {dcfg} not found")
-    cmd = [sys.executable, "-m", "moirescale.cli", "generate", "--config", str(dcfg), "--out", str(path)]
-    for flag, v in (("--n-train", gen.n_train), ("--n-val", gen.n_val), ("--n-test", gen.n_test),
-                    ("--seed", seed), ("--workers", gen.workers)):
-        if v is not None:
-            cmd += [flag, str(v)]
-    log.info("generating the dataset: %s", " ".join(cmd))
+    from moirescale.data.generate import ensure_store
+
+    log.info("generating the dataset %s from %s (pool %s, val %s, test %s, seed %s)", path, dcfg,
+             gen.n_train, gen.n_val, gen.n_test, seed)
     print(f"generating the dataset into {path} ...", file=sys.stderr, flush=True)
-    rc = subprocess.call(cmd)
-    if rc != 0:
-        raise UserError(f"dataset generation failed (exit {rc}): {' '.join(cmd)}")
+    ensure_store(dcfg, path, pool=gen.n_train, n_val=gen.n_val, n_test=gen.n_test, seed=seed,
+                 workers=gen.workers)
 
 
 # ------------------------------------------------------------------------------------------------ heartbeat

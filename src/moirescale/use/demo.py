@@ -2,7 +2,8 @@
 
 Stages (each skips or resumes what is already done):
 
-1. dataset: ``moirescale generate`` of the dataset the sweep config names (resumes an unfinished store);
+1. dataset: :func:`moirescale.data.generate.ensure_store` of the dataset the sweep config names (what
+   ``moirescale generate`` runs; resumes an unfinished store);
 2. sweep: ``moirescale sweep CONFIG --out DIR`` (skips run ids already in the results table);
 3. noise: :func:`moirescale.use.noise.evaluate_noise` (skips rows already in ``DIR/noise.parquet``);
 4. examples: ``DIR/figures/examples.png`` (the paper's Fig. 2: top-layer images at several theta, J, D);
@@ -79,14 +80,12 @@ def ensure_dataset(config: Path) -> Path:
     gen = loaded.cfg.dataset.generate
     if gen is None:
         raise UserError(f"{config}: dataset {store} is missing and the config has no dataset.generate")
-    args = ["generate", "--config", str(loaded.resolve(gen.config)), "--out", str(store)]
-    for flag, value in (("--n-train", gen.n_train), ("--n-val", gen.n_val), ("--n-test", gen.n_test),
-                        ("--seed", gen.seed if gen.seed is not None else loaded.cfg.seed),
-                        ("--workers", gen.workers)):
-        if value is not None:
-            args += [flag, str(value)]
-    _cli(*args)
-    return store
+    from moirescale.data.generate import ensure_store
+
+    dcfg = loaded.resolve(gen.config)
+    _log(f"generating the dataset {store} from {dcfg}")
+    return ensure_store(dcfg, store, pool=gen.n_train, n_val=gen.n_val, n_test=gen.n_test,
+                        seed=gen.seed if gen.seed is not None else loaded.cfg.seed, workers=gen.workers)
 
 
 def pick_examples(labels: np.ndarray, n: int = 4) -> list[tuple[str, int]]:
