@@ -299,3 +299,10 @@ def test_pipeline_says_what_the_interval_covers():
     assert d_own["ci_method"].endswith("(joint across points)")
     old = pd.DataFrame(syn.synthetic_rows(law, **common)).drop(columns="data_seed")  # a table from before
     assert A.analyze(old, st).to_dict()["fits"][0]["interval_covers"].startswith("realizations")
+
+
+def test_geomean_is_the_one_geometric_mean():
+    assert S.geomean([1.0, 100.0]) == pytest.approx(10.0)
+    assert S.geomean(pd.Series([4.0, np.nan, 0.0, -1.0, np.inf, 1.0])) == pytest.approx(2.0)  # > 0, finite
+    assert math.isnan(S.geomean([]))
+    assert S.geomean([0.0], empty=math.inf) == math.inf

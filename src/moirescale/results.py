@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moirescale.errors import UserError
 from moirescale.fsio import atomic_path
 
 TABLE_NAME = "results.parquet"
@@ -115,3 +116,41 @@ def done_ids(rundir: str | os.PathLike[str], include_failed: bool = False) -> se
     df = read_results(rundir)
     keep = {"ok", "diverged"} | ({"failed"} if include_failed else set())
     return set(df.loc[df["status"].isin(keep), "run_id"])
+
+
+def checkpointed_rows(
+    df: pd.DataFrame, rundir: str | os.PathLike[str], **match: Any
+) -> pd.DataFrame:
+    """The ok rows of a results table whose checkpoint file exists: the one checkpoint query (``predict``,
+    ``noise``).
+
+    Parameters
+    ----------
+    df : the results table (:func:`read_results`).
+    rundir : the run directory its ``checkpoint`` paths are relative to.
+    **match : column = value filters (``arch="fcn"``, ``n_train=3584``); a None value does not filter.
+
+    Returns
+    -------
+    The matching rows, with ``abs_ckpt``: each checkpoint's path joined to ``rundir``.
+
+    Raises
+    ------
+    UserError
+        No finished network with a checkpoint (matching the filters), or none of their files exists.
+    """
+    d = df[(df["status"] == "ok") & df["checkpoint"].fillna("").astype(bool)].copy()
+    wanted = {k: v for k, v in match.items() if v is not None}
+    for col, val in wanted.items():
+        d = d[d[col] == val]
+    if d.empty:
+        which = ", ".join(f"{k}={v}" for k, v in wanted.items())
+        raise UserError(
+            f"{rundir}: no finished network with a checkpoint"
+            + (f" matches {which}" if which else "; run a sweep first")
+        )
+    d["abs_ckpt"] = [str(Path(rundir) / c) for c in d["checkpoint"]]
+    d = d[[Path(p).is_file() for p in d["abs_ckpt"]]]
+    if d.empty:
+        raise UserError(f"{rundir}: the checkpoints named in results.parquet are missing")
+    return d

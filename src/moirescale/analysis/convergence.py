@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from moirescale.analysis.stats import geomean
 from moirescale.results import BUDGET_CHECK_SUFFIX
 
 FLAG_DROP = 0.10  # a drop of the MSE by more than 10 % with the larger budget flags the curve
@@ -22,12 +23,6 @@ def split_checks(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     grid = df["grid"].fillna("").astype(str) if "grid" in df else pd.Series("", index=df.index)
     is_check = grid.str.endswith(BUDGET_CHECK_SUFFIX)
     return df[~is_check], df[is_check]
-
-
-def _geomean(values: pd.Series) -> float:
-    v = values.to_numpy(dtype=float)
-    v = v[np.isfinite(v) & (v > 0)]
-    return float(np.exp(np.log(v).mean())) if v.size else float("nan")
 
 
 def convergence_table(df: pd.DataFrame) -> list[dict]:
@@ -54,7 +49,7 @@ def convergence_table(df: pd.DataFrame) -> list[dict]:
         for k, v in zip(MATCH_KEYS, key[1:], strict=True):
             sel &= curves[k].isna() if pd.isna(v) else curves[k] == v
         base = curves[sel]
-        mse, mse_long = _geomean(base["test_mse"]), _geomean(g["test_mse"])
+        mse, mse_long = geomean(base["test_mse"]), geomean(g["test_mse"])
         ratio = mse_long / mse if mse > 0 else float("nan")
         row = {"grid": grid}
         row.update({k: (None if pd.isna(v) else v) for k, v in zip(MATCH_KEYS, key[1:], strict=True)})

@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 
 from moirescale.analysis.fits import PowerLawFit  # noqa: E402
 from moirescale.analysis.pipeline import Analysis  # noqa: E402
-from moirescale.analysis.stats import bootstrap_gm  # noqa: E402
+from moirescale.analysis.stats import bootstrap_gm, geomean  # noqa: E402
 from moirescale.fsio import atomic_path  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -550,7 +550,7 @@ def noise_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise NotEnoughData("noise.parquet has no positive finite MSE")
     keys = need[:-1]
     g = df.groupby(keys, dropna=False)["mse"]
-    out = g.apply(lambda s: float(np.exp(np.log(s).mean()))).rename("gm").to_frame()
+    out = g.apply(geomean).rename("gm").to_frame()
     out["n_r"] = g.size()
     out["log_se"] = g.apply(lambda s: float(np.log(s).std(ddof=1) / math.sqrt(len(s))) if len(s) > 1 else 0.0)
     return out.reset_index()

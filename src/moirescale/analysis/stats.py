@@ -79,6 +79,17 @@ def clean_results(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def geomean(values: Any, empty: float = float("nan")) -> float:
+    """Geometric mean ``exp(mean(log x))`` of the finite, positive entries of ``values``; ``empty`` if none.
+
+    The one implementation of the paper's main statistic for a single number (figures, the ``train`` summary,
+    convergence checks, model choice in ``predict``); :func:`geometric_stats` gives it with its errors.
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.exp(np.log(v).mean())) if v.size else float(empty)
+
+
 def geometric_stats(values: np.ndarray) -> dict[str, float]:
     """The paper's statistics of one sample of test losses.
 

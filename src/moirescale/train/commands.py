@@ -65,8 +65,6 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train N_r realizations of one model on N_D samples and append one row per network to the run table."""
-    import numpy as np
-
     from moirescale.results import append_rows
     from moirescale.train.run import run_spec
     from moirescale.train.spec import TrainSpec
@@ -98,7 +96,9 @@ def train(
     append_rows(out, rows)
     ok = [r["test_mse"] for r in rows if r["status"] == "ok"]
     n_div = sum(r["status"] == "diverged" for r in rows)
-    gm = float(np.exp(np.mean(np.log(ok)))) if ok else float("nan")
+    from moirescale.analysis.stats import geomean
+
+    gm = geomean(ok)
     typer.echo(
         f"{len(rows)} networks ({len(ok)} ok, {n_div} diverged), N_M={rows[0]['n_params']}, "
         f"geometric-mean test MSE {gm:.4g} -> {out / 'results.parquet'}"

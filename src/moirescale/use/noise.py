@@ -164,7 +164,7 @@ def _write_noise(rundir: str | os.PathLike[str], df: pd.DataFrame) -> Path:
 def _checkpoints_to_evaluate(rundir: Path, select: str, n_train: str | int | None = None) -> pd.DataFrame:
     """Rows of the results table whose checkpoints to evaluate: every ok one, or the best per grid point;
     at every N_D (``n_train`` None), at the largest N_D of each model and target ("max"), or at one N_D."""
-    from moirescale.results import read_results
+    from moirescale.results import checkpointed_rows, read_results
 
     if select not in ("all", "best"):
         raise UserError(f"--select must be 'all' or 'best', got {select!r}")
@@ -173,13 +173,7 @@ def _checkpoints_to_evaluate(rundir: Path, select: str, n_train: str | int | Non
             n_train = int(n_train)
         except (TypeError, ValueError):
             raise UserError(f"--n-train must be 'max' or a number, got {n_train!r}") from None
-    df = read_results(rundir)
-    d = df[(df["status"] == "ok") & df["checkpoint"].fillna("").astype(bool)].copy()
-    if d.empty:
-        raise UserError(f"{rundir}: no finished network with a checkpoint; run a sweep first")
-    d = d[[(rundir / c).is_file() for c in d["checkpoint"]]]
-    if d.empty:
-        raise UserError(f"{rundir}: the checkpoints named in results.parquet are missing")
+    d = checkpointed_rows(read_results(rundir), rundir)
     if n_train == "max":
         fam = ["arch", "width", "n_layers", "target"]
         top = d.groupby(fam, dropna=False)["n_train"].transform("max")

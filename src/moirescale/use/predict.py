@@ -267,12 +267,6 @@ def to_training_grid(
 # Choosing the models
 
 
-def _geomean(x: pd.Series) -> float:
-    x = x.astype(float)
-    x = x[np.isfinite(x) & (x > 0)]
-    return float(np.exp(np.log(x).mean())) if len(x) else math.inf
-
-
 def rank_groups(
     df: pd.DataFrame,
     rundir: str | os.PathLike[str],
@@ -285,24 +279,12 @@ def rank_groups(
 
     Columns: group key, target, val_gmean, n_members, run_ids, checkpoints (absolute paths).
     """
+    from moirescale.analysis.stats import geomean
+    from moirescale.results import checkpointed_rows
+
     if df.empty:
         raise UserError(f"{rundir}: no trained networks (no results.parquet rows); run a sweep first")
-    d = df[(df["status"] == "ok") & df["checkpoint"].fillna("").astype(bool)].copy()
-    for col, val in (("arch", arch), ("width", width), ("n_layers", n_layers), ("n_train", n_train)):
-        if val is not None:
-            d = d[d[col] == val]
-    if d.empty:
-        wanted = ", ".join(
-            f"{k}={v}" for k, v in
-            (("arch", arch), ("width", width), ("n_layers", n_layers), ("n_train", n_train)) if v is not None
-        )
-        raise UserError(
-            f"{rundir}: no finished network with a checkpoint" + (f" matches {wanted}" if wanted else "")
-        )
-    d["abs_ckpt"] = [str(Path(rundir) / c) for c in d["checkpoint"]]
-    d = d[[Path(p).is_file() for p in d["abs_ckpt"]]]
-    if d.empty:
-        raise UserError(f"{rundir}: the checkpoints named in results.parquet are missing")
+    d = checkpointed_rows(df, rundir, arch=arch, width=width, n_layers=n_layers, n_train=n_train)
     key = "group_id" if "group_id" in d and d["group_id"].notna().all() else None
     by = [key] if key else ["arch", "width", "n_layers", "target", "n_train"]
     rows = []
@@ -311,7 +293,7 @@ def rank_groups(
         rows.append({
             "arch": first["arch"], "width": first["width"], "n_layers": first["n_layers"],
             "target": first["target"], "n_train": int(first["n_train"]),
-            "val_gmean": _geomean(g["val_mse"]), "n_members": len(g),
+            "val_gmean": geomean(g["val_mse"], empty=math.inf), "n_members": len(g),
             "run_ids": list(g["run_id"]), "checkpoints": list(g["abs_ckpt"]),
         })
     ranked = pd.DataFrame(rows).sort_values(["target", "val_gmean"], kind="stable").reset_index(drop=True)
