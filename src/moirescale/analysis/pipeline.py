@@ -39,10 +39,6 @@ def _meta(keys: list[str], values: tuple) -> dict[str, Any]:
     return out
 
 
-def _label(meta: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in meta.items() if v not in (None, ""))
-
-
 @dataclass
 class Analysis:
     stats: pd.DataFrame
@@ -132,26 +128,34 @@ def interval_covers(g: pd.DataFrame) -> str:
 
 
 def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis:
-    """Statistics and every fit the results support. UserError if no curve at all can be fitted."""
+    """Statistics and every fit the results support. UserError if no curve at all can be fitted.
+
+    Gather (per-point statistics of the curve rows), then compute: the N_D curves (alpha_D and their
+    extrapolation), the model-size curves (alpha_M), and per family alpha_D vs N_M and the joint law.
+    """
     st = settings or F.FitSettings()
     curve_rows, _ = split_checks(df)  # budget-check rows are compared with their curve, never fitted
     stats = point_stats(curve_rows)
     an = Analysis(stats=stats, settings=st, convergence=convergence_table(df))
-    seed = st.seed
+    _fit_data_curves(an, stats)
+    _fit_size_curves(an, stats)
+    _fit_families(an, stats)
+    if not an.curves_d and not an.curves_m:
+        reasons = sorted({s["reason"] for s in an.skipped}) or ["no curve has points with successful runs"]
+        raise UserError("no scaling curve could be fitted: " + "; ".join(reasons[:3]))
+    return an
 
-    # alpha_D: one curve per model (and target, schedule, grid), varying N_D
+
+def _fit_data_curves(an: Analysis, stats: pd.DataFrame) -> None:
+    """alpha_D: one curve per model (and target, schedule, grid), varying N_D; plus its extrapolation test."""
+    st = an.settings
+    n_boot = st.n_boot if not st.floor else st.n_boot_nonlinear
     for key, g in stats.groupby(CURVE_D_KEYS, dropna=False, sort=True):
         meta = _meta(CURVE_D_KEYS, key)
         n, logs, labels = _curve_arrays(g, "n_train")
         try:
             fit = F.fit_power_law(
-                n,
-                logs,
-                floor=st.floor,
-                n_boot=st.n_boot if not st.floor else st.n_boot_nonlinear,
-                fit_range=st.fit_range,
-                seed=seed,
-                level=st.level,
+                n, logs, floor=st.floor, n_boot=n_boot, fit_range=st.fit_range, seed=st.seed, level=st.level,
                 labels=labels,
             )
         except UserError as e:
@@ -168,9 +172,9 @@ def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis
                 n[inside],
                 [v for v, k in zip(logs, inside, strict=True) if k],
                 floor=st.floor,
-                seed=seed,
+                seed=st.seed,
                 level=st.level,
-                n_boot=st.n_boot if not st.floor else st.n_boot_nonlinear,
+                n_boot=n_boot,
                 labels=[a for a, k in zip(labels, inside, strict=True) if k],
             )
             for r in rows:
@@ -178,68 +182,75 @@ def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis
         except UserError as e:
             an.skipped.append({"what": "extrapolation", **meta, "reason": str(e)})
 
-    # alpha_M: one curve per depth (and N_D, target, ...), varying the model size
+
+def _fit_size_curves(an: Analysis, stats: pd.DataFrame) -> None:
+    """alpha_M: one curve per depth (and N_D, target, ...), varying the model size."""
+    st = an.settings
     for key, g in stats.groupby(CURVE_M_KEYS, dropna=False, sort=True):
         meta = _meta(CURVE_M_KEYS, key)
         n, logs, labels = _curve_arrays(g, "n_params")
         if np.unique(n).size < 2:
             continue  # a single model size is not a model-size curve; nothing to report
         try:
-            fit = F.fit_power_law(n, logs, n_boot=st.n_boot, seed=seed, level=st.level, labels=labels)
+            fit = F.fit_power_law(n, logs, n_boot=st.n_boot, seed=st.seed, level=st.level, labels=labels)
         except UserError as e:
             an.skipped.append({"what": "alpha_M", **meta, "reason": str(e)})
             continue
         fit.covers = interval_covers(g)
         an.curves_m.append((meta, fit))
 
-    # alpha_D vs N_M per family; joint law per family
+
+def _fit_families(an: Analysis, stats: pd.DataFrame) -> None:
+    """Per family (arch, target, ...): alpha_D vs N_M over its N_D curves, and the joint law with its
+    extrapolation test."""
     for key, g in stats.groupby(FAMILY_KEYS, dropna=False, sort=True):
         meta = _meta(FAMILY_KEYS, key)
-        members = [
-            (m, f)
-            for m, f in an.curves_d
-            if all(m[k] == meta[k] for k in FAMILY_KEYS) and m["n_params"] is not None
-        ]
-        sizes = sorted({m["n_params"] for m, _ in members})
-        if len(sizes) >= 2:
-            if len(members) != len(sizes):  # several curves per size (e.g. equal N_M at two depths): keep all
-                pass
-            try:
-                t = F.fit_alpha_vs_size(
-                    [m["n_params"] for m, _ in members], [f for _, f in members], seed=seed
-                )
-                an.size_trends.append((meta, t))
-            except UserError as e:
-                an.skipped.append({"what": "alpha_D vs N_M", **meta, "reason": str(e)})
-        g = g[(g["n_r"] > 0) & g["n_params"].notna()]
-        if st.fit_range is not None:
-            g = g[(g["n_train"] >= st.fit_range[0]) & (g["n_train"] <= st.fit_range[1])]
-        if g["n_params"].nunique() < 2:
-            continue
-        nm, nd, logs = g["n_params"].to_numpy(float), g["n_train"].to_numpy(float), list(g["logs"])
-        labels = list(g["labels"])
-        try:
-            j = F.fit_joint(
-                nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=seed, level=st.level, labels=labels
-            )
-            an.joints.append((meta, j))
-        except UserError as e:
-            an.skipped.append({"what": "joint", **meta, "reason": str(e)})
-            continue
-        try:
-            jx, rows = F.extrapolate_joint(
-                nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=seed, level=st.level, labels=labels
-            )
-            an.joint_extrap.append((meta, jx, rows))
-            for r in rows:
-                an.extrapolation.append({"kind": "joint", **meta, **r})
-        except UserError as e:
-            an.skipped.append({"what": "joint extrapolation", **meta, "reason": str(e)})
+        _fit_size_trend(an, meta)
+        _fit_joint_family(an, meta, g)
 
-    if not an.curves_d and not an.curves_m:
-        reasons = sorted({s["reason"] for s in an.skipped}) or ["no curve has points with successful runs"]
-        raise UserError("no scaling curve could be fitted: " + "; ".join(reasons[:3]))
-    return an
+
+def _fit_size_trend(an: Analysis, meta: dict[str, Any]) -> None:
+    """alpha_D vs N_M of one family, from its fitted N_D curves (several curves per size are all kept)."""
+    members = [
+        (m, f)
+        for m, f in an.curves_d
+        if all(m[k] == meta[k] for k in FAMILY_KEYS) and m["n_params"] is not None
+    ]
+    if len({m["n_params"] for m, _ in members}) < 2:
+        return
+    try:
+        sizes, fits = [m["n_params"] for m, _ in members], [f for _, f in members]
+        t = F.fit_alpha_vs_size(sizes, fits, seed=an.settings.seed)
+        an.size_trends.append((meta, t))
+    except UserError as e:
+        an.skipped.append({"what": "alpha_D vs N_M", **meta, "reason": str(e)})
+
+
+def _fit_joint_family(an: Analysis, meta: dict[str, Any], g: pd.DataFrame) -> None:
+    """The joint law L(N_M, N_D) of one family's points, and its extrapolation test."""
+    st = an.settings
+    g = g[(g["n_r"] > 0) & g["n_params"].notna()]
+    if st.fit_range is not None:
+        g = g[(g["n_train"] >= st.fit_range[0]) & (g["n_train"] <= st.fit_range[1])]
+    if g["n_params"].nunique() < 2:
+        return
+    nm, nd, logs = g["n_params"].to_numpy(float), g["n_train"].to_numpy(float), list(g["logs"])
+    labels = list(g["labels"])
+    try:
+        j = F.fit_joint(nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=st.seed, level=st.level, labels=labels)
+        an.joints.append((meta, j))
+    except UserError as e:
+        an.skipped.append({"what": "joint", **meta, "reason": str(e)})
+        return
+    try:
+        jx, rows = F.extrapolate_joint(
+            nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=st.seed, level=st.level, labels=labels
+        )
+        an.joint_extrap.append((meta, jx, rows))
+        for r in rows:
+            an.extrapolation.append({"kind": "joint", **meta, **r})
+    except UserError as e:
+        an.skipped.append({"what": "joint extrapolation", **meta, "reason": str(e)})
 
 
 def write_fits(rundir: str | os.PathLike[str], an: Analysis) -> Path:

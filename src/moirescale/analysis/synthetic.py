@@ -10,13 +10,10 @@ runs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-from moirescale import results
 
 Law = Callable[[int, int, str], float]
 
@@ -196,11 +193,6 @@ def synthetic_rows(
                             }
                         )
     return rows
-
-
-def write_synthetic(rundir: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
-    """Append rows to ``RUNDIR/results.parquet`` with the real writer."""
-    results.append_rows(rundir, rows)
 
 
 def demo_rows(n_realizations: int = 8, n_nd: int = 8, seed: int = 0) -> list[dict[str, Any]]:
