@@ -180,7 +180,8 @@ def build_report(
     figures: dict[str, dict[str, Any]],
     results_df: pd.DataFrame,
 ) -> str:
-    """The report page as a string (see module docstring)."""
+    """The report page as a string (see module docstring): the header, then one section after another, each
+    rendered by its own ``_section_*`` function from the analysis dict and the run directory's files."""
     rundir = Path(rundir)
     doc = an.to_dict()
     parts: list[str] = [
@@ -196,7 +197,26 @@ def build_report(
         "&alpha;<sub>D</sub> between 1 and 2, up to &asymp; 2.3.</p>",
     ]
 
-    # --- run counts
+    for section in (
+        _section_runs(results_df),
+        _section_figures(rundir, figures),
+        _section_alpha_d(doc),
+        _section_alpha_m(doc),
+        _section_size_trend(doc),
+        _section_joint(doc),
+        _section_extrapolation(doc),
+        _section_checks(doc),
+        _section_noise(rundir),
+        _section_provenance(rundir, doc),
+    ):
+        parts += section
+    parts.append(_SCRIPT + "</body></html>")
+    return "\n".join(parts)
+
+
+def _section_runs(results_df: pd.DataFrame) -> list[str]:
+    """The run counts per model and target."""
+    parts: list[str] = []
     counts = status_counts(results_df)
     parts.append("<h2>Runs</h2>")
     parts.append(
@@ -212,8 +232,12 @@ def build_report(
             left={"arch", "target"},
         )
     )
+    return parts
 
-    # --- figures
+
+def _section_figures(rundir: Path, figures: dict[str, dict[str, Any]]) -> list[str]:
+    """The figures (Fig. 2 examples first), or why each was skipped."""
+    parts: list[str] = []
     parts.append("<h2>Figures</h2>")
     ex = rundir / "figures" / "examples.png"
     if ex.exists():
@@ -235,8 +259,12 @@ def build_report(
             )
         else:
             parts.append(f"<p class='skip'>{html.escape(f['caption'])}: {html.escape(f['skipped'])}.</p>")
+    return parts
 
-    # --- exponent tables
+
+def _section_alpha_d(doc: dict[str, Any]) -> list[str]:
+    """The alpha_D table."""
+    parts: list[str] = []
     parts.append(
         "<h2>Data-scaling exponents &alpha;<sub>D</sub> (&epsilon; = A N<sub>D</sub><sup>&minus;&alpha;"
         "</sup>)</h2>"
@@ -263,6 +291,12 @@ def build_report(
         if rows_d
         else "<p class='skip'>no alpha_D fits</p>"
     )
+    return parts
+
+
+def _section_alpha_m(doc: dict[str, Any]) -> list[str]:
+    """The alpha_M table."""
+    parts: list[str] = []
     parts.append(
         "<h2>Model-size exponents &alpha;<sub>M</sub> (&epsilon; = A N<sub>M</sub><sup>&minus;&alpha;"
         "</sup>)</h2>"
@@ -287,6 +321,12 @@ def build_report(
         if rows_m
         else "<p class='skip'>no model-size fits (needs 3 or more model sizes per family)</p>"
     )
+    return parts
+
+
+def _section_size_trend(doc: dict[str, Any]) -> list[str]:
+    """The alpha_D-vs-N_M table."""
+    parts: list[str] = []
     parts.append(
         "<h2>&alpha;<sub>D</sub> vs model size: &alpha;<sub>D</sub> = a<sub>D</sub> log<sub>10</sub>"
         "(N<sub>M</sub>/10<sup>6</sup>) + b<sub>D</sub> (largest N<sub>M</sub> left out)</h2>"
@@ -317,6 +357,12 @@ def build_report(
         if trend_rows
         else "<p class='skip'>not enough model sizes (needs 4, one left out)</p>"
     )
+    return parts
+
+
+def _section_joint(doc: dict[str, Any]) -> list[str]:
+    """The joint-law table."""
+    parts: list[str] = []
     parts.append(
         "<h2>Joint law &epsilon; = E + A N<sub>M</sub><sup>&minus;a</sup> + B N<sub>D</sub>"
         "<sup>&minus;b</sup></h2>"
@@ -346,6 +392,12 @@ def build_report(
         if jrows
         else "<p class='skip'>no joint fit (needs 2 or more model sizes and 3 or more N_D)</p>"
     )
+    return parts
+
+
+def _section_extrapolation(doc: dict[str, Any]) -> list[str]:
+    """The extrapolation-test table."""
+    parts: list[str] = []
     parts.append(
         "<h2>Extrapolation test (fit on the smaller N<sub>D</sub>, predict the held-out largest)</h2>"
     )
@@ -385,6 +437,12 @@ def build_report(
         if xrows
         else "<p class='skip'>no extrapolation test (needs 4 or more N_D per curve)</p>"
     )
+    return parts
+
+
+def _section_checks(doc: dict[str, Any]) -> list[str]:
+    """The convergence checks and the fits skipped."""
+    parts: list[str] = []
     parts.append(_convergence_section(doc.get("convergence") or []))
     if doc["skipped"]:
         parts.append(
@@ -395,8 +453,12 @@ def build_report(
             )
             + "</ul>"
         )
+    return parts
 
-    # --- noise table
+
+def _section_noise(rundir: Path) -> list[str]:
+    """The noise-robustness table, when the run has noise.parquet."""
+    parts: list[str] = []
     noise = rundir / "noise.parquet"
     if noise.exists():
         from moirescale.analysis.figures import NotEnoughData, noise_table
@@ -423,8 +485,12 @@ def build_report(
             )
         except (NotEnoughData, OSError, ValueError) as e:
             parts.append(f"<p class='skip'>noise.parquet unreadable: {html.escape(str(e))}</p>")
+    return parts
 
-    # --- provenance
+
+def _section_provenance(rundir: Path, doc: dict[str, Any]) -> list[str]:
+    """Dataset, sweep config and software versions."""
+    parts: list[str] = []
     parts.append("<h2>Dataset</h2>")
     ds = rundir / "dataset.json"
     if ds.exists():
@@ -451,8 +517,7 @@ def build_report(
             [{"k": k, "v": v} for k, v in sw.items()], [("k", "component"), ("v", "version")], left={"k", "v"}
         )
     )
-    parts.append(_SCRIPT + "</body></html>")
-    return "\n".join(parts)
+    return parts
 
 
 def write_report(
