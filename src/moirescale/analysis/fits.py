@@ -268,6 +268,49 @@ def fit_power_law(
     sqrt(chi2_red) when the points scatter more around the law than their realizations explain (lack of fit).
     Without any realization spread (N_r = 1 everywhere) the interval is the t-interval from the residuals.
     """
+    n_arr, logs, labels = _curve_points(n, logs, labels, floor, fit_range)
+    x = np.log(n_arr)
+    y = np.array([v.mean() for v in logs])
+    s = _sigmas(logs)
+    w = 1.0 / s**2
+    rng = np.random.default_rng(seed)
+    est, resid, dof = _power_law_estimate(x, y, s, w, floor)
+    chi2_red = float((w * resid**2).sum() / dof) if dof > 0 else float("nan")
+    if any(v.size > 1 and np.std(v) > 0 for v in logs):  # realizations spread: bootstrap over them
+        ym = _boot_means(logs, n_boot, rng, labels)
+        reps = _power_law_refits(x, ym, s, w, est, floor)
+        birge = math.sqrt(max(1.0, chi2_red if math.isfinite(chi2_red) else 1.0))
+        scale = _small_sample_factor(logs, labels, level) * birge
+        reps = est + scale * (reps - est)
+        method = "bootstrap over realizations" + (" (joint across points)" if labels is not None else "")
+    else:  # no realization spread: use the residual scatter
+        reps = _residual_replicates(x, y, resid, dof, est, floor, n_boot, rng)
+        scale = 1.0
+        method = "residuals (one realization per point)"
+    reps[:, 2] = np.maximum(reps[:, 2], 0.0)
+    return PowerLawFit(
+        alpha=float(est[1]),
+        log_prefactor=float(est[0]),
+        floor=float(est[2]) if floor else None,
+        reps=reps,
+        n=n_arr,
+        y=y,
+        sigma=s,
+        chi2_red=chi2_red,
+        ci_scale=scale,
+        ci_method=method,
+        level=level,
+    )
+
+
+def _curve_points(
+    n: Sequence[float],
+    logs: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray] | None,
+    floor: bool,
+    fit_range: tuple[float, float] | None,
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray] | None]:
+    """The points of a curve to fit: checked, inside ``fit_range``, with realizations, sorted by N."""
     n_arr = np.asarray(n, dtype=float)
     logs = [np.asarray(v, dtype=float) for v in logs]
     if n_arr.size != len(logs):
@@ -296,82 +339,69 @@ def fit_power_law(
         if not np.all(np.isfinite(v)):
             raise UserError("log losses must be finite (zero or negative losses cannot be fitted)")
     order = np.argsort(n_arr)
-    n_arr = n_arr[order]
-    logs = [logs[i] for i in order]
-    if labels is not None:
-        labels = [labels[i] for i in order]
-    x = np.log(n_arr)
-    y = np.array([v.mean() for v in logs])
-    s = _sigmas(logs)
-    w = 1.0 / s**2
-    k = n_arr.size
-    rng = np.random.default_rng(seed)
-    has_spread = any(v.size > 1 and np.std(v) > 0 for v in logs)
+    labels = None if labels is None else [labels[i] for i in order]
+    return n_arr[order], [logs[i] for i in order], labels
 
+
+def _power_law_estimate(
+    x: np.ndarray, y: np.ndarray, s: np.ndarray, w: np.ndarray, floor: bool
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Point estimate ``[log A, alpha, E]`` on (log N, mean log), its residuals and degrees of freedom."""
     if not floor:
         b0, b1 = _wls_line(x, y, w)
         est = np.array([float(b0), float(-b1), 0.0])
-        resid = y - (b0 + b1 * x)
-        dof = k - 2
-    else:
-        est = _floor_fit(x, y, s)
-        resid = y - np.log(est[2] + np.exp(est[0] - est[1] * x))
-        dof = k - 3
-    chi2_red = float((w * resid**2).sum() / dof) if dof > 0 else float("nan")
+        return est, y - (b0 + b1 * x), x.size - 2
+    est = _floor_fit(x, y, s)
+    return est, y - np.log(est[2] + np.exp(est[0] - est[1] * x)), x.size - 3
 
-    if has_spread:
-        ym = _boot_means(logs, n_boot, rng, labels)
-        if not floor:
-            b0s, b1s = _wls_line(x, ym, w)
-            reps = np.column_stack([b0s, -b1s, np.zeros(n_boot)])
-        else:
-            x0 = x.mean()
-            reps = np.empty((n_boot, 3))
-            for b in range(n_boot):
-                start = [np.array([est[0] - est[1] * x0, est[1], est[2]])]
-                reps[b] = _floor_fit(x, ym[b], s, starts=start)
-        birge = math.sqrt(max(1.0, chi2_red if math.isfinite(chi2_red) else 1.0))
-        scale = _small_sample_factor(logs, labels, level) * birge
-        reps = est + scale * (reps - est)
-        method = "bootstrap over realizations" + (" (joint across points)" if labels is not None else "")
-    else:
-        # No realization spread: use the residual scatter (t-interval, normal approximation).
-        if dof <= 0:
-            raise UserError("with a single realization per point the fit needs more points than parameters")
-        sd = math.sqrt((resid**2).sum() / dof)
-        if not floor:
-            xm = x.mean()
-            se_slope = sd / math.sqrt(((x - xm) ** 2).sum())
-            se_icpt = sd * math.sqrt(1 / k + xm**2 / ((x - xm) ** 2).sum())
-            cov = np.array([[se_icpt**2, -xm * se_slope**2], [-xm * se_slope**2, se_slope**2]])
-            tq = stats.t.ppf(0.975, dof) / stats.norm.ppf(0.975)  # widen normal draws to t quantiles
-            draws = rng.multivariate_normal([0.0, 0.0], cov, n_boot) * tq
-            reps = np.column_stack([est[0] + draws[:, 0], est[1] + draws[:, 1], np.zeros(n_boot)])
-        else:  # residual bootstrap for the nonlinear fit
-            fitted = y - resid
-            reps = np.empty((n_boot, 3))
-            x0 = x.mean()
-            for b in range(n_boot):
-                yb = fitted + rng.choice(resid, k) * math.sqrt(k / dof)
-                reps[b] = _floor_fit(
-                    x, yb, np.ones(k), starts=[np.array([est[0] - est[1] * x0, est[1], est[2]])]
-                )
-        scale = 1.0
-        method = "residuals (one realization per point)"
-    reps[:, 2] = np.maximum(reps[:, 2], 0.0)
-    return PowerLawFit(
-        alpha=float(est[1]),
-        log_prefactor=float(est[0]),
-        floor=float(est[2]) if floor else None,
-        reps=reps,
-        n=n_arr,
-        y=y,
-        sigma=s,
-        chi2_red=chi2_red,
-        ci_scale=scale,
-        ci_method=method,
-        level=level,
-    )
+
+def _power_law_refits(
+    x: np.ndarray, ym: np.ndarray, s: np.ndarray, w: np.ndarray, est: np.ndarray, floor: bool
+) -> np.ndarray:
+    """(n_boot, 3) refits of the law to bootstrap mean logs ``ym`` (n_boot, points), started at ``est``."""
+    n_boot = ym.shape[0]
+    if not floor:
+        b0s, b1s = _wls_line(x, ym, w)
+        return np.column_stack([b0s, -b1s, np.zeros(n_boot)])
+    x0 = x.mean()
+    reps = np.empty((n_boot, 3))
+    for b in range(n_boot):
+        start = [np.array([est[0] - est[1] * x0, est[1], est[2]])]
+        reps[b] = _floor_fit(x, ym[b], s, starts=start)
+    return reps
+
+
+def _residual_replicates(
+    x: np.ndarray,
+    y: np.ndarray,
+    resid: np.ndarray,
+    dof: int,
+    est: np.ndarray,
+    floor: bool,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """(n_boot, 3) replicates from the residual scatter when no point has a realization spread: t-scaled
+    normal draws for the line, a residual bootstrap for the fit with a floor."""
+    if dof <= 0:
+        raise UserError("with a single realization per point the fit needs more points than parameters")
+    k = x.size
+    sd = math.sqrt((resid**2).sum() / dof)
+    if not floor:
+        xm = x.mean()
+        se_slope = sd / math.sqrt(((x - xm) ** 2).sum())
+        se_icpt = sd * math.sqrt(1 / k + xm**2 / ((x - xm) ** 2).sum())
+        cov = np.array([[se_icpt**2, -xm * se_slope**2], [-xm * se_slope**2, se_slope**2]])
+        tq = stats.t.ppf(0.975, dof) / stats.norm.ppf(0.975)  # widen normal draws to t quantiles
+        draws = rng.multivariate_normal([0.0, 0.0], cov, n_boot) * tq
+        return np.column_stack([est[0] + draws[:, 0], est[1] + draws[:, 1], np.zeros(n_boot)])
+    fitted = y - resid
+    reps = np.empty((n_boot, 3))
+    x0 = x.mean()
+    for b in range(n_boot):
+        yb = fitted + rng.choice(resid, k) * math.sqrt(k / dof)
+        reps[b] = _floor_fit(x, yb, np.ones(k), starts=[np.array([est[0] - est[1] * x0, est[1], est[2]])])
+    return reps
 
 
 # -------------------------------------------------------------------------------- alpha_D vs N_M
