@@ -77,10 +77,13 @@ class LabelRanges(_Strict):
 
     @model_validator(mode="after")
     def _physical(self) -> LabelRanges:
-        if not self.theta[0] >= 0.1:
-            raise ValueError("theta: angles must be >= 0.1 degrees (the simulator's range is 0.1-10)")
-        if self.theta[1] > 10.0:
-            raise ValueError("theta: angles must be <= 10 degrees (the simulator's range is 0.1-10)")
+        from moirescale.physics.lattice import THETA_MAX_DEG, THETA_MIN_DEG  # the simulator owns its range
+
+        span = f"the simulator's range is {THETA_MIN_DEG:g}-{THETA_MAX_DEG:g}"
+        if not self.theta[0] >= THETA_MIN_DEG:
+            raise ValueError(f"theta: angles must be >= {THETA_MIN_DEG:g} degrees ({span})")
+        if self.theta[1] > THETA_MAX_DEG:
+            raise ValueError(f"theta: angles must be <= {THETA_MAX_DEG:g} degrees ({span})")
         if self.J[0] < 0 or self.D[0] < 0:
             raise ValueError("J and D ranges must be >= 0 meV")
         return self

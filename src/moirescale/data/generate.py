@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,14 +100,12 @@ def sample_labels(seeds: np.ndarray, ranges: dict[str, tuple[float, float]]) -> 
 
 
 def theta_eff_bounds(lo: float, hi: float, cells_per_side: int) -> tuple[float, float]:
-    """Range of the stored theta_eff for theta in [lo, hi] deg (MODEL.md §1: n = round(m/theta), L0 = n/m)."""
+    """Range of the stored theta_eff for theta in [lo, hi] deg: the lattice's own
+    (:func:`moirescale.physics.lattice.theta_eff_range`), widened by a relative 1e-9 for round-off."""
+    from moirescale.physics.lattice import theta_eff_range
 
-    def eff(n: int) -> float:
-        return math.degrees(2 * math.asin(cells_per_side / (2 * n)))
-
-    n_small = max(3, round(cells_per_side / math.radians(hi)))
-    n_large = max(3, round(cells_per_side / math.radians(lo)))
-    return eff(n_large) * (1 - 1e-9), eff(n_small) * (1 + 1e-9)
+    t_lo, t_hi = theta_eff_range(lo, hi, cells_per_side)
+    return t_lo * (1 - 1e-9), t_hi * (1 + 1e-9)
 
 
 def plan_shards(cfg: DatasetConfig) -> list[dict[str, Any]]:

@@ -48,8 +48,27 @@ def cell_size(theta_deg: float, cells_per_side: int = 1) -> tuple[int, float]:
     m = int(cells_per_side)
     if m != cells_per_side or m < 1:
         raise UserError(f"cells_per_side must be a positive integer, got {cells_per_side}")
-    n = max(3, int(round(m / math.radians(t))))
+    n = cell_side(t, m)
     return n, n / m
+
+
+def cell_side(theta_deg: float, cells_per_side: int = 1) -> int:
+    """Unit cells per side of the simulation cell: ``n = max(3, round(m / theta_rad))`` (unchecked inputs;
+    :func:`cell_size` checks them)."""
+    return max(3, int(round(cells_per_side / math.radians(theta_deg))))
+
+
+def theta_eff_range(lo: float, hi: float, cells_per_side: int = 1) -> tuple[float, float]:
+    """Smallest and largest ``theta_eff`` (degrees) of the cells that twist angles in [lo, hi] get.
+
+    Computed as ``2 arcsin(m / (2 n))`` of the largest and the smallest cell; this can differ from
+    :func:`theta_eff` of the same cell in the last bit, so callers allow a relative tolerance.
+    """
+
+    def eff(n: int) -> float:
+        return math.degrees(2 * math.asin(cells_per_side / (2 * n)))
+
+    return eff(cell_side(lo, cells_per_side)), eff(cell_side(hi, cells_per_side))
 
 
 def theta_eff(L0: float) -> float:
