@@ -103,19 +103,6 @@ def apply_noise(images: np.ndarray, kind: str, level: float, seed: int = 0) -> n
     raise UserError(f"unknown noise kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 
-def gaussian_noise_torch(x: Any, sigma: float, generator: Any = None) -> Any:
-    """Training-time augmentation: ``x + N(0, sigma^2)`` clipped to [-1, 1], on x's device (torch tensors).
-
-    For the training loop (``TrainSpec.noise_train``): a fresh draw per batch, from ``generator`` if given.
-    """
-    import torch
-
-    if sigma <= 0:
-        return x
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return (x + sigma * noise).clamp_(-1.0, 1.0)
-
-
 def noise_settings(
     levels: Sequence[float] = GAUSSIAN_LEVELS, flips: Sequence[float] = FLIP_LEVELS
 ) -> list[tuple[str, float]]:
