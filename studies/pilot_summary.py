@@ -1,0 +1,46 @@
+"""Markdown tables of the 32 px variant pilot (docs/results.md §4) from each run's fits and results.
+
+    .venv/bin/python studies/pilot_summary.py        # after `moirescale fit runs/pilot-<variant>` for each
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from moirescale.analysis.stats import load_results
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {"default": "random, seeded, top", "fss": "fixed, shared, net", "fse": "fixed, seeded, both",
+            "fssh": "fixed, shared, net, shift"}
+TARGETS = ("theta", "J", "D")
+
+
+def main() -> None:
+    print("| variant | grid | target | α_D [95 %] | MSE at N_D = 224 | MSE at 3584 | budget check ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for v, desc in VARIANTS.items():
+        run = ROOT / "runs" / f"pilot-{v}"
+        if not (run / "fits.json").exists():
+            continue
+        doc = json.loads((run / "fits.json").read_text())
+        df = load_results(run)
+        df = df[df["status"] == "ok"]
+        checks = {(c["grid"], c["target"]): c for c in doc.get("convergence", [])}
+        for f in doc["fits"]:
+            if f["variable"] != "n_train" or f["target"] not in TARGETS:
+                continue
+            g = df[(df["grid"] == f["grid"]) & (df["target"] == f["target"])]
+            gm = g.groupby("n_train")["test_mse"].apply(lambda x: float(np.exp(np.log(x).mean())))
+            c = checks.get((f["grid"], f["target"]))
+            flag = " (not converged)" if c and c["flagged"] else ""
+            ratio = f"{c['ratio']:.2f}{flag}" if c else "–"
+            lo, hi = gm.get(224, float("nan")), gm.get(3584, float("nan"))
+            print(f"| {v} ({desc}) | {f['grid']} | {f['target']} | {f['alpha']:.2f} [{f['alpha_lo']:.2f}, "
+                  f"{f['alpha_hi']:.2f}] | {lo:.2e} | {hi:.2e} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
