@@ -6,6 +6,8 @@ the file system as it found it. The subprocess checks are batched: each CLI star
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import stat
@@ -13,8 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from moirescale import fsio, results
 from moirescale.errors import UserError
@@ -219,3 +224,440 @@ def test_demo_refusals_write_nothing(tmp_path):
     with pytest.raises(UserError, match="not a directory"):
         run_demo(tmp_path / "file", cfg, fresh=True)
     assert (tmp_path / "file").read_text() == "x"
+
+
+# ------------------------------------------------------------------------------------ in-process CLI runs
+def run_cli(*args) -> tuple[int, str, str]:
+    """``moirescale ARGS`` through the real entry point, in this process: (exit code, stdout, stderr).
+
+    Any exception other than SystemExit escapes: that is the traceback a user would see.
+    """
+    from moirescale.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["moirescale", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()
+
+
+def refused(result: tuple[int, str, str], match: str = "") -> str:
+    """Assert exit 2 with one 'error:' line on stderr (containing ``match``); return that line."""
+    code, _, err = result
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), (code, err[-2000:])
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+def _tiny_dataset(**changes) -> dict:
+    d = yaml.safe_load((ROOT / "configs" / "dataset-tiny.yaml").read_text())
+    for key, value in changes.items():
+        node = d
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return d
+
+
+def _write_yaml(path: Path, doc: dict) -> Path:
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_store, tmp_path_factory):
+    """A run directory with two tiny trained FCNs (checkpoints and results) on the tiny store."""
+    from moirescale.train import TrainSpec, run_spec
+
+    d = tmp_path_factory.mktemp("hostile-run")
+    spec = TrainSpec("fcn", "all", 64, realizations=(0, 1), model_kw={"n_layers": 1, "width": 4},
+                     batch_size=32, max_epochs=1, schedule="constant")
+    results.append_rows(d, run_spec(spec, tiny_store, d, device="cpu", progress=False))
+    (d / "dataset.json").write_text(json.dumps({"store": str(tiny_store)}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """A run directory with synthetic results (enough points for every fit), no checkpoints."""
+    from moirescale.analysis import synthetic as syn
+
+    d = tmp_path_factory.mktemp("hostile-syn")
+    results.append_rows(d, syn.synthetic_rows(syn.joint_law(), widths=(4, 16), n_trains=(224, 448, 896, 1792),
+                                              n_realizations=3))
+    return d
+
+
+# ------------------------------------------------------------------------------ sizes and memory budgets
+@pytest.mark.parametrize("changes, match", [
+    ({"image.size_px": 100_000}, "size_px 100000 is above the limit"),
+    ({"image.supersample": 100_000}, "rendered points per side"),
+    ({"cells_per_side": 100_000}, "unit cells per side, above the limit"),
+    ({"labels.theta": [0.1, 1.0], "cells_per_side": 5}, "unit cells per side, above the limit"),
+    ({"splits.train": 10**9}, "shards, above the limit"),
+    ({"shard_size": 10**6, "splits.train": 10**6, "image.size_px": 512}, "GiB in memory"),
+    ({"protocol.n_anneal": 10**12}, "sweeps, above the limit"),
+    ({"params.J1": float("nan")}, "J1 must be a finite number"),
+    ({"params.lam": float("inf")}, "lam must be a finite number"),
+    ({"params.B": -1e300}, "B must be a finite number"),
+    ({"seed": 2**70}, "seed must be <="),
+])
+def test_dataset_config_budgets_and_finite_constants(changes, match):
+    from moirescale.data.config import validate_config
+
+    with pytest.raises(UserError, match=match):
+        validate_config(_tiny_dataset(**changes), "cfg.yaml")
+
+
+def test_shipped_configs_are_inside_the_budgets():
+    from moirescale.data.config import load_config
+
+    for p in sorted((ROOT / "configs").glob("dataset*.yaml")):
+        load_config(p)
+
+
+def test_generate_and_simulate_refuse_before_writing(tmp_path):
+    cfg = _write_yaml(tmp_path / "big.yaml", _tiny_dataset(**{"image.size_px": 100_000}))
+    refused(run_cli("generate", "--config", cfg, "--out", tmp_path / "store"), "above the limit")
+    cfg = _write_yaml(tmp_path / "nan.yaml", _tiny_dataset(**{"params.J1": float("nan")}))
+    refused(run_cli("generate", "--config", cfg, "--out", tmp_path / "store"), "J1")
+    tiny = ROOT / "configs" / "dataset-tiny.yaml"
+    out = tmp_path / "store"
+    refused(run_cli("generate", "--config", tiny, "--out", out, "--batch-size", "0"), "--batch-size")
+    refused(run_cli("generate", "--config", tiny, "--out", out, "--n-train", str(10**9)), "shards")
+    refused(run_cli("simulate", "--theta", "0.2", "--J", "0.5", "--D", "0.5", "--out", tmp_path / "s.npz",
+                    "--cells-per-side", "1000"), "above the limit")
+    (tmp_path / "dir.npz").mkdir()
+    refused(run_cli("simulate", "--theta", "1.5", "--J", "0.5", "--D", "0.5", "--out", tmp_path / "dir.npz"),
+            "is a directory")
+    refused(run_cli("simulate", "--theta", "1.5", "--J", "0.5", "--D", "0.5", "--out", tmp_path / "s.npz",
+                    "--png", tmp_path / "s.xyz"), "a figure name must end in")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.yaml", "dir.npz", "nan.yaml"]
+
+
+def test_predict_refuses_bombs_and_absurd_pixel_sizes(trained_run, tmp_path):
+    from PIL import Image
+
+    from moirescale.limits import MAX_INPUT_PIXELS
+
+    side = int(MAX_INPUT_PIXELS**0.5) + 8
+    Image.new("1", (side, side)).save(tmp_path / "bomb.png")  # a few kB on disk, 64+ megapixels decoded
+    refused(run_cli("predict", trained_run, tmp_path / "bomb.png"), "megapixels")
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(1, side, side))
+    del big
+    refused(run_cli("predict", trained_run, tmp_path / "big.npy"), "megapixels")
+    np.save(tmp_path / "img.npy", np.zeros((32, 32), np.float32))
+    refused(run_cli("predict", trained_run, tmp_path / "img.npy", "--nm-per-px", "1e6"), "--nm-per-px")
+    refused(run_cli("predict", trained_run, tmp_path / "img.npy", "--nm-per-px", "1e-6"), "--nm-per-px")
+    refused(run_cli("predict", trained_run, tmp_path / "img.npy", "--store", tmp_path / "nowhere"),
+            "does not exist")
+    code, out, _ = run_cli("predict", trained_run, tmp_path / "img.npy", "--json")
+    assert code == 0 and json.loads(out)
+
+
+# ------------------------------------------------------------------------ numbers, and dry-run == run
+def _sweep_doc(store: Path, **grid) -> dict:
+    g = {"name": "g", "model": {"arch": "fcn", "n_layers": 1, "width": 4}, "n_train": [32], "targets": ["J"],
+         "realizations": 1, "train": {"schedule": "constant", "max_epochs": 1, "batch_size": 16}}
+    g.update(grid)
+    return {"name": "hostile", "seed": 0, "dataset": {"store": str(store)}, "grids": [g]}
+
+
+BAD_GRIDS = {  # grids that can only fail: each is refused at planning time, by --dry-run and by the run
+    "width that cannot be allocated": ({"model": {"arch": "fcn", "n_layers": 2, "width": 10**6}},
+                                       "parameters"),
+    "min_steps of 'abc'": ({"train": {"schedule": "adjustable", "schedule_kw": {"min_steps": "abc"}}},
+                           "min_steps"),
+    "N_D above the pool": ({"n_train": [100_000]}, "training pool"),
+    "channel the store lacks": ({"train": {"channels": "net", "max_epochs": 1}}, "net"),
+    "infinite weight decay": ({"train": {"weight_decay": float("inf")}}, "weight_decay"),
+    "a billion realizations": ({"realizations": 10**9}, "realizations"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_GRIDS))
+def test_sweep_refuses_impossible_grids_at_planning_time(name, tiny_store, tmp_path):
+    grid, match = BAD_GRIDS[name]
+    cfg = _write_yaml(tmp_path / "sweep.yaml", _sweep_doc(tiny_store, **grid))
+    dry = refused(run_cli("sweep", cfg, "--out", tmp_path / "run", "--dry-run"), match)
+    real = refused(run_cli("sweep", cfg, "--out", tmp_path / "run", "--no-progress"), match)
+    assert dry == real
+    assert not (tmp_path / "run").exists()  # nothing written: no lock, config.yaml or logs/
+
+
+def test_sweep_options_and_seeds_refused_alike_by_dry_run(tiny_store, tmp_path):
+    cfg = _write_yaml(tmp_path / "sweep.yaml", _sweep_doc(tiny_store))
+    for extra, match in ((["--workers", "0"], "--workers"), (["--retries", "-1"], "--retries"),
+                         (["--device", "tpu"], "--device"), (["--executor", "k8s"], "--executor")):
+        assert refused(run_cli("sweep", cfg, "--out", tmp_path / "run", "--dry-run", *extra), match) == \
+            refused(run_cli("sweep", cfg, "--out", tmp_path / "run", *extra), match)
+    big_seed = _write_yaml(tmp_path / "seed.yaml", {**_sweep_doc(tiny_store), "seed": 2**70})
+    refused(run_cli("sweep", big_seed, "--out", tmp_path / "run", "--dry-run"), "seed")
+    (tmp_path / "file").write_text("x")
+    refused(run_cli("sweep", cfg, "--out", tmp_path / "file", "--dry-run"), "not a directory")
+    missing = _write_yaml(tmp_path / "missing.yaml", _sweep_doc(tmp_path / "nostore"))
+    refused(run_cli("sweep", missing, "--out", tmp_path / "run", "--dry-run"), "dataset")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "missing.yaml", "seed.yaml", "sweep.yaml"]
+
+
+def test_refused_sweep_leaves_a_directory_as_found(tiny_store, tmp_path):
+    """A refusal after RUNDIR was prepared (its results came from another dataset) undoes what it made."""
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = _write_yaml(tmp_path / "sweep.yaml", _sweep_doc(tiny_store))
+    (out / "config.yaml").write_text(cfg.read_text())
+    (out / "dataset.json").write_text(json.dumps({"config_hash": "another dataset"}))
+    before = _snapshot(out)
+    refused(run_cli("sweep", cfg, "--out", out, "--no-progress"), "another dataset")
+    assert _snapshot(out) == before  # no lock, no logs/ left behind
+    doc = _sweep_doc(tiny_store)
+    doc["dataset"]["generate"] = {"config": str(ROOT / "configs" / "dataset-tiny.yaml"), "n_train": 256}
+    bigger = _write_yaml(tmp_path / "bigger.yaml", doc)
+    for extra in (["--dry-run"], ["--no-progress"]):
+        refused(run_cli("sweep", bigger, "--out", tmp_path / "new", *extra), "smaller than")
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--seed", str(2**70)], "seed"),
+    (["--weight-decay", "nan"], "weight_decay"),
+    (["--noise", "inf"], "noise_train"),
+    (["--lr", "inf"], "learning rate"),
+    (["--schedule-opt", "min_epochs=nan"], "min_epochs"),
+    (["--width", str(10**9)], "parameters"),
+    (["--realizations", str(10**9)], "--realizations"),
+    (["--first-realization", "-1"], "--first-realization"),
+])
+def test_train_cli_refuses_bad_numbers(args, match, tiny_store, tmp_path):
+    base = ["train", "--data", tiny_store, "--out", tmp_path / "run", "--n-train", "32", "--n-layers", "1",
+            "--width", "4", "--max-epochs", "1", "--no-progress"]
+    refused(run_cli(*base, *args), match)
+    assert not (tmp_path / "run").exists()
+
+
+def test_fit_report_advise_refuse_bad_numbers(synthetic_run):
+    refused(run_cli("fit", synthetic_run, "--bootstrap", str(10**12)), "--bootstrap")
+    refused(run_cli("fit", synthetic_run, "--seed", "-1"), "--seed")
+    refused(run_cli("report", synthetic_run, "--subsets", str(10**12)), "--subsets")
+    refused(run_cli("advise", synthetic_run, "--target", "J", "--mse", "inf"), "--mse")
+    refused(run_cli("advise", synthetic_run, "--target", "Q", "--mse", "0.1"), "--target")
+    assert not (synthetic_run / "fits.json").exists()
+
+
+# ---------------------------------------------------------------- garbage where the tool expects its own
+def test_corrupt_results_part_is_one_line(synthetic_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    (run / "config.yaml").write_text(yaml.safe_dump(_sweep_doc(tmp_path / "store")))
+    part = sorted((run / "results.parquet").glob("part-*.parquet"))[0]
+    part.write_bytes(os.urandom(300))
+    for cmd in ("fit", "report", "status"):
+        refused(run_cli(cmd, run), part.name)
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "results.parquet").write_bytes(os.urandom(5000))
+    refused(run_cli("fit", single), "results.parquet")
+
+
+def test_corrupt_checkpoint_and_noise_table_are_one_line(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    np.save(tmp_path / "img.npy", np.zeros((32, 32), np.float32))
+    for ck in (run / "checkpoints").glob("*.pt"):
+        ck.write_bytes(os.urandom(3000))
+    refused(run_cli("predict", run, tmp_path / "img.npy"), "cannot be read")
+    (run / "noise.parquet").write_bytes(os.urandom(500))
+    refused(run_cli("noise", run, "--n-test", "4"), "noise.parquet")
+
+
+def test_corrupt_fits_json_in_the_demo(tmp_path):
+    from moirescale.use.demo import _up_to_date, alpha_table
+
+    (tmp_path / "fits.json").write_text("[1, 2")
+    (tmp_path / "report.html").write_text("<html>")
+    assert not _up_to_date(tmp_path)  # redone, not trusted
+    with pytest.raises(UserError, match="fits.json"):
+        alpha_table(tmp_path)
+    (tmp_path / "fits.json").write_text('{"fits": [1]}')
+    with pytest.raises(UserError, match="fits.json"):
+        alpha_table(tmp_path)
+
+
+# ------------------------------------------------------------------------------ outputs that cannot be
+def test_outputs_taken_by_directories_or_files(synthetic_run, tiny_store, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    (run / "report.html").mkdir()
+    refused(run_cli("report", run), "report.html")
+    assert not (run / "fits.json").exists() and not (run / "figures").exists()
+    (run / "fits.json").mkdir()
+    refused(run_cli("fit", run), "fits.json")
+    refused(run_cli("data", "show", tiny_store, "--out", tmp_path / "x.xyz"), "a figure name must end in")
+    (tmp_path / "file").write_text("x")
+    refused(run_cli("train", "--data", tiny_store, "--out", tmp_path / "file", "--n-train", "32"),
+            "not a directory")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "results.parquet").write_text("not a folder")
+    refused(run_cli("train", "--data", tiny_store, "--out", bad, "--n-train", "32"), "results.parquet")
+
+
+# ------------------------------------------------------------------ property: never a traceback
+JUNK = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6),
+    st.lists(st.one_of(st.integers(-5, 10**7), st.floats(allow_nan=True)), max_size=3),
+)
+DATASET_KEYS = [
+    "seed", "backend", "cells_per_side", "shard_size", "splits.train", "splits.val", "splits.test",
+    "labels.theta", "labels.J", "labels.D", "params.J1", "params.lam", "params.B", "protocol.n_anneal",
+    "protocol.n_zero", "protocol.t_start", "protocol.t_end", "protocol.noise", "protocol.start",
+    "image.size_px", "image.fov_nm", "image.supersample", "image.channels", "image.origin", "jperp.mode",
+    "batch_size", "unknown_key",
+]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(DATASET_KEYS), JUNK, max_size=4))
+def test_property_dataset_configs_are_valid_or_refused(changes):
+    """Random values in a dataset config: a valid config, or one UserError; never another exception."""
+    from moirescale.data.config import validate_config
+
+    with contextlib.suppress(UserError):
+        validate_config(_tiny_dataset(**changes), "cfg.yaml")
+
+
+GRID_KEYS = [
+    "model.width", "model.n_layers", "model.heads", "model.patch", "n_train", "realizations", "targets",
+    "group_size", "train.lr", "train.batch_size", "train.max_epochs", "train.weight_decay",
+    "train.noise_train", "train.channels", "train.schedule", "train.schedule_kw.min_steps",
+    "train.schedule_kw.min_epochs", "train.optimizer", "bogus",
+]
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(GRID_KEYS), JUNK, max_size=3), st.one_of(st.none(), JUNK))
+def test_property_sweep_configs_are_planned_or_refused(changes, seed):
+    """Random grid values through the sweep's validators and planner: accepted, or one UserError."""
+    from moirescale.sweep.config import LoadedConfig, parse_config
+    from moirescale.sweep.plan import DatasetFacts, check_plan
+
+    doc = _sweep_doc(Path("/nonexistent/store"))
+    if seed is not None:
+        doc["seed"] = seed
+    grid = doc["grids"][0]
+    for key, value in changes.items():
+        node = grid
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else {}
+        node[leaf] = value
+    facts = DatasetFacts((2, 32, 32), 128, ("top", "bottom"), True)
+    with contextlib.suppress(UserError):
+        cfg = parse_config(doc, "sweep.yaml")
+        check_plan(LoadedConfig(cfg, Path("/nonexistent/sweep.yaml"), doc, ""), facts)
+
+
+ARG = st.one_of(st.integers(-(2**65), 2**65).map(str), st.floats(allow_nan=True).map(str),
+                st.sampled_from(["", "abc", "-1", "0", "1e309", "nan", "inf", "all", "J", "fcn", "both"]))
+
+
+@pytest.fixture(scope="module")
+def sweep_cfg(tiny_store, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("prop")
+    return _write_yaml(d / "sweep.yaml", _sweep_doc(tiny_store))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["--workers", "--retries", "--device", "--executor", "--address"]),
+                          ARG), max_size=3))
+def test_property_sweep_dry_run_arguments(sweep_cfg, opts):
+    """Random options of ``sweep --dry-run``: exit 0 or 2 (refused, or a usage error), never a traceback,
+    never a file written."""
+    out = sweep_cfg.parent / "run"
+    code, _, _ = run_cli("sweep", sweep_cfg, "--out", out, "--dry-run", *[x for o in opts for x in o])
+    assert code in (0, 2) and not out.exists()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["--top", "--nm-per-px", "--width", "--n-layers", "--n-train",
+                                           "--arch", "--store"]), ARG), max_size=3))
+def test_property_predict_arguments(trained_run, tiny_store, opts):
+    """Random options of ``predict`` on a store sample: a prediction (exit 0) or exit 2, never a traceback."""
+    code, _, _ = run_cli("predict", trained_run, f"{tiny_store}::test:0", *[x for o in opts for x in o])
+    assert code in (0, 2)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["--target", "--mse", "--bootstrap", "--bootstrap-nonlinear",
+                                           "--seed", "--arch"]), ARG), max_size=3))
+def test_property_advise_arguments(synthetic_run, opts):
+    """Random options of ``advise``: an answer or exit 2, never a traceback, nothing written."""
+    args = ["--target", "J", "--mse", "0.1", "--bootstrap", "50", "--bootstrap-nonlinear", "20"]
+    code, _, _ = run_cli("advise", synthetic_run, *args, *[x for o in opts for x in o])
+    assert code in (0, 2) and not (synthetic_run / "fits.json").exists()
+
+
+# --------------------------------------------------------------------------------------------- full disk
+@contextlib.contextmanager
+def small_disk(path: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``path`` (skips the test where mounting is not allowed)."""
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root): the full-disk test is skipped")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _grow(path: Path, size: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True, capture_output=True)
+
+
+def _one_error(result: tuple[int, str, str], match: str) -> None:
+    code, _, err = result
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("warning:")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], err[-2000:]
+
+
+def test_full_disk_generate_and_sweep_stop_with_one_line_and_resume(tiny_store, tmp_path):
+    with small_disk(tmp_path / "disk", "250k") as disk:
+        tiny = ROOT / "configs" / "dataset-tiny.yaml"
+        _one_error(run_cli("generate", "--config", tiny, "--out", disk / "store", "--no-progress"),
+                   "No space left on device")
+        _grow(disk, "4m")
+        code, _, err = run_cli("generate", "--config", tiny, "--out", disk / "store", "--no-progress")
+        assert code == 0, err
+        want = json.loads((tiny_store / "manifest.json").read_text())["shards"]
+        got = json.loads((disk / "store" / "manifest.json").read_text())["shards"]
+        assert [s["sha256"] for s in got] == [s["sha256"] for s in want]  # the same store as never-full
+    with small_disk(tmp_path / "disk2", "40k") as disk:
+        doc = _sweep_doc(tiny_store, model={"arch": "fcn", "n_layers": 1, "width": [4, 8]}, realizations=2)
+        cfg = _write_yaml(tmp_path / "sweep.yaml", doc)
+        _one_error(run_cli("sweep", cfg, "--out", disk / "run", "--no-progress"), "No space left on device")
+        _grow(disk, "4m")
+        code, _, err = run_cli("sweep", cfg, "--out", disk / "run", "--no-progress")
+        assert code == 0, err
+        df = results.read_results(disk / "run")
+        assert len(df) == 4 and (df["status"] == "ok").all()
+        parts = list((disk / "run" / "results.parquet").glob("part-*.parquet"))
+        raw = [rid for p in parts for rid in results.read_parquet_file(p)["run_id"]]
+        assert len(raw) == len(set(raw)) == 4  # nothing lost, nothing twice

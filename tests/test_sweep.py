@@ -22,7 +22,7 @@ from rich.console import Console
 from moirescale import results
 from moirescale.errors import UserError
 from moirescale.sweep.config import load_config, parse_config
-from moirescale.sweep.expand import grid_run_ids, jobs, unique_points
+from moirescale.sweep.expand import grid_points, grid_run_ids, jobs, spec_run_ids, unique_points
 from moirescale.sweep.runner import prepare_rundir
 from moirescale.sweep.status import dry_run_table, grid_status, status_report
 from moirescale.train.spec import run_id
@@ -225,9 +225,11 @@ def sweep_config(store: Path) -> dict:
              "n_train": [32, 64, 128], "targets": ["J", "D"], "realizations": 3},
             {"name": "resnet", "model": {"arch": "resnet18", "width": 4},
              "n_train": [64], "targets": ["theta"], "realizations": 2},
-            # N_D larger than the 128-image pool: fails every attempt, is recorded failed, the rest goes on.
-            {"name": "too_big", "model": {"arch": "fcn", "n_layers": 1, "width": 4},
-             "n_train": [4096], "targets": ["J"], "realizations": 2},
+            # Its checkpoints cannot be written (local_run puts directories at their names): every attempt
+            # fails at run time, is retried, then recorded failed, and the rest goes on. (A grid that can only
+            # fail, such as N_D above the pool, is refused at planning time instead: tests/test_hostile.py.)
+            {"name": "unwritable", "model": {"arch": "fcn", "n_layers": 1, "width": 4},
+             "n_train": [32], "targets": ["J"], "realizations": 2},
         ],
     }
 
@@ -252,6 +254,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _plant_unwritable(cfg: Path, out: Path) -> None:
+    """Make RUNDIR ``out`` for ``cfg`` with directories where the unwritable grid's checkpoints go."""
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "config.yaml").write_text(cfg.read_text())
+    loaded = load_config(cfg).cfg
+    bad = next(g for g in loaded.grids if g.name == "unwritable")
+    for spec in grid_points(loaded, bad):
+        for rid in spec_run_ids(spec):
+            (out / "checkpoints" / f"{rid}.pt").mkdir()
+
+
 @pytest.fixture(scope="module")
 def local_run(tiny_store, tmp_path_factory):
     """A sweep SIGKILLed mid-run, then the same command run again to the end."""
@@ -259,6 +272,7 @@ def local_run(tiny_store, tmp_path_factory):
     cfg = tmp / "e2e.yaml"
     cfg.write_text(yaml.safe_dump(sweep_config(Path(tiny_store))))
     out = tmp / "local"
+    _plant_unwritable(cfg, out)
     cmd = [*CLI, "sweep", str(cfg), "--out", str(out), "--workers", "2", "--retries", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: dict = {"running": 0}
@@ -321,8 +335,8 @@ def test_failing_runs_are_retried_then_recorded_failed(local_run):
     cfg, out, _ = local_run
     df = results.read_results(out)
     failed = df[df["status"] == "failed"]
-    assert set(failed["grid"]) == {"too_big"} and len(failed) == 2
-    assert failed["error"].str.contains("training pool").all()
+    assert set(failed["grid"]) == {"unwritable"} and len(failed) == 2
+    assert failed["error"].str.contains("Is a directory").all()
     log = (out / "logs" / "sweep.log").read_text()
     assert "failed (attempt 2 of 2)" in log  # --retries 1: two attempts, then recorded
     assert "sweep finished" in log
@@ -339,7 +353,7 @@ def test_sweep_rows_record_each_realizations_own_subset(local_run):
     assert df["data_seed"].notna().all() and (df["seed"] == 3).all()
     per_point = df.groupby("group_id").agg(n=("run_id", "size"), seeds=("data_seed", "nunique"))
     assert (per_point["n"] == per_point["seeds"]).all()
-    fcn = df[df["grid"].isin(["fcn", "too_big"])]
+    fcn = df[df["grid"].isin(["fcn", "unwritable"])]
     assert (fcn.groupby("realization")["data_seed"].nunique() == 1).all()  # nested: one subset chain per r
 
 
@@ -347,12 +361,12 @@ def test_status_cli(local_run):
     cfg, out, _ = local_run
     p = subprocess.run([*CLI, "status", str(out)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    for name in ("fcn", "resnet", "too_big", "done", "failed", "pending", "throughput"):
+    for name in ("fcn", "resnet", "unwritable", "done", "failed", "pending", "throughput"):
         assert name in p.stdout
     con = Console(record=True, width=200)
     counts = status_report(out, con).set_index("grid")
     assert counts.loc["fcn", "done"] == 36 and counts.loc["resnet", "done"] == 2
-    assert counts.loc["too_big", "failed"] == 2
+    assert counts.loc["unwritable", "failed"] == 2
     assert counts["pending"].sum() == 0 and counts["running"].sum() == 0
     with pytest.raises(UserError, match="not a sweep run directory"):
         grid_status(cfg.parent)
@@ -362,6 +376,7 @@ def test_ray_executor_matches_local(local_run, tmp_path):
     pytest.importorskip("ray")
     cfg, out, _ = local_run
     ray_out = tmp_path / "ray"
+    _plant_unwritable(cfg, ray_out)
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"}
     cmd = [*CLI, "sweep", str(cfg), "--out", str(ray_out), "--executor", "ray", "--workers", "2",
            "--retries", "0", "--no-progress"]
@@ -378,11 +393,12 @@ def test_ray_executor_matches_local(local_run, tmp_path):
     assert (b.loc[ok, "n_params"] == a.loc[ok, "n_params"]).all()
 
 
-def test_one_sweep_per_rundir(tmp_path):
+def test_one_sweep_per_rundir(tiny_store, tmp_path):
     from moirescale.sweep.runner import _acquire_lock, run_sweep
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(BASE))
+    cfg.write_text(yaml.safe_dump(_mutated(lambda d: d.update(dataset={"store": str(tiny_store)}) or
+                                           d["grids"][0].update(n_train=[32]))))
     out = tmp_path / "run"
     out.mkdir()
     held = _acquire_lock(out)
@@ -391,7 +407,9 @@ def test_one_sweep_per_rundir(tmp_path):
             run_sweep(cfg, out, progress=False)
     finally:
         held.close()
-    with pytest.raises(UserError, match="dataset"):  # the lock is free again: now the store is missing
+    assert sorted(p.name for p in out.iterdir()) == [".sweep.lock"]  # the refused sweep wrote nothing
+    cfg.write_text(yaml.safe_dump(BASE))
+    with pytest.raises(UserError, match="dataset"):  # the store is missing: refused before the lock
         run_sweep(cfg, out, progress=False)
 
 

@@ -5,6 +5,7 @@ Bad input raises :class:`moirescale.errors.UserError`; it is printed as one line
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -52,11 +53,19 @@ _register()
 
 
 def main() -> None:
-    """Entry point. Usage errors (bad options) exit 2 via typer; a UserError prints one line and exits 2."""
+    """Entry point. Usage errors (bad options) exit 2 via typer; a UserError, or an OSError of the system
+    (a full disk, a permission), prints one line and exits 2."""
     try:
         app()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:  # the machine refused (a full disk, no permission): its one line, not a traceback
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        what = exc.strerror or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        full = exc.errno == errno.ENOSPC
+        hint = "; free some space, then run the same command again to resume" if full else ""
+        print(f"error: {where}{what}{hint}", file=sys.stderr)
         sys.exit(2)
 
 

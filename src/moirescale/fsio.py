@@ -95,9 +95,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, _FILE_MODE)
         _fsync_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and not exc.filename:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # say which file (a full disk)
         raise
     fsync_dir(parent)
 

@@ -70,6 +70,17 @@ def table_path(rundir: str | os.PathLike[str]) -> Path:
     return Path(rundir) / TABLE_NAME
 
 
+def check_appendable(rundir: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, a run directory whose table cannot take new parts (or whose checkpoints/ or
+    logs/ is taken by a file)."""
+    for name in (TABLE_NAME, "checkpoints", "logs"):
+        p = Path(rundir) / name
+        if os.path.lexists(p) and not p.is_dir():
+            raise UserError(
+                f"{p} exists and is not a directory, so new results cannot be added; move it away"
+            )
+
+
 def append_rows(rundir: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> Path | None:
     """Append rows atomically as one new part file. Unknown keys are an error; missing keys become null.
 
@@ -106,9 +117,27 @@ def read_results(rundir: str | os.PathLike[str]) -> pd.DataFrame:
         parts = [folder]
     if not parts:
         return SCHEMA.empty_table().to_pandas()
-    frames = [pq.read_table(p, schema=SCHEMA).to_pandas() for p in parts]
+    frames = [_read_part(p) for p in parts]
     df = pd.concat(frames, ignore_index=True)
     return df.drop_duplicates("run_id", keep="last").reset_index(drop=True)
+
+
+def _read_part(path: Path) -> pd.DataFrame:
+    """One part of the table; a file that is not one (corrupt, foreign) is a UserError naming it."""
+    return read_parquet_file(path, SCHEMA, what="part of a results table")
+
+
+def read_parquet_file(path: str | os.PathLike[str], schema: pa.Schema | None = None,
+                      what: str = "Parquet table") -> pd.DataFrame:
+    """A Parquet file written by moirescale (results part, ``noise.parquet``) as a DataFrame.
+
+    A corrupt or foreign file is a :class:`UserError` that names it, never a traceback (issue 11).
+    """
+    try:
+        return pq.read_table(path, schema=schema).to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path} is not a readable {what} ({msg}); move it out of the way") from None
 
 
 def done_ids(rundir: str | os.PathLike[str], include_failed: bool = False) -> set[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from moirescale.errors import UserError
+from moirescale.labels import LABELS
 
 RUNDIR = typer.Argument(..., help="Run directory holding results.parquet.")
 FIT_RANGE = typer.Option(
@@ -22,6 +23,19 @@ BOOT_NL = typer.Option(
     help="Bootstrap replicates for nonlinear fits (floor, joint law); each is a full refit.",
 )
 SEED = typer.Option(0, "--seed", help="Seed of the bootstraps.")
+MAX_BOOT = 100_000  # bootstrap replicates: more only costs memory (the interval is settled long before)
+MAX_SUBSETS = 10_000
+
+
+def _check_outputs(rundir: Path, names: tuple[str, ...]) -> None:
+    """Refuse, before any work, outputs that cannot be written: a file name taken by a directory (or the
+    figures folder taken by a file)."""
+    for name in names:
+        p = rundir / name
+        if name == "figures" and p.exists() and not p.is_dir():
+            raise UserError(f"{p} exists and is not a directory; move it away")
+        if name != "figures" and p.is_dir():
+            raise UserError(f"{p} is a directory; move it away so the {name} can be written")
 
 
 def _settings(fit_range, floor: bool, n_boot: int, n_boot_nl: int, seed: int):
@@ -29,6 +43,10 @@ def _settings(fit_range, floor: bool, n_boot: int, n_boot_nl: int, seed: int):
 
     if n_boot < 50 or n_boot_nl < 20:
         raise UserError("--bootstrap must be >= 50 and --bootstrap-nonlinear >= 20 for a 95 % interval")
+    if n_boot > MAX_BOOT or n_boot_nl > MAX_BOOT:
+        raise UserError(f"--bootstrap and --bootstrap-nonlinear must be <= {MAX_BOOT}")
+    if not 0 <= seed < 2**63:
+        raise UserError(f"--seed must be in [0, 2^63), got {seed}")
     fr = None
     if fit_range:
         lo, hi = (float(v) for v in fit_range)
@@ -49,6 +67,7 @@ def fit(
     """Fit every scaling curve of RUNDIR and write RUNDIR/fits.json."""
     from moirescale.analysis.pipeline import analyze_rundir, write_fits
 
+    _check_outputs(rundir, ("fits.json",))
     an = analyze_rundir(rundir, _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed))
     path = write_fits(rundir, an)
     for meta, f in an.curves_d:
@@ -79,11 +98,13 @@ def report(
     from moirescale.analysis.report import write_report
     from moirescale.analysis.stats import load_results
 
+    if not 2 <= subsets <= MAX_SUBSETS:
+        raise UserError(f"--subsets must be between 2 and {MAX_SUBSETS}, got {subsets}")
+    settings = _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed)
+    _check_outputs(rundir, ("fits.json", "report.html", "figures"))
     df = load_results(rundir)
-    an = analyze(df, _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed))
+    an = analyze(df, settings)
     write_fits(rundir, an)
-    if subsets < 2:
-        raise UserError("--subsets must be at least 2")
     figs = make_figures(an, rundir, n_subsets=subsets)
     path = write_report(an, rundir, figs, df)
     drawn = [k for k, v in figs.items() if "png" in v]
@@ -106,8 +127,10 @@ def advise(
     from moirescale.analysis.pipeline import advise as _advise
     from moirescale.analysis.pipeline import analyze_rundir, format_advice
 
-    if not mse > 0:
-        raise UserError("--mse must be > 0")
+    if not 0 < mse < float("inf"):
+        raise UserError(f"--mse must be a finite number > 0, got {mse}")
+    if target not in (*LABELS, "all"):
+        raise UserError(f"--target must be one of {', '.join(LABELS)} or all, got {target!r}")
     an = analyze_rundir(rundir, _settings(None, False, bootstrap, bootstrap_nonlinear, seed))
     adv = _advise(an, target, mse, arch)
     typer.echo(json.dumps(adv, indent=1) if as_json else format_advice(adv))

@@ -25,6 +25,7 @@ from moirescale.analysis.fits import PowerLawFit  # noqa: E402
 from moirescale.analysis.pipeline import Analysis  # noqa: E402
 from moirescale.analysis.stats import bootstrap_gm, geomean  # noqa: E402
 from moirescale.fsio import atomic_path  # noqa: E402
+from moirescale.results import read_parquet_file  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -540,7 +541,7 @@ def fig_joint(an: Analysis) -> plt.Figure:
 
 def noise_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Geometric-mean MSE per (model, target, N_D, noise kind, level) from ``noise.parquet``."""
-    df = pd.read_parquet(path)
+    df = read_parquet_file(path, what="noise table")
     need = ["arch", "width", "n_layers", "target", "n_train", "noise_kind", "noise_level", "mse"]
     missing = [c for c in need if c not in df.columns]
     if missing:

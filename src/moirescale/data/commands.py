@@ -48,6 +48,8 @@ def generate_cmd(
     cfg, runtime = load_config(config, overrides)
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     path = generate(
         cfg,
         out,

@@ -26,6 +26,7 @@ from pydantic import (
 
 from moirescale.errors import UserError
 from moirescale.labels import LABELS, RANGES
+from moirescale.limits import check_dataset
 
 # Per-sample seed = seed * SEED_STRIDE + split_index * SPLIT_STRIDE + i: disjoint, contiguous per shard.
 SPLIT_STRIDE = 10**10
@@ -222,7 +223,13 @@ def validate_config(raw: Any, source: str = "config") -> DatasetConfig:
         cfg = DatasetConfig.model_validate(raw)
     except ValidationError as exc:
         raise UserError(_format_error(exc, source)) from None
-    resolve_physics(cfg, source)
+    _, protocol, image, _ = resolve_physics(cfg, source)
+    try:
+        check_dataset(cfg.splits.model_dump(), cfg.shard_size, cfg.labels.theta[0], cfg.cells_per_side,
+                      protocol.n_anneal + protocol.n_zero, image.size_px, image.supersample,
+                      len(image.channels))
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
     return cfg
 
 

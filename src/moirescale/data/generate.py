@@ -45,6 +45,7 @@ from moirescale.data.store import (
 from moirescale.errors import UserError
 from moirescale.fsio import open_nofollow
 from moirescale.labels import LABELS, UNITS
+from moirescale.limits import max_cell_side, sim_batch_limit
 
 GENERATOR_VERSION = f"moirescale {__version__} (store format {FORMAT_VERSION})"
 LABEL_STREAM = 0x6C6162656C  # "label": a stream the simulator never uses (it uses [seed, 0] and [seed, 1])
@@ -334,9 +335,11 @@ def generate(
     cpu_batch = max(64, 4 * (workers or os.cpu_count() or 1))
     default_batch = cfg.shard_size if resolved_dict(cfg)["backend"] == "torch" else cpu_batch
     batch = min(batch_size or default_batch, cfg.shard_size)
+    # Speed only: fewer samples per call when their cells would not fit in memory together.
+    batch = min(batch, sim_batch_limit(max_cell_side(cfg.labels.theta[0], cfg.cells_per_side)))
     out = Path(out)
+    fresh = new_manifest(cfg)  # every check of the config before the output directory is touched
     _prepare_dir(out)
-    fresh = new_manifest(cfg)
     with _locked(out):
         m = _open_or_create(out, fresh)
         for p in out.iterdir():  # leftovers of a killed run (we hold the lock: nobody else is writing)

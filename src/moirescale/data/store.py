@@ -21,7 +21,7 @@ import numpy as np
 
 from moirescale.errors import UserError
 from moirescale.fsio import TMP_PREFIX as TMP_PREFIX  # re-exported: the store's temporary names
-from moirescale.fsio import atomic_path, atomic_write
+from moirescale.fsio import atomic_write
 
 FORMAT = "moirescale-store"
 FORMAT_VERSION = 1
@@ -96,7 +96,10 @@ def write_shard(
     seeds = np.asarray(seeds, dtype=np.int64).reshape(n)
     energies = np.asarray(energies, dtype=np.float64).reshape(n)
     # libver pinned and track_times off: identical inputs give identical bytes (resume == uninterrupted run).
-    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver=("earliest", "v110"), track_order=False) as f:
+    # Built in memory (the core driver's image is byte for byte what a file would hold), then written with
+    # one atomic write: a full disk is a plain OSError there, not an HDF5 library failing mid-close.
+    with h5py.File(f"{path.name}.in-memory", "w", driver="core", backing_store=False,
+                   libver=("earliest", "v110"), track_order=False) as f:
         f.create_dataset(
             "images",
             data=encode_images(images),
@@ -111,8 +114,11 @@ def write_shard(
             f.create_dataset(name, data=arr, fletcher32=True, chunks=arr.shape, track_times=False)
         for k, v in sorted((attrs or {}).items()):
             f.attrs[k] = v
-    digest, size = sha256_file(path), path.stat().st_size
-    return {"file": path.name, "count": int(n), "bytes": int(size), "sha256": digest}
+        f.flush()
+        image = f.id.get_file_image()
+    atomic_write(path, image)
+    digest = hashlib.sha256(image).hexdigest()
+    return {"file": path.name, "count": int(n), "bytes": len(image), "sha256": digest}
 
 
 # ---------------------------------------------------------------------------------------------------- reading

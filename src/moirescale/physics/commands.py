@@ -23,13 +23,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate one twisted-bilayer CrI3 sample (MODEL.md) and write it as .npz (and optionally a PNG)."""
         from moirescale.errors import UserError
+        from moirescale.limits import check_cell_side
         from moirescale.physics.io import save_npz
-        from moirescale.physics.lattice import THETA_MAX_DEG, THETA_MIN_DEG
+        from moirescale.physics.lattice import THETA_MAX_DEG, THETA_MIN_DEG, cell_size
         from moirescale.physics.render import figure_format, save_png
         from moirescale.physics.simulate import simulate_sample
 
         if not THETA_MIN_DEG < theta < THETA_MAX_DEG:
             raise UserError(f"--theta must be in ({THETA_MIN_DEG}, {THETA_MAX_DEG}) degrees, got {theta}")
+        check_cell_side(cell_size(theta, cells_per_side)[0])
         # Check the outputs can be written before spending time on the simulation.
         for p in [out] + ([png] if png is not None else []):
             parent = p.parent if str(p.parent) else Path(".")

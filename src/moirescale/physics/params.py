@@ -26,6 +26,12 @@ class ModelParams:
     lam: float = 0.09
     B: float = 0.0
 
+    def validate(self) -> None:
+        for name in ("J1", "lam", "B"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and abs(v) <= 1000.0):
+                raise UserError(f"{name} must be a finite number in [-1000, 1000] meV, got {v}")
+
 
 @dataclass(frozen=True)
 class AnnealProtocol:

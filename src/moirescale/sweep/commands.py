@@ -27,16 +27,13 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             from rich.console import Console
 
-            from moirescale.sweep.config import load_config
+            from moirescale.sweep.runner import preflight
             from moirescale.sweep.status import dry_run_table
 
-            loaded = load_config(config)
+            # The same checks as a real run (nothing is written): a dry run accepts what the run accepts.
+            loaded, _, _ = preflight(config, out, executor, address, workers, retries, device, force)
             Console(width=160).print(dry_run_table(loaded, out if (out / "config.yaml").is_file() else None))
             return
-        if device not in ("auto", "cpu", "cuda"):
-            from moirescale.errors import UserError
-
-            raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
         from moirescale.sweep.runner import run_sweep
 
         run_sweep(config, out, executor=executor, address=address, workers=workers, retries=retries,

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from moirescale.errors import UserError
+from moirescale.limits import MAX_REALIZATIONS
 from moirescale.results import BUDGET_CHECK_SUFFIX
 
 ARCHS = ("fcn", "resnet18", "vit", "features")
@@ -75,12 +76,12 @@ class Recipe(_Strict):
     schedule_kw: dict[str, Any] | None = None
     optimizer: Literal["adam", "adamw"] | None = None
     lr: Annotated[float, Field(gt=0, lt=10)] | None = None
-    weight_decay: Annotated[float, Field(ge=0)] | None = None
+    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     batch_size: PosInt | None = None
     max_epochs: PosInt | None = None
     channels: str | None = None  # comma-separated channel names of the store: "top", "net", "top,bottom"...
     shared_data: bool | None = None
-    noise_train: Annotated[float, Field(ge=0)] | None = None
+    noise_train: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
     def overrides(self) -> dict[str, Any]:
         """Only the fields the YAML set (an explicit ``max_epochs: null`` counts as set)."""
@@ -170,7 +171,7 @@ class Grid(_Strict):
     model: ModelGrid
     n_train: NTrain
     targets: list[Literal[TARGETS]]  # type: ignore[valid-type]
-    realizations: PosInt  # N_r: realization indices 0..N_r-1
+    realizations: Annotated[int, Field(gt=0, le=MAX_REALIZATIONS)]  # N_r: realization indices 0..N_r-1
     group_size: PosInt | None = None  # realizations per job (None: all for FCN = one ensemble, 1 otherwise)
     train: Recipe = Field(default_factory=Recipe)
     schedules: list[ScheduleChoice] | None = None  # a schedule comparison: the grid is run once per schedule
@@ -213,7 +214,7 @@ class Grid(_Strict):
 class SweepConfig(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0  # stored as int64 in the results table
     dataset: DatasetSpec
     recipes: dict[Literal[ARCHS], Recipe] = Field(default_factory=dict)  # type: ignore[valid-type]
     grids: list[Grid] = Field(min_length=1)

@@ -9,6 +9,8 @@ one RUNDIR.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -26,10 +28,11 @@ import yaml
 
 from moirescale import results
 from moirescale.errors import UserError
-from moirescale.fsio import atomic_write, open_nofollow
+from moirescale.fsio import atomic_write, open_nofollow, remove_stale_temps
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
 from moirescale.sweep.estimate import check_models
 from moirescale.sweep.expand import jobs, spec_run_ids, unique_points
+from moirescale.sweep.plan import DatasetFacts, check_options, plan
 from moirescale.sweep.worker import (
     DEFAULT_TRAIN_FN,
     failed_rows,
@@ -59,11 +62,7 @@ def prepare_rundir(loaded: LoadedConfig, out: Path, force: bool = False) -> None
         raise UserError(f"{out} is not empty and is not a sweep run directory; choose a new --out")
     dest = out / "config.yaml"
     if dest.exists():
-        try:
-            old = yaml.safe_load(dest.read_text())
-        except yaml.YAMLError:
-            old = None
-        if old == loaded.raw:
+        if _same_config(dest, loaded):
             return
         if not force:
             raise UserError(
@@ -95,10 +94,26 @@ def _acquire_lock(out: Path) -> Any:
     return fh
 
 
+class _LogFile(logging.FileHandler):
+    """The sweep's log file. A record that cannot be written (a full disk) is dropped: the log must not turn
+    one clear error into tracebacks on stderr."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            super().flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            super().close()
+
+
 def setup_logging(out: Path) -> logging.Handler:
     (out / "logs").mkdir(exist_ok=True)
     path = out / "logs" / "sweep.log"
-    handler = logging.FileHandler(path, delay=True)
+    handler = _LogFile(path, delay=True)
     handler.stream = open_nofollow(path)  # appended to, never through a link planted at its name
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -254,6 +269,11 @@ def drive(
             try:
                 rows = executor.result(handle)
             except Exception as exc:  # noqa: BLE001 - any failure of a job is recorded, the sweep goes on
+                if _out_of_space(exc):  # not the job's fault: stop, keep what is done, resume later
+                    raise UserError(
+                        f"{_describe(spec)}: {format_error(exc)}; free some space and run the same command "
+                        "again to resume"
+                    ) from None
                 attempts[i] = attempts.get(i, 0) + 1
                 log.warning("job %s failed (attempt %d of %d): %s\n%s", _describe(spec), attempts[i],
                             retries + 1, format_error(exc), format_traceback(exc))
@@ -272,6 +292,15 @@ def drive(
                 on_rows(rows)
     summary.wall_s = time.monotonic() - t0
     return summary
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """Whether a job failed because the disk is full, over quota or read-only (also inside a Ray error)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return False
 
 
 def _describe(spec: TrainSpec) -> str:
@@ -294,37 +323,32 @@ def run_sweep(
     progress: bool = True,
 ) -> SweepSummary:
     """Run (or resume) the sweep a config declares into ``out``. The Python face of ``moirescale sweep``."""
-    if retries < 0:
-        raise UserError(f"--retries must be >= 0, got {retries}")
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
-    if executor not in ("local", "ray"):
-        raise UserError(f"--executor must be local or ray, got {executor!r}")
-    if address and executor != "ray":
-        raise UserError("--address is for --executor ray")
-    loaded = load_config(config)
-    rundir = Path(out).resolve()
-    if rundir.exists() and not rundir.is_dir():
-        raise UserError(f"--out {rundir} is a file, not a directory")
-    foreign = rundir.is_dir() and not (rundir / "config.yaml").exists()
-    if foreign and any(not p.name.startswith(".") for p in rundir.iterdir()):  # hidden: lock, demo marker
-        raise UserError(f"{rundir} is not empty and is not a sweep run directory; choose a new --out")
+    loaded, rundir, _ = preflight(config, out, executor, address, workers, retries, device, force)
+    # What this run creates; a refusal before the first job removes it again (RUNDIR as it was found).
+    created = [p for p in (rundir, rundir / LOCK, rundir / "config.yaml", rundir / "logs",
+                           rundir / "logs" / "sweep.log", rundir / "dataset.json", rundir / HEARTBEAT)
+               if not os.path.lexists(p)]
     rundir.mkdir(parents=True, exist_ok=True)
     lock = _acquire_lock(rundir)
     try:
         prepare_rundir(loaded, rundir, force=force)
-    except BaseException:
+    except BaseException as exc:
         lock.close()
+        if isinstance(exc, UserError):
+            _undo(created)
         raise
+    for folder in (rundir, rundir / "checkpoints", results.table_path(rundir)):
+        remove_stale_temps(folder)  # what killed runs left (an hour old: no live writer's)
     handler = setup_logging(rundir)
+    started = refused = False
     try:
         log.info("sweep %s (%s) into %s, executor %s", loaded.cfg.name, loaded.path, rundir, executor)
-        for w in config_warnings(loaded.cfg):
-            log.warning(w)
-            print(f"warning: {w}", file=sys.stderr)
         info = ensure_dataset(loaded, rundir, force=force)
         _warn_pool(loaded, info)
         check_models([p.spec for p in unique_points(loaded.cfg)], tuple(info["image_shape"]))
+        for w in config_warnings(loaded.cfg):  # after every refusal: a refused run prints one line
+            log.warning(w)
+            print(f"warning: {w}", file=sys.stderr)
         done = results.done_ids(rundir)
         todo = jobs(loaded.cfg, done)
         summary_skip = len(done)
@@ -355,8 +379,12 @@ def run_sweep(
                        max(1, int(ex.n_cpu)))
         bar, on_rows = _progress(n_runs, progress)
         killed = False
+        started = True
         try:
             summary = drive(ex, todo, rundir, retries, hb, max_in_flight, on_rows)
+        except (UserError, OSError):
+            killed = True  # a full disk: stop the jobs in flight now, they cannot write either
+            raise
         except KeyboardInterrupt:
             killed = True
             log.warning("interrupted; run the same command again to resume")
@@ -372,10 +400,68 @@ def run_sweep(
         log.info("sweep finished: %s", summary.line())
         print(f"sweep finished: {summary.line()}; results: {results.table_path(rundir)}", flush=True)
         return summary
+    except UserError:
+        refused = not started
+        raise
     finally:
         log.removeHandler(handler)
         handler.close()
         lock.close()
+        if refused:
+            _undo(created)
+
+
+def _undo(created: list[Path]) -> None:
+    """Remove what a refused run created (files, then emptied folders; never a link's target)."""
+    for p in reversed(created):
+        try:
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()  # only when empty: anything else in it was not ours
+            else:
+                p.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def preflight(
+    config: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    executor: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    retries: int = 2,
+    device: str = "auto",
+    force: bool = False,
+) -> tuple[LoadedConfig, Path, DatasetFacts]:
+    """Every check of a sweep that needs nothing written: options, config, RUNDIR, dataset and grid points.
+
+    ``--dry-run`` runs exactly this, so it accepts what the run accepts (issue 11).
+    """
+    check_options(executor, address, workers, retries, device)
+    loaded = load_config(config)
+    rundir = Path(out).resolve()
+    if rundir.exists() and not rundir.is_dir():
+        raise UserError(f"--out {rundir} is a file, not a directory")
+    if rundir.is_dir():
+        dest = rundir / "config.yaml"
+        if not dest.exists() and any(not p.name.startswith(".") for p in rundir.iterdir()):
+            # hidden names (a lock, the demo's marker) do not make a directory someone else's
+            raise UserError(f"{rundir} is not empty and is not a sweep run directory; choose a new --out")
+        if dest.exists() and not force and not _same_config(dest, loaded):
+            raise UserError(
+                f"{rundir} holds a sweep of a different config ({dest}); use another --out, or --force to "
+                f"adopt {loaded.path.name} there (finished runs are kept)"
+            )
+    results.check_appendable(rundir)
+    facts = plan(loaded, executor)
+    return loaded, rundir, facts
+
+
+def _same_config(dest: Path, loaded: LoadedConfig) -> bool:
+    try:
+        return yaml.safe_load(dest.read_text()) == loaded.raw
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
 
 
 def _warn_pool(loaded: LoadedConfig, info: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from moirescale.errors import UserError
+from moirescale.limits import MAX_REALIZATIONS
 
 
 def _parse_opts(items: list[str] | None) -> dict[str, object]:
@@ -65,14 +66,19 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train N_r realizations of one model on N_D samples and append one row per network to the run table."""
-    from moirescale.results import append_rows
+    from moirescale.results import append_rows, check_appendable
     from moirescale.train.run import run_spec
     from moirescale.train.spec import TrainSpec
 
     if not data.is_dir():
         raise UserError(f"--data {data}: no such dataset store directory")
-    if realizations < 1:
-        raise UserError(f"--realizations must be >= 1, got {realizations}")
+    if not 1 <= realizations <= MAX_REALIZATIONS:
+        raise UserError(f"--realizations must be between 1 and {MAX_REALIZATIONS}, got {realizations}")
+    if not 0 <= first_realization < 10**6:
+        raise UserError(f"--first-realization must be in [0, 10^6), got {first_realization}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    check_appendable(out)
     kw = {"n_layers": n_layers, "width": width, "heads": heads, "patch": patch}
     spec = TrainSpec(
         arch=model,

@@ -11,6 +11,7 @@ the resolved object instead of deriving the same facts again.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 from moirescale.data.store import nested_subset
 from moirescale.errors import UserError
 from moirescale.labels import target_index
+from moirescale.limits import MAX_DEPTH, check_training_size, physical_memory
 from moirescale.physics.params import CHANNELS
 from moirescale.train.data import steps_per_epoch
 from moirescale.train.schedules import SCHEDULES, ScheduleConfig, schedule_config
@@ -109,8 +111,13 @@ def check_fields(spec: TrainSpec) -> None:
         raise UserError(f"batch_size must be >= 1, got {spec.batch_size}")
     if not spec.realizations or len(set(spec.realizations)) != len(spec.realizations):
         raise UserError(f"realizations must be a non-empty list of distinct indices, got {spec.realizations}")
-    if spec.weight_decay < 0 or spec.noise_train < 0:
-        raise UserError("weight_decay and noise_train must be >= 0")
+    if not (0 <= spec.weight_decay < math.inf and 0 <= spec.noise_train < math.inf):
+        raise UserError("weight_decay and noise_train must be finite numbers >= 0")
+    depth = spec.model_kw.get("n_layers")
+    if isinstance(depth, int | float) and not depth <= MAX_DEPTH:
+        raise UserError(f"n_layers must be <= {MAX_DEPTH}, got {depth}")
+    if not 0 <= spec.seed < 2**63 or min(spec.realizations) < 0:
+        raise UserError(f"the seed must be in [0, 2^63) and realization indices >= 0, got seed {spec.seed}")
 
 
 def check_pool(spec: TrainSpec, pool: int, where: str = "") -> None:
@@ -193,6 +200,9 @@ def resolve(
         check_pool(spec, int(pool), where)
     schedule = schedule_of(spec)
     subset_seeds, batch_seeds = seeds_of(spec)
+    n_params = count_model_params(spec, in_shape)
+    # A network that cannot be allocated is refused here, before any memory is asked for.
+    check_training_size(n_params, 1, f"{spec.arch} {spec.model_kw}", physical_memory())
     return ResolvedSpec(
         spec=spec,
         in_shape=in_shape,
@@ -201,6 +211,6 @@ def resolve(
         schedule=schedule,
         subset_seeds=subset_seeds,
         batch_seeds=batch_seeds,
-        n_params=count_model_params(spec, in_shape),
+        n_params=n_params,
         pool=None if pool is None else int(pool),
     )

@@ -384,6 +384,9 @@ def load_checkpoint(
             meta["arch"], tuple(meta["in_shape"]), int(meta["n_outputs"]), **meta["model_kw"]
         )
         model.load_state_dict(blob["state_dict"])
-    except (OSError, KeyError, RuntimeError, EOFError, TypeError) as exc:
-        raise UserError(f"checkpoint {path} cannot be read: {exc}") from None
+    except UserError:
+        raise
+    except Exception as exc:  # a corrupt or foreign file fails in many ways; each is the file's fault
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {path} cannot be read: {msg}") from None
     return model.to(device).eval(), meta

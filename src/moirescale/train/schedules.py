@@ -61,10 +61,13 @@ def schedule_config(
     """
     if kind not in SCHEDULES:
         raise UserError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
-    if not lr > 0:
-        raise UserError(f"learning rate must be > 0, got {lr}")
+    if not 0 < lr < math.inf:
+        raise UserError(f"learning rate must be a finite number > 0, got {lr}")
     spe = steps_per_epoch(int(n_train), int(batch_size))
     kw = dict(kw)
+    for key, value in kw.items():  # YAML or --schedule-opt: "abc", null or nan must not reach the arithmetic
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise UserError(f"schedule option {key} must be a finite number, got {value!r}")
     min_steps = int(kw.pop("min_steps", ADJUSTABLE_DEFAULTS["min_steps"]))
     min_epochs = float(kw.pop("min_epochs", ADJUSTABLE_DEFAULTS["min_epochs"]))
     max_steps = kw.pop("max_steps", None)

@@ -158,9 +158,23 @@ def alpha_table(rundir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(rundir) / "fits.json"
     if not path.is_file():
         return []
-    doc = json.loads(path.read_text())
-    fits = [f for f in doc.get("fits", []) if f.get("variable") == "n_train"]
+    doc = _read_fits(path)
+    if doc is None:
+        raise UserError(f"{path} is not a fits.json written by `moirescale fit`; delete it and rerun")
+    fits = [f for f in doc["fits"] if f.get("variable") == "n_train"]
     return sorted(fits, key=lambda f: (f.get("target") or "", f.get("arch") or "", f.get("n_params") or 0))
+
+
+def _read_fits(path: Path) -> dict[str, Any] | None:
+    """``fits.json`` as written by ``moirescale fit`` (a mapping with a list of fit mappings), else None."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    fits = doc.get("fits") if isinstance(doc, dict) else None
+    if not isinstance(fits, list) or not all(isinstance(f, dict) for f in fits):
+        return None
+    return doc
 
 
 def print_alphas(rundir: str | os.PathLike[str]) -> None:
@@ -190,8 +204,8 @@ def print_alphas(rundir: str | os.PathLike[str]) -> None:
 def _up_to_date(out: Path) -> bool:
     """Whether fits.json and report.html are newer than everything they are made from."""
     made = [out / "fits.json", out / "report.html"]
-    if not all(p.is_file() for p in made):
-        return False
+    if not all(p.is_file() for p in made) or _read_fits(made[0]) is None:
+        return False  # missing, or a corrupt fits.json: fit and report again
     inputs = [*(out / "results.parquet").glob("part-*.parquet"), out / "noise.parquet", out / EXAMPLES]
     newest = max((p.stat().st_mtime_ns for p in inputs if p.is_file()), default=0)
     return min(p.stat().st_mtime_ns for p in made) > newest

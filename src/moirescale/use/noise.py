@@ -23,6 +23,7 @@ import pandas as pd
 
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_path
+from moirescale.results import read_parquet_file
 
 GAUSSIAN_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)  # sigma, as in Lee et al. 2024
 FLIP_LEVELS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2)  # fraction of pixels with flipped sign
@@ -133,7 +134,7 @@ def read_noise(rundir: str | os.PathLike[str]) -> pd.DataFrame:
     path = noise_table_path(rundir)
     if not path.is_file():
         return pd.DataFrame({c: pd.Series(dtype=NOISE_DTYPES[c]) for c in NOISE_COLUMNS})
-    return pd.read_parquet(path)
+    return read_parquet_file(path, what="noise table")
 
 
 def _write_noise(rundir: str | os.PathLike[str], df: pd.DataFrame) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import pandas as pd
 
 from moirescale.errors import UserError
 from moirescale.labels import LABELS, UNITS, unscale
+from moirescale.limits import MAX_INPUT_PIXELS, check_input_pixels, check_resampled_pixels
 
 RANGE_TOL = 1e-3  # values may exceed [-1, 1] by this much (float round-off) and are clipped
 STORE_SEP = "::"  # STORE_DIR::split:index
@@ -110,7 +112,22 @@ def _picture_to_array(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(
+            f"{path}: the picture is larger than the limit of {MAX_INPUT_PIXELS // 2**20} megapixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the picture ({exc})") from None
+    try:
+        check_input_pixels(im.height, im.width, str(path))  # before decoding: the header's size is enough
+    except UserError:
+        im.close()
+        raise
+    try:
+        with im:
             im.load()
             mode = im.mode
             if mode == "P":
@@ -135,13 +152,17 @@ def _picture_to_array(path: Path) -> np.ndarray:
             if mode == "F":  # a float picture (e.g. TIFF): values taken as they are
                 return np.asarray(im, dtype=np.float32)[None]
             raise UserError(f"{path}: unsupported picture mode {mode!r}; save it as grey scale or RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{path}: cannot read the picture ({exc})") from None
 
 
 def _npy_to_array(path: Path) -> np.ndarray:
     try:
-        a = np.load(path, allow_pickle=False)
+        a = np.load(path, allow_pickle=False, mmap_mode="r")  # the header first: nothing read yet
+        if isinstance(a, np.ndarray):
+            check_input_pixels(int(np.prod(a.shape[:-1], dtype=np.int64)), a.shape[-1] if a.ndim else 1,
+                               str(path))
+            a = np.array(a)
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: cannot read the .npy file ({str(exc).splitlines()[0]})") from None
     if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
@@ -254,6 +275,12 @@ def to_training_grid(
     else:
         factor_h = factor_w = inp.nm_per_px / train_nm_per_px
     new = (max(1, round(img.shape[1] * factor_h)), max(1, round(img.shape[2] * factor_w)))
+    check_resampled_pixels(*new, inp.source or "the image")
+    if min(new) < 8:
+        raise UserError(
+            f"{inp.source or 'the image'}: at {inp.nm_per_px} nm/px it covers only {new[0]} x {new[1]} "
+            "training pixels (need >= 8 x 8); check --nm-per-px"
+        )
     if new != img.shape[1:]:
         img = np.stack([_resize_channel(c, new) for c in img])
     img, padded_h = _crop_or_pad(img, h, 1)
@@ -412,6 +439,9 @@ def _store_from_rundir(rundir: str | os.PathLike[str]) -> str | None:
 def find_store(rundir: str | os.PathLike[str], store: str | None = None) -> str:
     """The training dataset of a run directory: ``store`` if given, else what the run directory records."""
     if store:
+        from moirescale.data.store import read_manifest
+
+        read_manifest(store)  # a --store that is not a dataset store is refused here, not deep inside
         return store
     found = _store_from_rundir(rundir)
     if found is None:
@@ -470,6 +500,10 @@ def predict(
     rundir = Path(rundir)
     if not rundir.is_dir():
         raise UserError(f"{rundir}: no such run directory")
+    if store is not None:
+        from moirescale.data.store import read_manifest
+
+        read_manifest(store)  # --store that names no dataset store is an error, even when unneeded
     inp = read_image(image, nm_per_px)  # read before loading models: a bad image fails fast
     ranked = rank_groups(read_results(rundir), rundir, arch, width, n_layers, n_train)
     chosen = choose_models(ranked, top)

@@ -1,0 +1,151 @@
+"""Planning checks of a sweep, shared by ``--dry-run`` and the real run (issue 11).
+
+Everything that can be known before a job starts is checked here, before the run directory is touched: the
+command-line options, the dataset (the store, or the dataset config that will make it), and every grid point
+(recipe, schedule options, channels, model knobs, model size against memory, N_D against the training pool).
+So a grid that can only fail is refused with one message instead of being written as failed rows, and
+``--dry-run`` accepts exactly what the run accepts. Nothing here writes a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from moirescale.errors import UserError
+from moirescale.limits import check_training_size, physical_memory
+from moirescale.sweep.config import LoadedConfig
+from moirescale.sweep.expand import unique_points
+from moirescale.train.spec import TrainSpec
+
+EXECUTORS = ("local", "ray")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What the planning needs to know of the dataset: image shape (C, H, W), training pool, channel names."""
+
+    image_shape: tuple[int, int, int]
+    pool: int
+    channels: tuple[str, ...]
+    exists: bool  # the store is there (else the sweep will generate it)
+
+
+def check_options(executor: str, address: str | None, workers: int | None, retries: int, device: str) -> None:
+    """The command-line options of ``sweep`` (the same for ``--dry-run`` and a real run)."""
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor must be local or ray, got {executor!r}")
+    if address and executor != "ray":
+        raise UserError("--address is for --executor ray")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if retries < 0:
+        raise UserError(f"--retries must be >= 0, got {retries}")
+    if device not in DEVICES:
+        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
+
+
+def dataset_facts(loaded: LoadedConfig) -> DatasetFacts:
+    """The store's facts, or those of the store the config's ``dataset.generate`` block would make."""
+    from moirescale.data.store import open_store
+    from moirescale.data.torch_data import store_channels
+
+    gen = loaded.cfg.dataset.generate
+    try:
+        with open_store(loaded.store_path, checksum=False) as store:
+            c, h, w = store.image_shape
+            have = {s: store.split_len(s) for s in ("train", "val", "test")}
+            facts = DatasetFacts((c, h, w), have["train"], tuple(store_channels(store)), True)
+    except UserError as exc:
+        if gen is None:
+            raise UserError(
+                f"dataset: {exc}. Make it with `moirescale generate`, or add a `dataset.generate:` block "
+                "to the config so the sweep makes it"
+            ) from None
+    else:
+        want = {"train": gen.n_train, "val": gen.n_val, "test": gen.n_test} if gen is not None else {}
+        short = {s: (n, have[s]) for s, n in want.items() if n is not None and n > have[s]}
+        if short:
+            raise UserError(
+                f"dataset {loaded.store_path} is smaller than the config's generate block asks "
+                f"({', '.join(f'{s}: {h} < {n}' for s, (n, h) in short.items())}); delete it or point "
+                "dataset.store elsewhere"
+            )
+        return facts
+    assert gen is not None
+    from moirescale.data.config import load_config as load_dataset_config
+    from moirescale.data.config import resolve_physics
+
+    path = loaded.resolve(gen.config)
+    if not path.is_file():
+        raise UserError(f"dataset.generate.config: {path} not found")
+    overrides = {"splits.train": gen.n_train, "splits.val": gen.n_val, "splits.test": gen.n_test,
+                 "seed": gen.seed if gen.seed is not None else loaded.cfg.seed}
+    cfg, _ = load_dataset_config(path, overrides)  # the dataset config's own checks and size budgets
+    _, _, image, _ = resolve_physics(cfg)
+    shape = (len(image.channels), image.size_px, image.size_px)
+    return DatasetFacts(shape, cfg.splits.train, tuple(image.channels), False)
+
+
+def check_point(spec: TrainSpec, facts: DatasetFacts) -> None:
+    """One grid point's recipe: what ``run_spec`` would refuse, refused now (model not built)."""
+    from moirescale.data.torch_data import channel_positions
+    from moirescale.train.run import validate_spec
+
+    try:
+        validate_spec(spec)
+        channel_positions(facts.channels, spec.channels)
+    except UserError as exc:
+        raise UserError(f"grid {spec.grid}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # e.g. a schedule option of the wrong type
+        raise UserError(f"grid {spec.grid}: {exc}") from None
+    if spec.n_train > facts.pool:
+        raise UserError(
+            f"grid {spec.grid}: N_D = {spec.n_train} is larger than the training pool of {facts.pool} "
+            f"samples ({'the store' if facts.exists else 'dataset.generate'}); lower N_D or make more data"
+        )
+
+
+def check_size(spec: TrainSpec, group_size: int, facts: DatasetFacts, memory: int | None) -> None:
+    """Refuse a model too large to train (:func:`moirescale.limits.check_training_size`)."""
+    from moirescale.sweep.estimate import n_params
+
+    try:
+        check_training_size(n_params(spec, facts.image_shape), group_size, f"{spec.arch} {spec.model_kw}",
+                            memory)
+    except UserError as exc:
+        raise UserError(f"grid {spec.grid}: {exc}") from None
+
+
+def check_plan(loaded: LoadedConfig, facts: DatasetFacts, executor: str = "local") -> None:
+    """Every grid point of the config against the dataset and this machine (see the module docstring)."""
+    from moirescale.sweep.estimate import check_models
+
+    try:
+        points = unique_points(loaded.cfg)
+    except (TypeError, ValueError) as exc:  # e.g. a schedule option that is not a number
+        raise UserError(f"{loaded.path}: {exc}") from None
+    seen: set[Any] = set()
+    for p in points:
+        key = (p.spec.arch, tuple(sorted(p.spec.model_kw.items())), p.spec.channels, p.spec.target,
+               p.spec.n_train, p.spec.schedule, repr(sorted(p.spec.schedule_kw.items())))
+        if key not in seen:
+            seen.add(key)
+            check_point(p.spec, facts)
+    check_models([p.spec for p in points], facts.image_shape)  # knobs that cannot build (meta device)
+    memory = physical_memory() if executor == "local" else None
+    sized: set[Any] = set()
+    for p in points:
+        group = min(p.group_size, len(p.spec.realizations))
+        key = (p.spec.arch, tuple(sorted(p.spec.model_kw.items())), p.spec.channels, p.spec.target, group)
+        if key not in sized:
+            sized.add(key)
+            check_size(replace(p.spec, realizations=p.spec.realizations[:1]), group, facts, memory)
+
+
+def plan(loaded: LoadedConfig, executor: str = "local") -> DatasetFacts:
+    """Check the whole sweep before anything is written; return the dataset facts it was checked against."""
+    facts = dataset_facts(loaded)
+    check_plan(loaded, facts, executor)
+    return facts
