@@ -661,3 +661,26 @@ def test_full_disk_generate_and_sweep_stop_with_one_line_and_resume(tiny_store, 
         parts = list((disk / "run" / "results.parquet").glob("part-*.parquet"))
         raw = [rid for p in parts for rid in results.read_parquet_file(p)["run_id"]]
         assert len(raw) == len(set(raw)) == 4  # nothing lost, nothing twice
+
+
+def test_garbage_in_a_run_directory_and_other_inputs(synthetic_run, tiny_store, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    cfg = _write_yaml(run / "config.yaml", _sweep_doc(tiny_store))
+    (run / "heartbeat.json").write_bytes(os.urandom(200))
+    code, out, err = run_cli("status", run)  # a heartbeat that is not ours: no live sweep
+    assert code == 0 and "Traceback" not in err, err
+    (run / "dataset.json").write_text("{bad")
+    assert run_cli("status", run)[0] in (0, 2)
+    refused(run_cli("sweep", cfg, "--out", run, "--dry-run"), "dataset.json")
+    (run / "config.yaml").write_bytes(os.urandom(200))
+    refused(run_cli("status", run), "config.yaml")
+    (tmp_path / "spec.yaml").write_bytes(b"\xff\xfe" + os.urandom(100))
+    refused(run_cli("compare-variants", tmp_path / "spec.yaml", "--out", tmp_path / "cmp"), "spec.yaml")
+    refused(run_cli("dimension", tiny_store, "--bootstrap", str(10**12)), "--bootstrap")
+    demo_cfg = _write_yaml(tmp_path / "demo.yaml", _sweep_doc(tiny_store))
+    refused(run_cli("demo", "--out", tmp_path / "demo", "--config", demo_cfg, "--noise-n-test", "-5"),
+            "--noise-n-test")
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "cmp").exists()

@@ -148,6 +148,8 @@ def dimension(
     """Intrinsic dimension of a store's images (TwoNN and MLE, scikit-dimension), 95 % bootstrap intervals."""
     from moirescale.analysis.dimension import store_dimension
 
+    if not 20 <= bootstrap <= MAX_BOOT:
+        raise UserError(f"--bootstrap must be between 20 and {MAX_BOOT}, got {bootstrap}")
     res, meta = store_dimension(store, split, channels, n, n_boot=bootstrap, seed=seed)
     if as_json:
         typer.echo(json.dumps({**res.to_dict(), **meta}))

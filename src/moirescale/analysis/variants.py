@@ -108,6 +108,8 @@ def load_spec(path: str | os.PathLike[str]) -> tuple[CompareSpec, Path]:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
         raise UserError(f"{p}: not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{p}: cannot be read as text: {exc}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{p}: the top level must be a mapping (name:, variants:)")
     try:

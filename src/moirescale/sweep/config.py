@@ -304,7 +304,10 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
-    text = p.read_text()
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{p}: cannot be read as a text file ({exc})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -157,7 +157,9 @@ def ensure_dataset(loaded: LoadedConfig, out: Path, force: bool = False) -> dict
             )
     dest = out / "dataset.json"
     if dest.exists():
-        old = json.loads(dest.read_text())
+        from moirescale.sweep.status import read_dataset_json
+
+        old = read_dataset_json(dest)
         if old.get("config_hash") != info["config_hash"] and not force:
             raise UserError(
                 f"{out} holds results made on another dataset (config hash {old.get('config_hash')}, now "

@@ -34,17 +34,33 @@ def read_heartbeat(rundir: Path) -> dict[str, Any] | None:
     p = rundir / HEARTBEAT
     try:
         hb = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+        float(hb.get("updated_unix", 0))
+    except (OSError, ValueError, TypeError, AttributeError):  # missing, or not the heartbeat we write
         return None
     if hb.get("finished") or time.time() - float(hb.get("updated_unix", 0)) > STALE_AFTER_S:
         return None
     return hb
 
 
+def read_dataset_json(path: Path) -> dict[str, Any]:
+    """``RUNDIR/dataset.json`` as a mapping; empty when it is missing, and a UserError when it is not ours."""
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        info = exc
+    if not isinstance(info, dict):
+        raise UserError(f"{path} is not the dataset record a sweep writes; delete it (the next sweep "
+                        "writes it again) or use another --out")
+    return info
+
+
 def _image_shape(rundir: Path | None, loaded: LoadedConfig | None) -> tuple[int, ...]:
     for p in ([rundir / "dataset.json"] if rundir else []):
-        if p.is_file():
-            return tuple(json.loads(p.read_text())["image_shape"])
+        shape = read_dataset_json(p).get("image_shape")
+        if isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) for v in shape):
+            return tuple(shape)
     if loaded is not None:
         try:
             from moirescale.data.store import open_store

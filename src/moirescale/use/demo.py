@@ -289,6 +289,8 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     from moirescale.sweep.config import load_config
 
     load_config(config)  # a bad config is refused before anything is written or removed
+    if noise_n_test is not None and noise_n_test < 1:
+        raise UserError(f"--noise-n-test must be >= 1, got {noise_n_test}")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"--out {out} exists and is not a directory")
     if fresh and out.exists():
