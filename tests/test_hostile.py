@@ -447,6 +447,7 @@ def test_train_cli_refuses_bad_numbers(args, match, tiny_store, tmp_path):
 def test_fit_report_advise_refuse_bad_numbers(synthetic_run):
     refused(run_cli("fit", synthetic_run, "--bootstrap", str(10**12)), "--bootstrap")
     refused(run_cli("fit", synthetic_run, "--seed", "-1"), "--seed")
+    refused(run_cli("fit", synthetic_run, "--fit-range", "1", "inf"), "--fit-range")
     refused(run_cli("report", synthetic_run, "--subsets", str(10**12)), "--subsets")
     refused(run_cli("advise", synthetic_run, "--target", "J", "--mse", "inf"), "--mse")
     refused(run_cli("advise", synthetic_run, "--target", "Q", "--mse", "0.1"), "--target")

@@ -50,8 +50,8 @@ def _settings(fit_range, floor: bool, n_boot: int, n_boot_nl: int, seed: int):
     fr = None
     if fit_range:
         lo, hi = (float(v) for v in fit_range)
-        if not 0 < lo <= hi:
-            raise UserError(f"--fit-range {lo:g} {hi:g}: need 0 < NMIN <= NMAX")
+        if not 0 < lo <= hi < float("inf"):
+            raise UserError(f"--fit-range {lo:g} {hi:g}: need finite 0 < NMIN <= NMAX")
         fr = (lo, hi)
     return FitSettings(fit_range=fr, floor=floor, n_boot=n_boot, n_boot_nonlinear=n_boot_nl, seed=seed)
 
