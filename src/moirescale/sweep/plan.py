@@ -32,6 +32,14 @@ class DatasetFacts:
     exists: bool  # the store is there (else the sweep will generate it)
 
 
+def no_store_error(exc: UserError) -> UserError:
+    """The error for a missing store that the config gives no ``dataset.generate`` block to make."""
+    return UserError(
+        f"dataset: {exc}. Make it with `moirescale generate`, or add a `dataset.generate:` block "
+        "to the config so the sweep makes it"
+    )
+
+
 def check_options(executor: str, address: str | None, workers: int | None, retries: int, device: str) -> None:
     """The command-line options of ``sweep`` (the same for ``--dry-run`` and a real run)."""
     if executor not in EXECUTORS:
@@ -59,10 +67,7 @@ def dataset_facts(loaded: LoadedConfig) -> DatasetFacts:
             facts = DatasetFacts((c, h, w), have["train"], tuple(store_channels(store)), True)
     except UserError as exc:
         if gen is None:
-            raise UserError(
-                f"dataset: {exc}. Make it with `moirescale generate`, or add a `dataset.generate:` block "
-                "to the config so the sweep makes it"
-            ) from None
+            raise no_store_error(exc) from None
     else:
         want = {"train": gen.n_train, "val": gen.n_val, "test": gen.n_test} if gen is not None else {}
         short = {s: (n, have[s]) for s, n in want.items() if n is not None and n > have[s]}

@@ -32,7 +32,7 @@ from moirescale.fsio import atomic_write, open_nofollow, remove_stale_temps
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
 from moirescale.sweep.estimate import check_models
 from moirescale.sweep.expand import jobs, spec_run_ids, unique_points
-from moirescale.sweep.plan import DatasetFacts, check_options, plan
+from moirescale.sweep.plan import DatasetFacts, check_options, no_store_error, plan
 from moirescale.sweep.worker import (
     DEFAULT_TRAIN_FN,
     failed_rows,
@@ -133,10 +133,7 @@ def ensure_dataset(loaded: LoadedConfig, out: Path, force: bool = False) -> dict
         store = open_store(path, checksum=False)
     except UserError as exc:
         if gen is None:
-            raise UserError(
-                f"dataset: {exc}. Make it with `moirescale generate`, or add a `dataset.generate:` block "
-                "to the config so the sweep makes it"
-            ) from None
+            raise no_store_error(exc) from None
         _generate(loaded, path)
         store = open_store(path, checksum=False)
     info = {
