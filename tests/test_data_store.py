@@ -26,7 +26,7 @@ from moirescale.data.store import (
 )
 from moirescale.data.torch_data import StoreDataset, load_arrays
 from moirescale.errors import UserError
-from moirescale.labels import scale
+from moirescale.labels import LabelScaler
 
 
 def synthetic_store(root: Path, n=(20, 7, 0), shard_size=8, shape=(2, 6, 5), seed=0):
@@ -237,10 +237,38 @@ def test_dataset_and_load_arrays_agree(tiny_store):
             np.testing.assert_array_equal(yi.numpy(), y[i])
     full_x, full_y = store.read("train", idx)
     np.testing.assert_array_equal(load_arrays(store, "train", idx)[0], full_x[:, :1])  # top = channel 0
-    np.testing.assert_array_equal(load_arrays(store, "train", idx)[1], scale(full_y))
-    assert y.min() >= 0 and y.max() <= 1
+    # labels are scaled by the store's own ranges (theta in [1.5, 2] here, not the global [0.5, 2])
+    assert store.manifest["label_ranges"]["theta"] == [1.5, 2.0]
+    scaler = LabelScaler.from_manifest(store.manifest)
+    np.testing.assert_array_equal(load_arrays(store, "train", idx)[1], scaler.scale(full_y))
+    np.testing.assert_allclose(scaler.unscale(y), full_y, rtol=1e-6)
+    assert y.min() >= -0.05 and y.max() <= 1.05  # theta_eff strays a little by rounding of n
+    assert y[:, 0].max() - y[:, 0].min() > 0.3  # theta spans its own range, not a third of the global one
     loader = torch.utils.data.DataLoader(StoreDataset(store, "val"), batch_size=16, num_workers=2)
     xb = torch.cat([b[0] for b in loader])
     np.testing.assert_array_equal(xb.numpy(), load_arrays(store, "val")[0])
     with pytest.raises(UserError, match="channels"):
         load_arrays(store, "train", channels="left")
+
+
+def test_label_scaler_round_trip_and_edges():
+    rng = np.random.default_rng(0)
+    scaler = LabelScaler.from_dict({"theta": [1.5, 2.0], "J": [0.2, 1.0], "D": [0.0, 1.0]})
+    y = np.column_stack([rng.uniform(1.5, 2.0, 50), rng.uniform(0.2, 1.0, 50), rng.uniform(0, 1, 50)])
+    z = scaler.scale(y)
+    assert z.dtype == np.float32 and z.min() >= 0 and z.max() <= 1
+    np.testing.assert_allclose(scaler.unscale(z), y, rtol=1e-6)
+    np.testing.assert_allclose(scaler.unscale(z[:, 1], [1]), y[:, 1], rtol=1e-6)  # one column
+    assert LabelScaler.from_dict(scaler.to_dict()) == scaler
+    # a checkpoint older than per-dataset ranges (no label_ranges) was trained on the global table
+    legacy = LabelScaler.from_dict(None)
+    assert legacy.ranges["theta"] == (0.5, 2.0)
+    assert LabelScaler.from_manifest({}) == legacy
+    # a label held fixed scales by its default width instead of dividing by zero
+    fixed = LabelScaler.from_dict({"theta": [1.0, 1.0], "J": [0.2, 1.0], "D": [0.0, 1.0]})
+    assert np.isfinite(fixed.scale(np.array([[1.0, 0.5, 0.5]]))).all()
+    assert fixed.scale(np.array([[1.0, 0.5, 0.5]]))[0, 0] == 0.0
+    for bad in ({"theta": [2.0, 1.0], "J": [0.2, 1.0], "D": [0, 1]}, {"J": [0.2, 1.0]},
+                {"theta": [0.5, float("nan")], "J": [0.2, 1.0], "D": [0, 1]}, {"theta": "x", "J": 1, "D": 2}):
+        with pytest.raises(UserError, match="label range"):
+            LabelScaler.from_dict(bad)

@@ -98,7 +98,9 @@ def test_run_spec_rows_and_checkpoint_roundtrip(tiny_store, tmp_path):
     assert all(r["status"] == "ok" and r["steps"] == 9 and r["epochs"] == 3 for r in rows)
     model, meta = load_checkpoint(tmp_path / rows[0]["checkpoint"])
     assert meta["in_shape"] == [2, 32, 32] and meta["target"] == "all" and meta["channels"] == "both"
-    assert meta["label_ranges"]["J"] == [0.2, 1.0] and json.dumps(meta)
+    # the MSE units: the store's own label ranges (theta [1.5, 2] in the tiny store, not the global [0.5, 2])
+    assert meta["label_ranges"] == {"theta": [1.5, 2.0], "J": [0.2, 1.0], "D": [0.0, 1.0]}
+    assert json.dumps(meta)
     st = open_store(tiny_store)
     x, y = load_arrays(st, "test", None, "both")
     with torch.no_grad():

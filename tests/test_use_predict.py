@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from moirescale.errors import UserError
-from moirescale.labels import LABELS, RANGES, scale
+from moirescale.labels import LABELS, RANGES, LabelScaler
 
 N_REAL = 2
 
@@ -21,8 +21,8 @@ N_REAL = 2
 def trained_run(tiny_store, tmp_path_factory) -> Path:
     """A run directory with FCNs trained for theta, J and D (2 realizations each) on all 128 training images.
 
-    The training keeps the weights with the best validation loss; on the tiny store theta is learned well
-    (val MSE ~ 0.01 in scaled units), J and D barely (their val MSE stays near the 1/12 of a constant guess).
+    The training keeps the weights with the best validation loss; on the tiny store the networks learn a
+    little: theta's MSE ~ 0.06 in the store's own scaled units, J and D near the 1/12 of a constant guess.
     """
     from moirescale.results import append_rows
     from moirescale.train import run_spec
@@ -65,7 +65,6 @@ def test_predict_store_sample_matches_the_networks_and_the_truth(trained_run, ti
     import torch
 
     from moirescale.data.store import open_store
-    from moirescale.labels import unscale
     from moirescale.results import read_results
     from moirescale.train import load_checkpoint
     from moirescale.use.predict import predict
@@ -73,7 +72,9 @@ def test_predict_store_sample_matches_the_networks_and_the_truth(trained_run, ti
     df = read_results(trained_run)
     nets = {t: [load_checkpoint(trained_run / c)[0] for c in g["checkpoint"]]
             for t, g in df.groupby("target")}
-    images, labels = open_store(tiny_store).read("train", np.arange(16))
+    store = open_store(tiny_store)
+    images, labels = store.read("train", np.arange(16))
+    scaler = LabelScaler.from_manifest(store.manifest)  # the units the networks were trained in
     got = []
     for i in range(16):
         preds, inp = predict(trained_run, f"{tiny_store}::train:{i}")
@@ -88,11 +89,12 @@ def test_predict_store_sample_matches_the_networks_and_the_truth(trained_run, ti
             col = LABELS.index(p.label)
             with torch.no_grad():
                 z = [float(m(torch.from_numpy(images[i : i + 1, :1]))[0, 0]) for m in nets[p.label]]
-            assert p.value == pytest.approx(float(np.mean(unscale(np.array(z), [col]))), abs=1e-5)
+            assert p.value == pytest.approx(float(np.mean(scaler.unscale(np.array(z), [col]))), abs=1e-5)
         got.append([p.value for p in preds])
-    err = scale(np.array(got)) - scale(labels)
-    # theta is learned: far below the ~1/12 scaled MSE of guessing the middle of the range
-    assert float(np.mean(err[:, 0] ** 2)) < 0.03, err[:, 0]
+    err = scaler.scale(np.array(got)) - scaler.scale(labels)
+    # theta is learned: below the 1/12 scaled MSE of guessing the middle of the store's own range (the old
+    # bound, 0.03 in units of the global [0.5, 2], was looser than that guess: 1/12 / 9 = 0.009)
+    assert float(np.mean(err[:, 0] ** 2)) < 1 / 12, err[:, 0]
 
 
 def test_predict_npy_png_and_store_agree(trained_run, tiny_store, tmp_path):
@@ -110,6 +112,7 @@ def test_predict_npy_png_and_store_agree(trained_run, tiny_store, tmp_path):
     for name in ("top.npy", "both.npy", "top.png"):
         got = [p.value for p in predict(trained_run, tmp_path / name, nm_per_px=1.6)[0]]
         tol = 1e-5 if name.endswith(".npy") else 0.05  # the png is 8-bit
+        scale = LabelScaler.from_dict(None).scale  # any fixed scale: a tolerance in units of the label ranges
         assert np.allclose(scale(np.array([got])), scale(np.array([ref])), atol=tol), (name, got, ref)
 
 
@@ -221,9 +224,11 @@ def test_evaluate_noise_writes_the_table_and_resumes(trained_run, tiny_store):
     # the per-label column of each target matches the mean
     for _, r in disk.iterrows():
         assert r[f"mse_{r['target']}"] == pytest.approx(r["mse"])
-    # noise hurts: the geometric mean over networks grows from clean to sigma = 0.3
-    gm = disk.groupby(["noise_kind", "noise_level"])["mse"].apply(lambda s: np.exp(np.log(s).mean()))
-    assert gm[("gaussian", 0.3)] > gm[("gaussian", 0.0)]
+    # noise hurts: 20 % flipped pixels raise every target's geometric-mean MSE (these barely trained networks
+    # are indifferent to mild Gaussian noise, so sigma = 0.3 is not asserted)
+    gm = np.exp(np.log(disk["mse"]).groupby([disk["target"], disk["noise_kind"], disk["noise_level"]]).mean())
+    for target in ("theta", "J", "D"):
+        assert gm[(target, "flip", 0.2)] > gm[(target, "flip", 0.0)], target
     # level 0 of each kind is the same clean evaluation
     z = disk[disk["noise_level"] == 0].pivot(index="run_id", columns="noise_kind", values="mse")
     assert np.allclose(z["gaussian"], z["flip"])

@@ -191,7 +191,8 @@ def build_report(
         f"<p>Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. "
         "<span id='images-status' data-loaded='-1' data-total='-1'>"
         "figures not checked (no script)</span></p>",
-        "<p>Statistic: geometric mean of the test MSE over network realizations (scaled label units). "
+        "<p>Statistic: geometric mean of the test MSE over network realizations (scaled label units: "
+        "1 = the square of the label's own sampling range in the dataset). "
         "Exponents from weighted least squares on log&ndash;log axes; 95 % intervals from a bootstrap over "
         "realizations (see <code>docs/analysis.md</code>). Paper (&#268;ade&#382; &amp; Kim 2025): "
         "&alpha;<sub>D</sub> between 1 and 2, up to &asymp; 2.3.</p>",

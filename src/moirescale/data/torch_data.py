@@ -2,7 +2,8 @@
 
 Both return images float32 (C', H, W) in [-1, 1] (C' = the number of channels named in ``channels``:
 ``"top"`` is the paper's images, ``"both"`` = ``"top,bottom"``, any comma-separated subset of the store's
-channels) and labels min-max scaled by :func:`moirescale.labels.scale` (float32, (3,) per sample).
+channels) and labels min-max scaled to the store's own label ranges (:func:`label_scaler`; float32, (3,)
+per sample).
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from torch.utils.data import Dataset
 
 from moirescale.data.store import Store
 from moirescale.errors import UserError
-from moirescale.labels import scale
+from moirescale.labels import LabelScaler
 
 
 def store_channels(store: Store) -> list[str]:
     """The names of a store's image channels, in stored order."""
     return list(store.manifest.get("image_channels") or ["top", "bottom"][: store.image_shape[0]])
+
+
+def label_scaler(store: Store) -> LabelScaler:
+    """The min-max scaling of a store's labels: its own sampling ranges, from its manifest."""
+    return LabelScaler.from_manifest(store.manifest)
 
 
 def channel_positions(available: Sequence[str], channels: str) -> list[int]:
@@ -69,13 +75,14 @@ class StoreDataset(Dataset):
         self.split = split
         self.indices = store._check_indices(store._check_split(split), indices)
         self._ch = _channel_slice(store, channels)
+        self._scaler = label_scaler(store)
 
     def __len__(self) -> int:
         return int(self.indices.size)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         img, lab = self.store.read(self.split, [self.indices[i]], channels=self._ch)
-        return torch.from_numpy(img[0]), torch.from_numpy(scale(lab)[0])
+        return torch.from_numpy(img[0]), torch.from_numpy(self._scaler.scale(lab)[0])
 
 
 def load_arrays(
@@ -86,8 +93,8 @@ def load_arrays(
     Returns
     -------
     x : float32 (N, C', H, W) in [-1, 1], in the order of ``indices``.
-    y : float32 (N, 3) labels scaled to [0, 1] (:func:`moirescale.labels.scale`).
+    y : float32 (N, 3) labels scaled to [0, 1] by the store's own ranges (:func:`label_scaler`).
     """
     ch = _channel_slice(store, channels)
     images, labels = store.read(split, indices, channels=ch)
-    return images, scale(labels)
+    return images, label_scaler(store).scale(labels)

@@ -21,7 +21,7 @@ from moirescale.data.store import nested_subset
 from moirescale.data.torch_data import store_channels
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_path
-from moirescale.labels import LABELS, RANGES, target_index
+from moirescale.labels import LABELS, LabelScaler, target_index
 from moirescale.models import FCN, create_model, model_options
 from moirescale.train.data import TrainData, load_train_data
 from moirescale.train.engines import FCNEnsemble, ModuleEngine
@@ -346,7 +346,7 @@ def _checkpoint_meta(
         "columns": cols,
         "channels": spec.channels,
         "labels": [LABELS[c] for c in cols],
-        "label_ranges": {k: list(v) for k, v in RANGES.items()},
+        "label_ranges": LabelScaler.from_manifest(manifest).to_dict(),  # the units of every MSE here
         "val_mse": {LABELS[c]: float(t.result.val_mse[j]) for j, c in enumerate(cols)},
         "test_mse": {LABELS[c]: float(t.result.test_mse[j]) for j, c in enumerate(cols)},
         "n_params": t.n_params,

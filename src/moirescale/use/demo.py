@@ -92,11 +92,13 @@ def pick_examples(labels: np.ndarray, n: int = 4) -> list[tuple[str, int]]:
     """Indices of samples that sweep each label across its range with the other two near mid-range.
 
     Row r varies label r (theta, J, D) over ``n`` evenly spaced quantiles; each pick is the sample nearest (in
-    min-max scaled units) to the wanted point. Returns (row name, index) pairs, row-major.
+    the samples' own min-max scaled units) to the wanted point. Returns (row name, index) pairs, row-major.
     """
-    from moirescale.labels import LABELS, scale
+    from moirescale.labels import LABELS
 
-    z = scale(labels).astype(np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    span = np.ptp(labels, axis=0)
+    z = (labels - labels.min(axis=0)) / np.where(span > 0, span, 1.0)
     mid = np.median(z, axis=0)
     picks: list[tuple[str, int]] = []
     for r, name in enumerate(LABELS):

@@ -228,7 +228,8 @@ def evaluate_noise(
     The whole noise table (one row per network and noise setting; MSE in scaled label units).
     """
     from moirescale.data.store import Store, open_store
-    from moirescale.labels import LABELS, scale, target_index
+    from moirescale.data.torch_data import label_scaler
+    from moirescale.labels import LABELS, target_index
     from moirescale.train import load_checkpoint
 
     rundir = Path(rundir)
@@ -242,7 +243,7 @@ def evaluate_noise(
     if n < 1:
         raise UserError(f"{st.root}: the test split is empty")
     images, labels = st.read("test", np.arange(n))
-    y = scale(labels)  # networks regress min-max scaled labels; every MSE is in those units
+    y = label_scaler(st).scale(labels)  # the store's own label ranges, the units of every training MSE
 
     table = read_noise(rundir)
     done = set(zip(table["run_id"], table["noise_kind"], table["noise_level"].astype(float), strict=True))

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from moirescale.errors import UserError
-from moirescale.labels import LABELS, UNITS, unscale
+from moirescale.labels import LABELS, UNITS, LabelScaler, target_index
 from moirescale.limits import MAX_INPUT_PIXELS, check_input_pixels, check_resampled_pixels
 
 RANGE_TOL = 1e-3  # values may exceed [-1, 1] by this much (float round-off) and are clipped
@@ -377,9 +377,11 @@ def _load(path: str, cache: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 
 def predict_group(image: np.ndarray, checkpoints: list[str], target: str, source: str,
                   cache: dict[str, Any], names: list[str] | None = None) -> np.ndarray:
-    """Scaled outputs (n_members, n_outputs) of one grid point's realizations on one (C, H, W) image."""
+    """Physical values (n_members, n_outputs) of one grid point's realizations on one (C, H, W) image: each
+    network's output un-scaled by the label ranges saved in its checkpoint (its dataset's own)."""
     import torch
 
+    cols = target_index(target)
     outs = []
     for path in checkpoints:
         model, meta = _load(path, cache)
@@ -390,7 +392,7 @@ def predict_group(image: np.ndarray, checkpoints: list[str], target: str, source
         dev = next(iter(model.parameters())).device
         with torch.no_grad():
             y = model(torch.from_numpy(np.ascontiguousarray(x))[None].to(dev)).float().cpu().numpy()
-        outs.append(y.reshape(-1))
+        outs.append(LabelScaler.from_dict(meta.get("label_ranges")).unscale(y.reshape(-1), cols))
     return np.stack(outs)
 
 
@@ -517,8 +519,7 @@ def predict(
         col = LABELS.index(label)
         for rank, (_, g) in enumerate(groups.iterrows(), start=1):
             z = predict_group(x, g["checkpoints"], g["target"], inp.source, cache, inp.channels)
-            z = z[:, col] if g["target"] == "all" else z[:, 0]
-            phys = unscale(z, [col])
+            phys = z[:, col] if g["target"] == "all" else z[:, 0]
             preds.append(Prediction(
                 label=label, value=float(phys.mean()),
                 std=float(phys.std(ddof=1)) if len(phys) > 1 else 0.0,
