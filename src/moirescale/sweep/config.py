@@ -56,12 +56,22 @@ class GenerateSpec(_Strict):
     """How to create the dataset store when it is missing (``moirescale generate``)."""
 
     config: str  # a dataset config (configs/dataset*.yaml), relative to the sweep config or absolute
-    # Split sizes passed to `moirescale generate` (None: the dataset config's own `splits`).
-    n_train: PosInt | None = None
+    # Split sizes (None: the dataset config's own `splits`). `pool` is the train split, the pool every N_D
+    # subset is drawn from; not an N_D, so not the grids' name `n_train` (its old name, still accepted).
+    pool: PosInt | None = None
     n_val: Annotated[int, Field(ge=0)] | None = None
     n_test: PosInt | None = None
     seed: int | None = None  # None: the sweep's seed (passed as --seed)
     workers: PosInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_pool_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "n_train" in data:
+            if "pool" in data:
+                raise ValueError("give pool (the train split size) or its old name n_train, not both")
+            data = {("pool" if k == "n_train" else k): v for k, v in data.items()}
+        return data
 
 
 class DatasetSpec(_Strict):

@@ -69,7 +69,7 @@ def dataset_facts(loaded: LoadedConfig) -> DatasetFacts:
         if gen is None:
             raise no_store_error(exc) from None
     else:
-        want = {"train": gen.n_train, "val": gen.n_val, "test": gen.n_test} if gen is not None else {}
+        want = {"train": gen.pool, "val": gen.n_val, "test": gen.n_test} if gen is not None else {}
         short = {s: (n, have[s]) for s, n in want.items() if n is not None and n > have[s]}
         if short:
             raise UserError(
@@ -85,7 +85,7 @@ def dataset_facts(loaded: LoadedConfig) -> DatasetFacts:
     path = loaded.resolve(gen.config)
     if not path.is_file():
         raise UserError(f"dataset.generate.config: {path} not found")
-    overrides = {"splits.train": gen.n_train, "splits.val": gen.n_val, "splits.test": gen.n_test,
+    overrides = {"splits.train": gen.pool, "splits.val": gen.n_val, "splits.test": gen.n_test,
                  "seed": gen.seed if gen.seed is not None else loaded.cfg.seed}
     cfg, _ = load_dataset_config(path, overrides)  # the dataset config's own checks and size budgets
     _, _, image, _ = resolve_physics(cfg)

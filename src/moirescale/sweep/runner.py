@@ -143,7 +143,7 @@ def ensure_dataset(loaded: LoadedConfig, out: Path, force: bool = False) -> dict
         "config_hash": store.manifest.get("config_hash"),
     }
     if gen is not None:
-        want = {"train": gen.n_train, "val": gen.n_val, "test": gen.n_test}
+        want = {"train": gen.pool, "val": gen.n_val, "test": gen.n_test}
         have = info["splits"]
         short = {s: (n, have[s]) for s, n in want.items() if n is not None and n > have[s]}
         if short:
@@ -176,9 +176,9 @@ def _generate(loaded: LoadedConfig, path: Path) -> None:
     from moirescale.data.generate import ensure_store
 
     log.info("generating the dataset %s from %s (pool %s, val %s, test %s, seed %s)", path, dcfg,
-             gen.n_train, gen.n_val, gen.n_test, seed)
+             gen.pool, gen.n_val, gen.n_test, seed)
     print(f"generating the dataset into {path} ...", file=sys.stderr, flush=True)
-    ensure_store(dcfg, path, pool=gen.n_train, n_val=gen.n_val, n_test=gen.n_test, seed=seed,
+    ensure_store(dcfg, path, pool=gen.pool, n_val=gen.n_val, n_test=gen.n_test, seed=seed,
                  workers=gen.workers)
 
 

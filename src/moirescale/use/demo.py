@@ -84,7 +84,7 @@ def ensure_dataset(config: Path) -> Path:
 
     dcfg = loaded.resolve(gen.config)
     _log(f"generating the dataset {store} from {dcfg}")
-    return ensure_store(dcfg, store, pool=gen.n_train, n_val=gen.n_val, n_test=gen.n_test,
+    return ensure_store(dcfg, store, pool=gen.pool, n_val=gen.n_val, n_test=gen.n_test,
                         seed=gen.seed if gen.seed is not None else loaded.cfg.seed, workers=gen.workers)
 
 
