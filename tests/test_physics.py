@@ -122,6 +122,43 @@ def test_counter_rng_identical_in_numpy_and_torch():
     assert abs(u.mean() - 0.5) < 0.01 and abs(w.mean() - 0.5) < 0.01
 
 
+def test_heatbath_same_function_on_numpy_and_torch():
+    """The one sweep implementation (physics.heatbath) on numpy arrays and on torch tensors: the same fields
+    (bit for bit: adds and multiplies in the same order) and, with the same draws, the same updates to float32
+    rounding (an ulp or two at T = 0; exp/log/cos/sin come from different libms at T > 0)."""
+    import torch
+
+    from moirescale.physics import heatbath
+    from moirescale.physics.anneal_torch import draw
+    from moirescale.physics.layout import to_soa
+
+    n = 7
+    g = np.random.default_rng(3)
+    # a batch of two: (B, layer, sub, xyz, n, n)
+    x = np.stack([to_soa(random_spins(n, s)) for s in (1, 2)]).astype(np.float32)
+    jp = g.uniform(-0.5, 1.0, (2, 2, n, n)).astype(np.float32)
+    dmi = g.normal(size=(2, 3, 3)).astype(np.float32)
+    keys = np.array([prng.sample_key(5), prng.sample_key(6)], dtype=np.uint64)
+    xt, jpt, dmit = (torch.from_numpy(a) for a in (x, jp, dmi))
+    ctr = prng.site_index(n)[1, :, :, 0] + 3 * 4 * n * n
+    u, w = prng.draw(keys[:, None, None], ctr)
+    ut, wt = draw(torch.from_numpy(keys.view(np.int64)).view(-1, 1, 1), torch.from_numpy(ctr))
+    for layer in (0, 1):
+        for sub in (0, 1):
+            h = heatbath.group_field(x, jp, dmi, 4.95, 0.2, 0.3, layer, sub)
+            ht = heatbath.group_field(xt, jpt, dmit, 4.95, 0.2, 0.3, layer, sub)
+            assert isinstance(h, np.ndarray) and isinstance(ht, torch.Tensor) and h.dtype == np.float32
+            np.testing.assert_array_equal(ht.numpy(), h)
+            t0 = heatbath.heat_bath(ht, 0.0, None, None).numpy()
+            np.testing.assert_allclose(t0, heatbath.heat_bath(h, 0.0, None, None), rtol=0, atol=3e-7)
+            for temp in (0.05, 0.7, 40.0):  # x = |H|/T from ~1e3 (e^-2x dropped) to ~0.1
+                new = heatbath.heat_bath(h, temp, u, w)
+                assert new.dtype == np.float32 and new.shape == (2, 3, n, n)
+                # sqrt(1 - c^2) turns an ulp of cos(theta) near 1 into a few 1e-6
+                np.testing.assert_allclose(heatbath.heat_bath(ht, temp, ut, wt).numpy(), new, atol=1e-5)
+                np.testing.assert_allclose(np.sum(new * new, axis=1), 1.0, atol=1e-5)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("temp", [0.0, 0.7])
 def test_sweeps_match_numpy_oracle(backend, temp):
@@ -313,8 +350,8 @@ def test_numba_same_bytes_for_any_workers_and_batch_composition():
     """Dataset-like mixed cell sizes: one sample per thread (workers=2), serial (workers=1), other batch
     compositions and orders, and the kernel's prange-over-samples and row-parallel paths: the same bits."""
     from moirescale.physics import anneal_numba
-    from moirescale.physics.anneal_numpy import to_soa
     from moirescale.physics.energy import couplings
+    from moirescale.physics.layout import to_soa
 
     th, J, D = [1.2, 2.0, 1.6, 2.0, 1.2], [0.3, 0.9, 0.6, 0.5, 0.8], [0.9, 0.1, 0.5, 0.0, 0.3]
     seeds = [11, 12, 13, 14, 15]

@@ -348,8 +348,9 @@ def test_failing_runs_are_retried_then_recorded_failed(local_run):
 
 
 def test_sweep_rows_record_each_realizations_own_subset(local_run):
-    """By default every realization trains on its own subset: ok and failed rows (built in two places) carry
-    the same seed columns, one data_seed per realization, the same for a realization at every N_D."""
+    """By default every realization trains on its own subset: ok and failed rows (one builder,
+    train.rows.results_row) carry the same seed columns, one data_seed per realization, the same for a
+    realization at every N_D."""
     _, out, _ = local_run
     df = results.read_results(out)
     assert df["data_seed"].notna().all() and (df["seed"] == 3).all()

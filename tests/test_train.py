@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from moirescale.errors import UserError
-from moirescale.models import create_model
+from moirescale.models import create_model, model_options
 from moirescale.results import COLUMNS
 from moirescale.sweep.worker import failed_rows
 from moirescale.train import (
@@ -27,7 +27,8 @@ from moirescale.train import (
 from moirescale.train.data import BatchStream, MemberStreams
 from moirescale.train.engines import FCNEnsemble
 from moirescale.train.loop import Tensors, fit
-from moirescale.train.run import _row, _threads
+from moirescale.train.rows import results_row
+from moirescale.train.run import _threads
 
 
 def synth(n: int, seed: int, c: int = 1, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +116,7 @@ def test_divergence_is_caught_and_marked(data, ensemble):
     for t in out:
         assert t.result.status == "diverged"
         assert "non-finite" in t.result.error
-        row = _row(spec, t, "cpu", "")
+        row = results_row(spec, t.realization, "cpu", trained=t, checkpoint="")
         assert set(row) <= set(COLUMNS)
         assert row["status"] == "diverged" and row["test_mse"] is None and row["error"]
 
@@ -321,11 +322,21 @@ def test_shared_data_stays_an_option(data):
 
 def test_rows_carry_the_data_seed(data):
     spec = small_spec(realizations=(0, 1), max_epochs=1)
-    ok = [_row(spec, t, "cpu", "") for t in train_arrays(spec, data)]
-    bad = failed_rows(spec, "boom")
-    for a, b in zip(ok, bad, strict=True):  # both builders of result rows agree on the seed columns
-        assert (a["seed"], a["data_seed"]) == (b["seed"], b["data_seed"])
+    ok = [results_row(spec, t.realization, "cpu", trained=t, checkpoint="") for t in train_arrays(spec, data)]
+    bad = failed_rows(spec, "boom " * 2000)
+    same = ["run_id", "group_id", "grid", "arch", "n_layers", "width", "target", "n_train", "realization",
+            "seed", "data_seed", "schedule", "noise_train"]  # fmt: skip
+    for a, b in zip(ok, bad, strict=True):  # ok and failed rows of a grid point: one builder, same identity
+        assert set(a) == set(b) and set(a) <= set(COLUMNS)
+        assert {c: a[c] for c in same} == {c: b[c] for c in same}
+        assert a["status"] == "ok" and a["n_params"] > 0 and a["width"] is not None
+        assert b["status"] == "failed" and len(b["error"]) == 4000 and b["checkpoint"] is None
+        assert all(b[c] is None for c in ("n_params", "test_mse", "val_mse", "steps", "wall_time_s"))
+    # a failed row names the model as an ok row does, defaults included
+    (default,) = failed_rows(replace(spec, model_kw={}, realizations=(0,)), "boom")
+    opts = model_options("fcn")
+    assert (default["n_layers"], default["width"]) == (opts["n_layers"], opts["width"])
     assert ok[0]["data_seed"] != ok[1]["data_seed"]
     shared = replace(spec, shared_data=True)
-    rows = [_row(shared, t, "cpu", "") for t in train_arrays(shared, data)]
+    rows = [results_row(shared, t.realization, "cpu", trained=t) for t in train_arrays(shared, data)]
     assert rows[0]["data_seed"] == rows[1]["data_seed"] == spec.seed

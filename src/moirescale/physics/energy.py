@@ -1,6 +1,7 @@
-"""The Hamiltonian of MODEL.md §2 in plain float64 numpy: energy bond by bond, local fields, energy from the
-local fields, torque. This is the reference definition; the annealing back ends take their coefficients from
-:func:`couplings` and are tested against these functions.
+"""The Hamiltonian of MODEL.md §2 in plain float64 numpy: energy bond by bond (the reference definition),
+local fields, energy from the local fields, torque. The annealing back ends take their coefficients from
+:func:`couplings`; the local fields are the sweeps' own field function in float64, tested to be the exact
+gradient of :func:`bond_energy`.
 
 Spins are unit vectors ``(2, n, n, 2, 3)`` = (layer top/bottom, i, j, sublattice A/B, xyz).
 """
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from moirescale.physics.heatbath import group_field
 from moirescale.physics.lattice import BOND_OFFSETS, BOND_UNIT, S2, ZEEMAN
+from moirescale.physics.layout import from_soa, to_soa
 from moirescale.physics.params import ModelParams
 
 
@@ -19,18 +22,21 @@ def dmi_vectors(D: float) -> np.ndarray:
     return float(D) * np.stack([-e[:, 1], e[:, 0], np.zeros(3)], axis=1)
 
 
-def couplings(jperp: np.ndarray, D: float, params: ModelParams) -> dict[str, np.ndarray]:
-    """Coefficients of the local field with S^2 folded in, float32, as every back end consumes them.
+def couplings(
+    jperp: np.ndarray, D: float, params: ModelParams, dtype: type[np.floating] = np.float32
+) -> dict[str, np.ndarray]:
+    """Coefficients of the local field with S^2 folded in, as every back end consumes them (float32) and as
+    :func:`local_fields` does (float64).
 
     ``j1 = S^2 J1``, ``lam = S^2 lam``, ``dmi = S^2 D (z x e_k)`` (3, 3), ``jperp = S^2 J_perp`` (n, n, 2),
     ``bz = (3/2) B``.
     """
     return {
-        "j1": np.float32(S2 * params.J1),
-        "lam": np.float32(S2 * params.lam),
-        "dmi": (S2 * dmi_vectors(D)).astype(np.float32),
-        "jperp": (S2 * np.asarray(jperp, dtype=np.float64)).astype(np.float32),
-        "bz": np.float32(ZEEMAN * params.B),
+        "j1": dtype(S2 * params.J1),
+        "lam": dtype(S2 * params.lam),
+        "dmi": (S2 * dmi_vectors(D)).astype(dtype),
+        "jperp": (S2 * np.asarray(jperp, dtype=np.float64)).astype(dtype),
+        "bz": dtype(ZEEMAN * params.B),
     }
 
 
@@ -59,24 +65,19 @@ def bond_energy(spins: np.ndarray, jperp: np.ndarray, D: float, params: ModelPar
 def local_fields(
     spins: np.ndarray, jperp: np.ndarray, D: float, params: ModelParams = ModelParams()
 ) -> np.ndarray:
-    """Local field ``H = -dE/dn`` on every spin, float64 ``(2, n, n, 2, 3)`` meV."""
-    s = np.asarray(spins, dtype=np.float64)
-    d = dmi_vectors(D)
-    zhat = np.array([0.0, 0.0, 1.0])
-    h = np.zeros_like(s)
-    for layer in range(2):
-        a = s[layer, :, :, 0]
-        b = s[layer, :, :, 1]
-        for k, (di, dj) in enumerate(BOND_OFFSETS):
-            bk = _partner(b, di, dj, +1)  # B partner of A
-            ak = _partner(a, di, dj, -1)  # A partner of B
-            h[layer, :, :, 0] += S2 * (params.J1 * bk + params.lam * bk[..., 2:3] * zhat + np.cross(d[k], bk))
-            h[layer, :, :, 1] += S2 * (params.J1 * ak + params.lam * ak[..., 2:3] * zhat + np.cross(ak, d[k]))
-    jp = S2 * np.asarray(jperp, dtype=np.float64)[..., None]
-    h[0] += jp * s[1]
-    h[1] += jp * s[0]
-    h[..., 2] += ZEEMAN * params.B
-    return h
+    """Local field ``H = -dE/dn`` on every spin, float64 ``(2, n, n, 2, 3)`` meV.
+
+    The sweeps' own field function (:func:`moirescale.physics.heatbath.group_field`) in float64, so the field
+    the back ends update with is the one tested against :func:`bond_energy`.
+    """
+    x = to_soa(np.asarray(spins, dtype=np.float64))[None]
+    cp = couplings(jperp, D, params, np.float64)
+    jp = np.moveaxis(cp["jperp"], 2, 0)[None]  # (n, n, sub) -> (1, sub, n, n)
+    h = np.empty_like(x)
+    for layer in (0, 1):
+        for sub in (0, 1):
+            h[:, layer, sub] = group_field(x, jp, cp["dmi"][None], cp["j1"], cp["lam"], cp["bz"], layer, sub)
+    return from_soa(h[0])
 
 
 def field_energy(spins: np.ndarray, fields: np.ndarray, params: ModelParams = ModelParams()) -> float:

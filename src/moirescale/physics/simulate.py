@@ -10,15 +10,16 @@ import numpy as np
 
 from moirescale.errors import UserError
 from moirescale.physics import rng
-from moirescale.physics.anneal_numpy import from_soa, to_soa
 from moirescale.physics.energy import bond_energy, couplings
 from moirescale.physics.jperp import jperp_landscape
 from moirescale.physics.lattice import cell_size, check_theta, theta_eff
+from moirescale.physics.layout import from_soa, to_soa
 from moirescale.physics.params import AnnealProtocol, ImageSpec, JperpSpec, ModelParams
 from moirescale.physics.render import render_image
 
 BACKENDS = ("auto", "numba", "torch", "numpy")
-_TORCH_STATE_FLOATS = 1 << 25  # per torch chunk: about 128 MiB of spin state, x ~10 for temporaries
+# per torch or numpy chunk (whole-array sweeps): about 128 MiB of spin state, x ~10 for temporaries
+_CHUNK_STATE_FLOATS = 1 << 25
 
 
 def resolve_backend(backend: str) -> str:
@@ -142,7 +143,7 @@ def simulate_batch(
 
     chunks = []
     for n, members in groups.items():
-        chunk = len(members) if be != "torch" else max(1, _TORCH_STATE_FLOATS // (12 * n * n))
+        chunk = len(members) if be == "numba" else max(1, _CHUNK_STATE_FLOATS // (12 * n * n))
         chunks += [(n, members[s : s + chunk]) for s in range(0, len(members), chunk)]
     pool = _sample_threads(be, len(th), workers)
     if pool > 1:
@@ -222,17 +223,7 @@ def _run_backend(be, xs, jps, dmis, c0, keys, temps, workers, device):
             torch.set_num_threads(old)
     from moirescale.physics import anneal_numpy
 
-    res = np.empty_like(xs)
-    for b in range(xs.shape[0]):
-        cp = {
-            "j1": c0["j1"],
-            "lam": c0["lam"],
-            "bz": c0["bz"],
-            "dmi": dmis[b],
-            "jperp": np.moveaxis(jps[b], 0, 2),
-        }
-        res[b] = to_soa(anneal_numpy.anneal(from_soa(xs[b]), cp, temps, keys[b]))
-    return res
+    return anneal_numpy.anneal(xs, jps, dmis, c0["j1"], c0["lam"], c0["bz"], keys, temps)
 
 
 def simulate_sample(

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from moirescale.train.spec import TrainSpec, group_id, run_id, seed_columns
+from moirescale.train.rows import results_row
+from moirescale.train.spec import TrainSpec, group_id, run_id
 
 DEFAULT_TRAIN_FN = "moirescale.train:run_spec"
 
@@ -75,28 +76,7 @@ def check_rows(spec: TrainSpec, rows: list[dict[str, Any]]) -> list[dict[str, An
 
 def failed_rows(spec: TrainSpec, error: str, device: str = "") -> list[dict[str, Any]]:
     """Rows recording that every realization of ``spec`` failed (after its retries)."""
-    kw = spec.model_kw
-    return [
-        {
-            "run_id": run_id(spec, r),
-            "group_id": group_id(spec),
-            "grid": spec.grid,
-            "arch": spec.arch,
-            "n_layers": kw.get("n_layers"),
-            "width": kw.get("width"),
-            "target": spec.target,
-            "n_train": spec.n_train,
-            "realization": r,
-            **seed_columns(spec, r),  # the same seed columns as an ok row (moirescale.train.run._row)
-            "schedule": spec.schedule,
-            "noise_train": spec.noise_train,
-            "device": device,
-            "status": "failed",
-            "error": error[:4000],
-            "finished_at": now_iso(),
-        }
-        for r in spec.realizations
-    ]
+    return [results_row(spec, r, device, error=error) for r in spec.realizations]
 
 
 def format_error(exc: BaseException) -> str:

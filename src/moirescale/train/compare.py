@@ -75,7 +75,8 @@ def compare_schedules(
     the figure-ready summary of :func:`summarize_schedules` and the per-network rows.
     """
     from moirescale.errors import UserError
-    from moirescale.train.run import _row, resolve_device, run_spec, train_arrays
+    from moirescale.train.rows import results_row
+    from moirescale.train.run import resolve_device, run_spec, train_arrays
     from moirescale.train.spec import run_id
 
     if len(schedules) < 2:
@@ -88,7 +89,8 @@ def compare_schedules(
             spec = replace(base, schedule=sched, n_train=int(n))
             if data is not None:
                 trained = train_arrays(spec, data, device=resolve_device(device))
-                rows += [_row(spec, t, str(device), "") for t in trained]
+                dev = str(device)
+                rows += [results_row(spec, t.realization, dev, trained=t, checkpoint="") for t in trained]
                 continue
             from moirescale.results import append_rows, read_results
 

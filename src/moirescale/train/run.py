@@ -10,7 +10,6 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,18 @@ from moirescale.data.store import nested_subset
 from moirescale.data.torch_data import store_channels
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_path
-from moirescale.labels import LABELS, LabelScaler, target_index
-from moirescale.models import FCN, create_model, model_options
+from moirescale.labels import LABELS, LabelScaler
+from moirescale.models import FCN, create_model
 from moirescale.train.data import TrainData, load_train_data
 from moirescale.train.engines import FCNEnsemble, ModuleEngine
 from moirescale.train.loop import NetResult, Tensors, fit
 from moirescale.train.resolve import ResolvedSpec, check_fields, check_pool, resolve, schedule_of, seeds_of
+from moirescale.train.rows import results_row
 from moirescale.train.spec import (
     TrainSpec,
     data_seed,
-    group_id,
     realization_seed,
     run_id,
-    seed_columns,
 )
 
 SMALL_STEP_FLOPS = 2e8  # below this many FLOPs per step a CPU trains single-threaded (see _threads)
@@ -190,45 +188,6 @@ def train_arrays(
     return out
 
 
-def _row(spec: TrainSpec, t: Trained, device: str, checkpoint: str) -> dict[str, Any]:
-    opts = {**model_options(spec.arch), **spec.model_kw}
-    cols = target_index(spec.target)
-    res = t.result
-    ok = res.status == "ok"
-    row: dict[str, Any] = {
-        "run_id": run_id(spec, t.realization),
-        "group_id": group_id(spec),
-        "grid": spec.grid,
-        "arch": spec.arch,
-        "n_layers": int(opts["n_layers"]) if "n_layers" in opts else None,
-        "width": int(opts["width"]) if "width" in opts else None,
-        "n_params": int(t.n_params),
-        "target": spec.target,
-        "n_train": int(spec.n_train),
-        "realization": int(t.realization),
-        **seed_columns(spec, t.realization),
-        "schedule": spec.schedule,
-        "test_mse": float(np.mean(res.test_mse)) if ok else None,
-        "val_mse": float(np.mean(res.val_mse)) if ok else None,
-        "epochs": int(res.epochs),
-        "steps": int(res.steps),
-        "final_lr": float(res.final_lr),
-        "wall_time_s": float(t.wall_time_s),
-        "device": device,
-        "status": res.status,
-        "error": res.error,
-        "checkpoint": checkpoint,
-        "noise_train": float(spec.noise_train),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    for lab in LABELS:
-        row[f"test_mse_{lab}"] = None
-    if ok:
-        for j, c in enumerate(cols):
-            row[f"test_mse_{LABELS[c]}"] = float(res.test_mse[j])
-    return row
-
-
 def _save_checkpoint(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:  # a killed run never leaves a half-written checkpoint
@@ -268,7 +227,7 @@ def run_spec(
             rel = f"checkpoints/{run_id(spec, t.realization)}.pt"
             meta = _checkpoint_meta(rs, t, store_path, manifest)
             _save_checkpoint(Path(rundir) / rel, t.state, meta)
-        rows.append(_row(spec, t, dev.type, rel))
+        rows.append(results_row(spec, t.realization, dev.type, trained=t, checkpoint=rel))
     return rows
 
 
