@@ -83,7 +83,8 @@ def test_cli_bad_inputs_exit_2(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("x")
     cases = [
-        (["--config", TINY, "--out", tmp_path / "o2", "--n-train", "-5"], "--n-train must be >= 0"),
+        (["--config", TINY, "--out", tmp_path / "o2", "--n-train", "-5"], "--pool must be >= 0"),  # old name
+        (["--config", TINY, "--out", tmp_path / "o2", "--pool", "-5"], "--pool must be >= 0"),
         (["--config", TINY, "--out", a_file / "sub"], "cannot create output directory"),
     ]
     for args, msg in cases:

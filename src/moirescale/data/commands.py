@@ -25,7 +25,10 @@ def generate_cmd(
     out: Path = typer.Option(
         ..., "--out", help="store directory (new, empty, or an unfinished store to resume)"
     ),
-    n_train: int = typer.Option(None, "--n-train", help="override splits.train"),
+    pool: int = typer.Option(
+        None, "--pool", "--n-train",
+        help="override splits.train, the pool every N_D subset is drawn from (--n-train: its old name)",
+    ),
     n_val: int = typer.Option(None, "--n-val", help="override splits.val"),
     n_test: int = typer.Option(None, "--n-test", help="override splits.test"),
     seed: int = typer.Option(None, "--seed", help="override seed"),
@@ -39,7 +42,7 @@ def generate_cmd(
     from moirescale.data.generate import generate
 
     overrides = {
-        "splits.train": _nonneg("--n-train", n_train),
+        "splits.train": _nonneg("--pool", pool),
         "splits.val": _nonneg("--n-val", n_val),
         "splits.test": _nonneg("--n-test", n_test),
         "seed": _nonneg("--seed", seed),
