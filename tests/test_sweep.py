@@ -187,7 +187,7 @@ def test_demo_yaml_has_the_papers_shape():
         sizes = g.n_train.sizes()
         assert min(sizes) == 224 and max(sizes) >= 3584 and not g.n_train.off_ladder()
         assert set(g.targets) == {"theta", "J", "D"} and g.realizations >= 2
-    assert cfg.dataset.generate.n_train >= max(max(g.n_train.sizes()) for g in cfg.grids)
+    assert cfg.dataset.generate.pool >= max(max(g.n_train.sizes()) for g in cfg.grids)
 
 
 def test_rundir_refuses_a_different_config(tmp_path):
