@@ -9,12 +9,13 @@ So a grid that can only fail is refused with one message instead of being writte
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
 from moirescale.errors import UserError
 from moirescale.limits import check_training_size, physical_memory
-from moirescale.sweep.config import LoadedConfig
+from moirescale.sweep.config import GenerateSpec, LoadedConfig
 from moirescale.sweep.expand import unique_points
 from moirescale.train.spec import TrainSpec
 
@@ -38,6 +39,18 @@ def no_store_error(exc: UserError) -> UserError:
         f"dataset: {exc}. Make it with `moirescale generate`, or add a `dataset.generate:` block "
         "to the config so the sweep makes it"
     )
+
+
+def check_store_size(gen: GenerateSpec | None, have: dict[str, int], store: str | os.PathLike[str]) -> None:
+    """UserError when an existing store holds fewer samples in a split than `dataset.generate` asks for."""
+    want = {"train": gen.pool, "val": gen.n_val, "test": gen.n_test} if gen is not None else {}
+    short = {s: (n, have[s]) for s, n in want.items() if n is not None and n > have[s]}
+    if short:
+        raise UserError(
+            f"dataset {store} is smaller than the config's generate block asks "
+            f"({', '.join(f'{s}: {h} < {n}' for s, (n, h) in short.items())}); delete it or point "
+            "dataset.store elsewhere"
+        )
 
 
 def check_options(executor: str, address: str | None, workers: int | None, retries: int, device: str) -> None:
@@ -69,14 +82,7 @@ def dataset_facts(loaded: LoadedConfig) -> DatasetFacts:
         if gen is None:
             raise no_store_error(exc) from None
     else:
-        want = {"train": gen.pool, "val": gen.n_val, "test": gen.n_test} if gen is not None else {}
-        short = {s: (n, have[s]) for s, n in want.items() if n is not None and n > have[s]}
-        if short:
-            raise UserError(
-                f"dataset {loaded.store_path} is smaller than the config's generate block asks "
-                f"({', '.join(f'{s}: {h} < {n}' for s, (n, h) in short.items())}); delete it or point "
-                "dataset.store elsewhere"
-            )
+        check_store_size(gen, have, loaded.store_path)
         return facts
     assert gen is not None
     from moirescale.data.config import load_config as load_dataset_config

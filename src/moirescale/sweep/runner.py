@@ -32,7 +32,7 @@ from moirescale.fsio import atomic_write, open_nofollow, remove_stale_temps
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
 from moirescale.sweep.estimate import check_models
 from moirescale.sweep.expand import jobs, spec_run_ids, unique_points
-from moirescale.sweep.plan import DatasetFacts, check_options, no_store_error, plan
+from moirescale.sweep.plan import DatasetFacts, check_options, check_store_size, no_store_error, plan
 from moirescale.sweep.worker import (
     DEFAULT_TRAIN_FN,
     failed_rows,
@@ -142,16 +142,7 @@ def ensure_dataset(loaded: LoadedConfig, out: Path, force: bool = False) -> dict
         "image_shape": list(store.image_shape),
         "config_hash": store.manifest.get("config_hash"),
     }
-    if gen is not None:
-        want = {"train": gen.pool, "val": gen.n_val, "test": gen.n_test}
-        have = info["splits"]
-        short = {s: (n, have[s]) for s, n in want.items() if n is not None and n > have[s]}
-        if short:
-            raise UserError(
-                f"dataset {path} is smaller than the config's generate block asks "
-                f"({', '.join(f'{s}: {have} < {n}' for s, (n, have) in short.items())}); delete it or point "
-                "dataset.store elsewhere"
-            )
+    check_store_size(gen, info["splits"], path)
     dest = out / "dataset.json"
     if dest.exists():
         from moirescale.sweep.status import read_dataset_json
