@@ -29,7 +29,11 @@ UNITS_TODAY = {"pilot": {"theta": 9.0, "J": 1.0, "D": 1.0}, "study48": {"theta":
 
 
 def model_name(f: dict) -> str:
-    return "features" if f["arch"] == "features" else f"{f['arch']} {f.get('n_layers')}x{f.get('width')}"
+    if f["arch"] == "features":
+        return "features"
+    if f.get("n_layers") is None:
+        return f"{f['arch']} width {f.get('width')}"
+    return f"{f['arch']} {f['n_layers']}x{f.get('width')}"
 
 
 def rows(study: str):
@@ -58,18 +62,16 @@ def main() -> None:
     ap.add_argument("study", choices=sorted(UNITS_TODAY))
     study = ap.parse_args().study
     out = list(rows(study))
-    n_lo = min((int(gm.index.min()) for *_, gm, _ in out), default=224)
-    n_hi = max((int(gm.index.max()) for *_, gm, _ in out), default=0)
-    print(f"| variant | grid | model | target | α_D [95 %] | points | MSE at N_D = {n_lo} | MSE at {n_hi} "
-          "| budget check ratio |")
+    print("| variant | grid | model | target | α_D [95 %] | points | MSE at the smallest N_D "
+          "| MSE at the largest N_D | budget check ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
     for v, f, gm, c in out:
         flag = " (not converged)" if c and c["flagged"] else ""
         ratio = f"{c['ratio']:.2f}{flag}" if c else "–"
-        lo, hi = gm.get(n_lo, float("nan")), gm.get(n_hi, float("nan"))
+        lo, hi = (f"{gm.iloc[i]:.2e} ({int(gm.index[i])})" if len(gm) else "–" for i in (0, -1))
         alpha = f"{f['alpha']:.2f} [{f['alpha_lo']:.2f}, {f['alpha_hi']:.2f}]"
         print(f"| {v} ({VARIANTS[v]}) | {f['grid']} | {model_name(f)} | {f['target']} | {alpha} "
-              f"| {f['n_points']} | {lo:.2e} | {hi:.2e} | {ratio} |")
+              f"| {f['n_points']} | {lo} | {hi} | {ratio} |")
 
 
 if __name__ == "__main__":

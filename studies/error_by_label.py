@@ -1,0 +1,80 @@
+"""Where in label space a curve's test error sits (docs/results.md §5): squared error by D and by θ_eff.
+
+    .venv/bin/python studies/error_by_label.py RUN GRID TARGET N_D [--width W]
+    .venv/bin/python studies/error_by_label.py runs/study48-fss fcn64_long D 28672 --width 64
+
+Every finished realization of that grid point predicts the whole test split of the run's store; the table
+gives, per bin of D (5 equal bins of its range) and per value of θ_eff, the mean squared error of the target
+in scaled units (geometric mean over realizations), so a floor can be traced to the labels that cause it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moirescale.data.store import open_store
+from moirescale.data.torch_data import channel_positions, label_scaler, store_channels
+from moirescale.labels import LABELS, target_index
+from moirescale.results import checkpointed_rows, read_results
+from moirescale.train import load_checkpoint
+
+
+def predictions(rundir: Path, rows, store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels in physical units, scaled labels, predictions per realization (R, N, k)) on the test split."""
+    images, labels = store.read("test", np.arange(store.split_len("test")))
+    y = label_scaler(store).scale(labels)
+    preds = []
+    for _, r in rows.iterrows():
+        model, meta = load_checkpoint(rundir / r["checkpoint"])
+        ch = channel_positions(store_channels(store), str(meta.get("channels", "top")))
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(images[:, ch]))
+            preds.append(torch.cat([model(x[i : i + 512]) for i in range(0, len(x), 512)]).numpy())
+    return labels, y, np.stack(preds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("grid")
+    ap.add_argument("target", choices=LABELS)
+    ap.add_argument("n_train", type=int)
+    ap.add_argument("--width", type=int)
+    a = ap.parse_args()
+    d = checkpointed_rows(read_results(a.run), a.run)
+    d = d[(d["grid"] == a.grid) & (d["target"] == a.target) & (d["n_train"] == a.n_train)]
+    if a.width is not None:
+        d = d[d["width"] == a.width]
+    if d.empty:
+        raise SystemExit(f"{a.run}: no checkpoint for {a.grid} {a.target} N_D={a.n_train}")
+    store = open_store(a.run / json.loads((a.run / "dataset.json").read_text())["store"])
+    labels, y, pred = predictions(a.run, d, store)
+    col = target_index(a.target)[0]
+    err = (pred[:, :, 0] - y[None, :, col]) ** 2  # (R, N)
+    print(f"{a.grid} {a.target} N_D={a.n_train}: {len(d)} realizations, {err.shape[1]} test images, "
+          f"MSE {np.exp(np.log(err.mean(1)).mean()):.2e}")
+    print("| bin | images | MSE | share of the total squared error |")
+    print("|---|---|---|---|")
+    total = err.mean(0).sum()
+    D = labels[:, LABELS.index("D")]
+    edges = np.linspace(D.min(), D.max(), 6)
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (D >= lo) & (D <= hi)  # noqa: SIM300
+        e = err[:, m].mean(1)
+        print(f"| D {lo:.2f}–{hi:.2f} meV | {m.sum()} | {np.exp(np.log(e).mean()):.2e} "
+              f"| {err.mean(0)[m].sum() / total:.0%} |")
+    th = np.round(labels[:, LABELS.index("theta")], 4)
+    for t in np.unique(th):
+        m = th == t
+        e = err[:, m].mean(1)
+        print(f"| θ_eff {t:.4f}° | {m.sum()} | {np.exp(np.log(e).mean()):.2e} "
+              f"| {err.mean(0)[m].sum() / total:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
