@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from moirescale.analysis.fits import fit_power_law
-from moirescale.analysis.stats import load_results, realization_labels
+from moirescale.analysis.stats import geomean, load_results, realization_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = {  # grid -> how its step budget is set (configs/study48/fss-sweep.yaml)
@@ -38,7 +38,7 @@ def main() -> None:
     for (target, grid, n), g in df.groupby(["target", "grid", "n_train"]):
         budget = int(g["steps"].max())  # networks that ran out of steps all report the budget
         early = int((g["steps"] < budget).sum())
-        gm = float(np.exp(np.log(g["test_mse"]).mean()))
+        gm = geomean(g["test_mse"])
         print(f"| {target} | {RULES[grid]} | {n} | {g['steps'].mean():.0f} | {budget} | {gm:.2e} "
               f"| {early} of {len(g)} |")
     print()

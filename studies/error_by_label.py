@@ -15,13 +15,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from moirescale.analysis.stats import geomean
 from moirescale.data.store import open_store
-from moirescale.data.torch_data import channel_positions, label_scaler, store_channels
+from moirescale.data.torch_data import label_scaler
 from moirescale.labels import LABELS, target_index
 from moirescale.results import checkpointed_rows, read_results
 from moirescale.train import load_checkpoint
+
+# The noise evaluation's batched test-set prediction and channel lookup (private there; one implementation).
+from moirescale.use.noise import _channel_slice, _predict
 
 
 def predictions(rundir: Path, rows, store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,10 +34,7 @@ def predictions(rundir: Path, rows, store) -> tuple[np.ndarray, np.ndarray, np.n
     preds = []
     for _, r in rows.iterrows():
         model, meta = load_checkpoint(rundir / r["checkpoint"])
-        ch = channel_positions(store_channels(store), str(meta.get("channels", "top")))
-        with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(images[:, ch]))
-            preds.append(torch.cat([model(x[i : i + 512]) for i in range(0, len(x), 512)]).numpy())
+        preds.append(_predict(model, np.ascontiguousarray(images[:, _channel_slice(meta, store)]), 512))
     return labels, y, np.stack(preds)
 
 
@@ -57,7 +57,7 @@ def main() -> None:
     col = target_index(a.target)[0]
     err = (pred[:, :, 0] - y[None, :, col]) ** 2  # (R, N)
     print(f"{a.grid} {a.target} N_D={a.n_train}: {len(d)} realizations, {err.shape[1]} test images, "
-          f"MSE {np.exp(np.log(err.mean(1)).mean()):.2e}")
+          f"MSE {geomean(err.mean(1)):.2e}")
     print("| bin | images | MSE | share of the total squared error |")
     print("|---|---|---|---|")
     total = err.mean(0).sum()
@@ -66,13 +66,13 @@ def main() -> None:
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         m = (D >= lo) & (D <= hi)  # noqa: SIM300
         e = err[:, m].mean(1)
-        print(f"| D {lo:.2f}–{hi:.2f} meV | {m.sum()} | {np.exp(np.log(e).mean()):.2e} "
+        print(f"| D {lo:.2f}–{hi:.2f} meV | {m.sum()} | {geomean(e):.2e} "
               f"| {err.mean(0)[m].sum() / total:.0%} |")
     th = np.round(labels[:, LABELS.index("theta")], 4)
     for t in np.unique(th):
         m = th == t
         e = err[:, m].mean(1)
-        print(f"| θ_eff {t:.4f}° | {m.sum()} | {np.exp(np.log(e).mean()):.2e} "
+        print(f"| θ_eff {t:.4f}° | {m.sum()} | {geomean(e):.2e} "
               f"| {err.mean(0)[m].sum() / total:.0%} |")
 
 
