@@ -24,7 +24,7 @@ from moirescale.results import checkpointed_rows, read_results
 from moirescale.train import load_checkpoint
 
 # The noise evaluation's batched test-set prediction and channel lookup (private there; one implementation).
-from moirescale.use.noise import _channel_slice, _predict
+from moirescale.use.noise import model_channels, predict_images
 
 
 def predictions(rundir: Path, rows, store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -34,7 +34,7 @@ def predictions(rundir: Path, rows, store) -> tuple[np.ndarray, np.ndarray, np.n
     preds = []
     for _, r in rows.iterrows():
         model, meta = load_checkpoint(rundir / r["checkpoint"])
-        preds.append(_predict(model, np.ascontiguousarray(images[:, _channel_slice(meta, store)]), 512))
+        preds.append(predict_images(model, np.ascontiguousarray(images[:, model_channels(meta, store)])))
     return labels, y, np.stack(preds)
 
 

@@ -49,7 +49,8 @@ def channel_positions(available: Sequence[str], channels: str) -> list[int]:
     return [list(available).index(c) for c in names]
 
 
-def _channel_slice(store: Store, channels: str) -> list[int]:
+def channel_slice(store: Store, channels: str) -> list[int]:
+    """Positions in the store's images of the comma-separated channel names ``channels``."""
     return channel_positions(store_channels(store), channels)
 
 
@@ -74,7 +75,7 @@ class StoreDataset(Dataset):
         self.store = store
         self.split = split
         self.indices = store._check_indices(store._check_split(split), indices)
-        self._ch = _channel_slice(store, channels)
+        self._ch = channel_slice(store, channels)
         self._scaler = label_scaler(store)
 
     def __len__(self) -> int:
@@ -95,6 +96,6 @@ def load_arrays(
     x : float32 (N, C', H, W) in [-1, 1], in the order of ``indices``.
     y : float32 (N, 3) labels scaled to [0, 1] by the store's own ranges (:func:`label_scaler`).
     """
-    ch = _channel_slice(store, channels)
+    ch = channel_slice(store, channels)
     images, labels = store.read(split, indices, channels=ch)
     return images, label_scaler(store).scale(labels)

@@ -176,7 +176,8 @@ def _checkpoints_to_evaluate(rundir: Path, select: str, n_train: str | int | Non
     return d.sort_values([*GRID_KEY, "realization"]).reset_index(drop=True)
 
 
-def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
+def predict_images(model: Any, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """A network's outputs (N, n_outputs) on images (N, C, H, W), in batches, without gradients."""
     import torch
 
     dev = next(iter(model.parameters())).device
@@ -188,11 +189,11 @@ def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out).reshape(len(images), -1)
 
 
-def _channel_slice(meta: dict[str, Any], store: Any) -> list[int]:
-    """Positions in the store's images of the channels the network was trained on, by name."""
-    from moirescale.data.torch_data import channel_positions, store_channels
+def model_channels(meta: dict[str, Any], store: Any) -> list[int]:
+    """Positions in the store's images of the channels the network (checkpoint ``meta``) was trained on."""
+    from moirescale.data.torch_data import channel_slice
 
-    return channel_positions(store_channels(store), str(meta.get("channels", "top")))
+    return channel_slice(store, str(meta.get("channels", "top")))
 
 
 def evaluate_noise(
@@ -266,17 +267,17 @@ def evaluate_noise(
             continue
         model, meta = load_checkpoint(rundir / r["checkpoint"])
         model.eval()
-        ch = _channel_slice(meta, st)
+        ch = model_channels(meta, st)
         cols = target_index(r["target"])
         new = []
         clean_pred = None  # level 0 of every kind is the same clean test set: predict it once
         for kind, level in todo:
             if level == 0:
                 if clean_pred is None:
-                    clean_pred = _predict(model, np.ascontiguousarray(images[:, ch]), batch_size)
+                    clean_pred = predict_images(model, np.ascontiguousarray(images[:, ch]), batch_size)
                 pred = clean_pred
             else:
-                pred = _predict(model, corrupted(kind, level, ch), batch_size)
+                pred = predict_images(model, corrupted(kind, level, ch), batch_size)
             err = (pred - y[:, cols]) ** 2
             per = {f"mse_{lab}": np.nan for lab in LABELS}
             for j, c in enumerate(cols):
