@@ -19,7 +19,8 @@ import numpy as np
 from moirescale.analysis.stats import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"default": "random, seeded, top", "fss": "fixed, shared, net", "fse": "fixed, seeded, both",
+VARIANTS = {"default": "random, seeded, top", "default-resnet": "random, seeded, top",
+            "fss": "fixed, shared, net", "fse": "fixed, seeded, both",
             "fssh": "fixed, shared, net, shift"}
 TARGETS = ("theta", "J", "D")
 # The pilot was trained before labels were scaled by each dataset's own ranges: its theta MSEs are in units of
