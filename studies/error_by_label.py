@@ -22,8 +22,6 @@ from moirescale.data.torch_data import label_scaler
 from moirescale.labels import LABELS, target_index
 from moirescale.results import checkpointed_rows, read_results
 from moirescale.train import load_checkpoint
-
-# The noise evaluation's batched test-set prediction and channel lookup (private there; one implementation).
 from moirescale.use.noise import model_channels, predict_images
 
 
@@ -61,19 +59,16 @@ def main() -> None:
     print("| bin | images | MSE | share of the total squared error |")
     print("|---|---|---|---|")
     total = err.mean(0).sum()
+    bins = []
     D = labels[:, LABELS.index("D")]
     edges = np.linspace(D.min(), D.max(), 6)
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        m = (D >= lo) & (D <= hi)  # noqa: SIM300
-        e = err[:, m].mean(1)
-        print(f"| D {lo:.2f}–{hi:.2f} meV | {m.sum()} | {geomean(e):.2e} "
-              f"| {err.mean(0)[m].sum() / total:.0%} |")
+        bins.append((f"D {lo:.2f}–{hi:.2f} meV", (D >= lo) & (D <= hi)))  # noqa: SIM300
     th = np.round(labels[:, LABELS.index("theta")], 4)
-    for t in np.unique(th):
-        m = th == t
-        e = err[:, m].mean(1)
-        print(f"| θ_eff {t:.4f}° | {m.sum()} | {geomean(e):.2e} "
-              f"| {err.mean(0)[m].sum() / total:.0%} |")
+    bins += [(f"θ_eff {t:.4f}°", th == t) for t in np.unique(th)]
+    for name, m in bins:
+        share = err.mean(0)[m].sum() / total
+        print(f"| {name} | {m.sum()} | {geomean(err[:, m].mean(1)):.2e} | {share:.0%} |")
 
 
 if __name__ == "__main__":

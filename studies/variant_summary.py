@@ -14,9 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from moirescale.analysis.stats import load_results
+from moirescale.analysis.stats import geomean, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"default": "random, seeded, top", "default-resnet": "random, seeded, top",
@@ -54,7 +52,7 @@ def rows(study: str):
             if f.get("width") is not None:
                 g = g[g["width"] == f["width"]]
             k = UNITS_TODAY[study][f["target"]]
-            gm = k * np.exp(np.log(g["test_mse"]).groupby(g["n_train"]).mean())
+            gm = k * g.groupby("n_train")["test_mse"].agg(geomean)
             yield v, f, gm, checks.get((f["grid"], f.get("width"), f["target"]))
 
 
