@@ -85,3 +85,26 @@ def test_table_flags_a_curve_whose_mse_falls_with_the_larger_budget(long_mse, fl
     # the check's rows are not a curve of their own; the curve's fit uses only its own five points
     assert len(an.curves_d) == 1 and an.curves_d[0][0]["grid"] == "g"
     assert an.to_dict()["convergence"][0]["flagged"] is flagged
+
+
+def test_a_check_of_fewer_realizations_is_paired_with_the_same_realizations_of_its_curve():
+    cfg_d = copy.deepcopy(BASE)
+    cfg_d["grids"][0]["convergence_check_realizations"] = 2
+    cfg = parse_config(cfg_d)
+    checks = [p for p in grid_points(cfg, cfg.grids[0]) if p.grid.endswith(BUDGET_CHECK_SUFFIX)]
+    assert len(checks) == 4 and all(c.realizations == (0, 1) for c in checks)
+    for bad in (4, None):  # more than the curve has; without a check to restrict
+        b = copy.deepcopy(BASE)
+        b["grids"][0]["convergence_check_realizations"] = 2 if bad is None else bad
+        if bad is None:
+            del b["grids"][0]["convergence_check"]
+        with pytest.raises(UserError, match="convergence_check_realizations"):
+            parse_config(b)
+    # the curve's realizations 2, 3 are far worse: a paired table compares 0, 1 only
+    rows = _rows("g", 3584, 0.01)
+    for r in rows[2:]:
+        r["test_mse"] = 1.0
+    rows += _rows("g" + BUDGET_CHECK_SUFFIX, 3584, 0.01, n_r=2)
+    (row,) = convergence_table(pd.DataFrame(rows))
+    assert row["n_r"] == 2 and row["n_r_long"] == 2
+    assert row["ratio"] == pytest.approx(1.0, rel=0.15) and not row["flagged"]

@@ -35,7 +35,8 @@ def convergence_table(df: pd.DataFrame) -> list[dict]:
     Returns
     -------
     list of dict with ``grid`` (the curve's grid), the :data:`MATCH_KEYS`, ``mse`` and ``mse_long`` (geometric
-    means over realizations), ``n_r``/``n_r_long``, ``ratio = mse_long / mse`` and ``flagged``
+    means over the realizations both hold, so a check of fewer realizations is a paired comparison; over all
+    of each when they share none), ``n_r``/``n_r_long``, ``ratio = mse_long / mse`` and ``flagged``
     (``ratio < 1 - FLAG_DROP``). A check whose curve point is missing is listed with ``mse`` NaN.
     """
     ok = df[df["status"] == "ok"] if "status" in df else df
@@ -49,6 +50,8 @@ def convergence_table(df: pd.DataFrame) -> list[dict]:
         for k, v in zip(MATCH_KEYS, key[1:], strict=True):
             sel &= curves[k].isna() if pd.isna(v) else curves[k] == v
         base = curves[sel]
+        if "realization" in g and base["realization"].isin(g["realization"]).any():
+            base = base[base["realization"].isin(g["realization"])]
         mse, mse_long = geomean(base["test_mse"]), geomean(g["test_mse"])
         ratio = mse_long / mse if mse > 0 else float("nan")
         row = {"grid": grid}

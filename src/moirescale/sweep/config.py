@@ -189,6 +189,8 @@ class Grid(_Strict):
     # Retrain the largest N_D of each curve with this many times the step budget (adjustable schedule's
     # min_steps and min_epochs); the report flags a curve whose MSE there falls by more than 10 %.
     convergence_check: Annotated[float, Field(gt=1, le=100)] | None = None
+    # Realizations 0..R-1 only in that check (None: all); a large model's check can cost more than its curve.
+    convergence_check_realizations: PosInt | None = None
 
     @field_validator("n_train", mode="before")
     @classmethod
@@ -218,6 +220,12 @@ class Grid(_Strict):
                 raise ValueError("give either train.schedule or schedules, not both")
         if self.convergence_check is not None and self.name.endswith(BUDGET_CHECK_SUFFIX):
             raise ValueError(f"a grid name may not end in {BUDGET_CHECK_SUFFIX!r} (reserved for checks)")
+        n_check = self.convergence_check_realizations
+        if n_check is not None and (self.convergence_check is None or n_check > self.realizations):
+            raise ValueError(
+                "convergence_check_realizations needs convergence_check and may not exceed realizations "
+                f"({self.realizations}), got {n_check}"
+            )
         return self
 
 

@@ -72,7 +72,7 @@ def grid_points(cfg: SweepConfig, grid: Grid) -> list[TrainSpec]:
 def budget_checks(points: list[TrainSpec], grid: Grid) -> list[TrainSpec]:
     """The convergence check of a grid: each curve's largest-N_D point with ``convergence_check`` times
     the step budget (the adjustable schedule's ``min_steps`` and ``min_epochs``), in grid
-    ``<name>.budget_check``."""
+    ``<name>.budget_check``, for the first ``convergence_check_realizations`` realizations (all if unset)."""
     from moirescale.train.schedules import ADJUSTABLE_DEFAULTS
 
     factor = float(grid.convergence_check or 1)
@@ -91,7 +91,8 @@ def budget_checks(points: list[TrainSpec], grid: Grid) -> list[TrainSpec]:
         kw = {**ADJUSTABLE_DEFAULTS, **p.schedule_kw}
         kw["min_steps"] = math.ceil(float(kw["min_steps"]) * factor)
         kw["min_epochs"] = float(kw["min_epochs"]) * factor
-        out.append(replace(p, schedule_kw=kw, grid=grid.name + BUDGET_CHECK_SUFFIX))
+        reals = p.realizations[: grid.convergence_check_realizations]
+        out.append(replace(p, schedule_kw=kw, realizations=reals, grid=grid.name + BUDGET_CHECK_SUFFIX))
     return out
 
 
