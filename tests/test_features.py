@@ -103,6 +103,7 @@ def test_sweep_with_a_features_grid(tiny_store, tmp_path):
     from moirescale.sweep.config import load_config
     from moirescale.sweep.estimate import job_cost
     from moirescale.sweep.expand import jobs
+    from moirescale.sweep.plan import SweepOptions
     from moirescale.sweep.runner import run_sweep
 
     cfg = tmp_path / "features.yaml"
@@ -115,7 +116,7 @@ def test_sweep_with_a_features_grid(tiny_store, tmp_path):
     assert len(specs) == 6 and all(len(s.realizations) == 3 for s in specs)  # one job per grid point
     assert 5 < job_cost(specs[0], (2, 32, 32)).cpu_s < 20  # a fixed cost per job, no step budget
     out = tmp_path / "run"
-    run_sweep(cfg, out, workers=1, progress=False)
+    run_sweep(cfg, out, SweepOptions(workers=1), progress=False)
     df = results.read_results(out)
     assert len(df) == 18 and (df["status"] == "ok").all()
     assert df.groupby(["target", "n_train"])["data_seed"].nunique().eq(3).all()  # own subsets: a spread

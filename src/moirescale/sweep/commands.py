@@ -24,6 +24,9 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     ) -> None:
         """Run (or resume) every training a config declares; finished runs are skipped."""
+        from moirescale.sweep.plan import SweepOptions
+
+        options = SweepOptions(executor, address, workers, retries, device, force)
         if dry_run:
             from rich.console import Console
 
@@ -31,13 +34,12 @@ def register(app: typer.Typer) -> None:
             from moirescale.sweep.status import dry_run_table
 
             # The same checks as a real run (nothing is written): a dry run accepts what the run accepts.
-            loaded, _, _ = preflight(config, out, executor, address, workers, retries, device, force)
+            loaded, _, _ = preflight(config, out, options)
             Console(width=160).print(dry_run_table(loaded, out if (out / "config.yaml").is_file() else None))
             return
         from moirescale.sweep.runner import run_sweep
 
-        run_sweep(config, out, executor=executor, address=address, workers=workers, retries=retries,
-                  force=force, device=device, progress=progress)
+        run_sweep(config, out, options, progress=progress)
 
     @app.command("status")
     def status_cmd(

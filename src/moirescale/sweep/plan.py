@@ -53,18 +53,31 @@ def check_store_size(gen: GenerateSpec | None, have: dict[str, int], store: str 
         )
 
 
-def check_options(executor: str, address: str | None, workers: int | None, retries: int, device: str) -> None:
-    """The command-line options of ``sweep`` (the same for ``--dry-run`` and a real run)."""
-    if executor not in EXECUTORS:
-        raise UserError(f"--executor must be local or ray, got {executor!r}")
-    if address and executor != "ray":
-        raise UserError("--address is for --executor ray")
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
-    if retries < 0:
-        raise UserError(f"--retries must be >= 0, got {retries}")
-    if device not in DEVICES:
-        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
+@dataclass(frozen=True)
+class SweepOptions:
+    """The command-line options of ``sweep``, checked when made (the same for ``--dry-run`` and a real run).
+
+    Their one owner: ``moirescale sweep`` builds one; ``preflight`` and ``run_sweep`` take it.
+    """
+
+    executor: str = "local"  # local (a process pool) or ray
+    address: str | None = None  # Ray cluster to join (executor ray only)
+    workers: int | None = None  # parallel jobs (None: every core or GPU)
+    retries: int = 2  # retries of a failing job before it is recorded as failed
+    device: str = "auto"  # auto, cpu or cuda (local executor)
+    force: bool = False  # adopt this config in a RUNDIR that ran another
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise UserError(f"--executor must be local or ray, got {self.executor!r}")
+        if self.address and self.executor != "ray":
+            raise UserError("--address is for --executor ray")
+        if self.workers is not None and self.workers < 1:
+            raise UserError(f"--workers must be >= 1, got {self.workers}")
+        if self.retries < 0:
+            raise UserError(f"--retries must be >= 0, got {self.retries}")
+        if self.device not in DEVICES:
+            raise UserError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 
 
 def dataset_facts(loaded: LoadedConfig) -> DatasetFacts:

@@ -32,7 +32,7 @@ from moirescale.fsio import atomic_write, open_nofollow, remove_stale_temps
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
 from moirescale.sweep.estimate import check_models
 from moirescale.sweep.expand import jobs, spec_run_ids, unique_points
-from moirescale.sweep.plan import DatasetFacts, check_options, check_store_size, no_store_error, plan
+from moirescale.sweep.plan import DatasetFacts, SweepOptions, check_store_size, no_store_error, plan
 from moirescale.sweep.worker import (
     DEFAULT_TRAIN_FN,
     failed_rows,
@@ -303,17 +303,19 @@ def _describe(spec: TrainSpec) -> str:
 def run_sweep(
     config: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    executor: str = "local",
-    address: str | None = None,
-    workers: int | None = None,
-    retries: int = 2,
-    force: bool = False,
-    device: str = "auto",
+    options: SweepOptions | None = None,
+    *,
     train_fn: str = DEFAULT_TRAIN_FN,
     progress: bool = True,
 ) -> SweepSummary:
-    """Run (or resume) the sweep a config declares into ``out``. The Python face of ``moirescale sweep``."""
-    loaded, rundir, _ = preflight(config, out, executor, address, workers, retries, device, force)
+    """Run (or resume) the sweep a config declares into ``out``. The Python face of ``moirescale sweep``.
+
+    ``options`` are the command's options (:class:`~moirescale.sweep.plan.SweepOptions`; default: a local pool
+    on every core); ``train_fn`` names the job's training function (tests replace it).
+    """
+    opts = options or SweepOptions()
+    executor, force = opts.executor, opts.force
+    loaded, rundir, _ = preflight(config, out, opts)
     # What this run creates; a refusal before the first job removes it again (RUNDIR as it was found).
     created = [p for p in (rundir, rundir / LOCK, rundir / "config.yaml", rundir / "logs",
                            rundir / "logs" / "sweep.log", rundir / "dataset.json", rundir / HEARTBEAT)
@@ -352,13 +354,13 @@ def run_sweep(
             from moirescale.sweep.executors import RayExecutor
 
             res = {g.name: g.resources.model_dump() for g in loaded.cfg.grids}
-            ex = RayExecutor(str(info["store"]), str(rundir), address=address, workers=workers,
+            ex = RayExecutor(str(info["store"]), str(rundir), address=opts.address, workers=opts.workers,
                              train_fn=train_fn, resources=res)
             max_in_flight = max(1, int(ex.n_cpu) + int(4 * ex.n_gpu)) * 2  # keep Ray's queue fed
         else:
             from moirescale.sweep.executors import LocalExecutor
 
-            ex = LocalExecutor(str(info["store"]), str(rundir), workers=workers, device=device,
+            ex = LocalExecutor(str(info["store"]), str(rundir), workers=opts.workers, device=opts.device,
                                train_fn=train_fn)
             max_in_flight = ex.workers
         msg = (f"{loaded.cfg.name}: {len(todo)} jobs ({n_runs} networks) to run, {len(done)} runs already "
@@ -371,7 +373,7 @@ def run_sweep(
         killed = False
         started = True
         try:
-            summary = drive(ex, todo, rundir, retries, hb, max_in_flight, on_rows)
+            summary = drive(ex, todo, rundir, opts.retries, hb, max_in_flight, on_rows)
         except (UserError, OSError):
             killed = True  # a full disk: stop the jobs in flight now, they cannot write either
             raise
@@ -414,20 +416,13 @@ def _undo(created: list[Path]) -> None:
 
 
 def preflight(
-    config: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    executor: str = "local",
-    address: str | None = None,
-    workers: int | None = None,
-    retries: int = 2,
-    device: str = "auto",
-    force: bool = False,
+    config: str | os.PathLike[str], out: str | os.PathLike[str], options: SweepOptions | None = None
 ) -> tuple[LoadedConfig, Path, DatasetFacts]:
     """Every check of a sweep that needs nothing written: options, config, RUNDIR, dataset and grid points.
 
     ``--dry-run`` runs exactly this, so it accepts what the run accepts (issue 11).
     """
-    check_options(executor, address, workers, retries, device)
+    opts = options or SweepOptions()
     loaded = load_config(config)
     rundir = Path(out).resolve()
     if rundir.exists() and not rundir.is_dir():
@@ -437,13 +432,13 @@ def preflight(
         if not dest.exists() and any(not p.name.startswith(".") for p in rundir.iterdir()):
             # hidden names (a lock, the demo's marker) do not make a directory someone else's
             raise UserError(f"{rundir} is not empty and is not a sweep run directory; choose a new --out")
-        if dest.exists() and not force and not _same_config(dest, loaded):
+        if dest.exists() and not opts.force and not _same_config(dest, loaded):
             raise UserError(
                 f"{rundir} holds a sweep of a different config ({dest}); use another --out, or --force to "
                 f"adopt {loaded.path.name} there (finished runs are kept)"
             )
     results.check_appendable(rundir)
-    facts = plan(loaded, executor)
+    facts = plan(loaded, opts.executor)
     return loaded, rundir, facts
 
 
