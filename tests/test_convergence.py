@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from moirescale.analysis.convergence import convergence_table, split_checks
-from moirescale.analysis.pipeline import analyze
+from moirescale.analysis.pipeline import advise, analyze, format_advice
 from moirescale.errors import UserError
 from moirescale.results import BUDGET_CHECK_SUFFIX
 from moirescale.sweep.config import parse_config
@@ -85,6 +85,13 @@ def test_table_flags_a_curve_whose_mse_falls_with_the_larger_budget(long_mse, fl
     # the check's rows are not a curve of their own; the curve's fit uses only its own five points
     assert len(an.curves_d) == 1 and an.curves_d[0][0]["grid"] == "g"
     assert an.to_dict()["convergence"][0]["flagged"] is flagged
+    # advise carries the check: an unconverged curve's N_D holds only for the same budget rule
+    adv = advise(an, "J", 0.003)
+    (p,) = adv["answers"][0]["per_model"]
+    assert p["budget_check"]["converged"] is not flagged and p["budget_check"]["n_train"] == 3584
+    assert ("not converged" in format_advice(adv)) is flagged
+    unchecked = advise(analyze(pd.DataFrame([r for r in rows if r["grid"] == "g"])), "J", 0.003)
+    assert unchecked["answers"][0]["per_model"][0]["budget_check"] is None
 
 
 def test_a_check_of_fewer_realizations_is_paired_with_the_same_realizations_of_its_curve():

@@ -276,10 +276,21 @@ def analyze_rundir(rundir: str | os.PathLike[str], settings: F.FitSettings | Non
 # ----------------------------------------------------------------------------------------------- advise
 
 
+def _budget_check_of(an: Analysis, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The convergence check (analysis/convergence.py) of one alpha_D curve, or None if it had none."""
+    keys = ("grid", "arch", "n_layers", "width", "target")
+    row = next((c for c in an.convergence if all(c.get(k) == meta.get(k) for k in keys)), None)
+    if row is None or not math.isfinite(row["ratio"]):
+        return None
+    return {"n_train": row["n_train"], "ratio": row["ratio"], "converged": not row["flagged"]}
+
+
 def advise(an: Analysis, target: str, mse: float, arch: str | None = None) -> dict[str, Any]:
     """What N_D (and N_M) reach a test MSE of ``mse`` for ``target``: from the joint fit of each family,
     or, for a family with one model size, from its per-curve alpha_D fit.
-    Intervals are bootstrap percentiles."""
+    Intervals are bootstrap percentiles. Each model's answer carries its curve's budget check
+    (``budget_check``: ratio and ``converged``, or None): an unconverged curve's slope is partly the step
+    budget's, so its N_D holds only for a run trained by the same budget rule."""
     if not (mse > 0 and math.isfinite(mse)):
         raise UserError("--mse must be a positive number")
     answers: list[dict[str, Any]] = []
@@ -321,8 +332,10 @@ def advise(an: Analysis, target: str, mse: float, arch: str | None = None) -> di
                     }
                 )
             ans["possible"] = any(p["possible"] for p in ans["per_model"])
+        checks = {m["n_params"]: _budget_check_of(an, m) for m, _ in curves}
         for p in ans["per_model"]:
             p["extrapolated"] = bool(p["possible"] and p["n_train"] > obs_max)
+            p["budget_check"] = checks.get(p["n_params"])
         answers.append({**meta, **ans})
     return {"target": target, "mse": mse, "max_observed_n_train": obs_max, "answers": _clean_json(answers)}
 
@@ -380,4 +393,11 @@ def format_advice(adv: dict[str, Any]) -> str:
                 )
             else:
                 lines.append(f"  N_M = {p['n_params']:,}: unreachable (model-size floor above the target)")
+            check = p.get("budget_check")
+            if check and not check["converged"]:
+                lines.append(
+                    f"    not converged: a larger step budget lowered its MSE at N_D = {check['n_train']:,} "
+                    f"to {check['ratio']:.2f}x, so its slope is partly the optimiser's; this N_D holds only "
+                    "for the same budget rule"
+                )
     return "\n".join(lines)
