@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from moirescale.analysis import fits as F
-from moirescale.analysis.convergence import convergence_table, split_checks
+from moirescale.analysis.convergence import MATCH_KEYS, convergence_table, split_checks
 from moirescale.analysis.stats import load_results, point_stats
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_write
@@ -278,7 +278,7 @@ def analyze_rundir(rundir: str | os.PathLike[str], settings: F.FitSettings | Non
 
 def _budget_check_of(an: Analysis, meta: dict[str, Any]) -> dict[str, Any] | None:
     """The convergence check (analysis/convergence.py) of one alpha_D curve, or None if it had none."""
-    keys = ("grid", "arch", "n_layers", "width", "target")
+    keys = ["grid", *(k for k in MATCH_KEYS if k != "n_train")]  # a curve: its check is at its largest N_D
     row = next((c for c in an.convergence if all(c.get(k) == meta.get(k) for k in keys)), None)
     if row is None or not math.isfinite(row["ratio"]):
         return None
