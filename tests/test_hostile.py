@@ -319,10 +319,28 @@ def test_dataset_config_budgets_and_finite_constants(changes, match):
 
 
 def test_shipped_configs_are_inside_the_budgets():
-    from moirescale.data.config import load_config
+    """Every YAML the repo ships validates: dataset configs (within the limits), sweep configs (with the dataset
+    config their generate block names), and the variant-comparison specs in studies/ (a typo fails here, not
+    an hour into a study)."""
+    from moirescale.analysis.variants import load_spec
+    from moirescale.data.config import load_config as load_dataset
+    from moirescale.sweep.config import load_config as load_sweep
 
-    for p in sorted((ROOT / "configs").glob("dataset*.yaml")):
-        load_config(p)
+    shipped = sorted((ROOT / "configs").rglob("*.yaml"))
+    sweeps = [p for p in shipped if "grids" in yaml.safe_load(p.read_text())]
+    assert len(sweeps) >= 10 and len(shipped) - len(sweeps) >= 10
+    for p in shipped:
+        if p not in sweeps:
+            load_dataset(p)
+            continue
+        gen = load_sweep(p).cfg.dataset.generate
+        if gen is not None:
+            load_dataset(p.parent / gen.config)
+    specs = sorted((ROOT / "studies").glob("*compare*.yaml"))
+    assert specs
+    for p in specs:
+        spec, base = load_spec(p)
+        assert spec.variants, p
 
 
 def test_generate_and_simulate_refuse_before_writing(tmp_path):
