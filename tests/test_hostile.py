@@ -319,9 +319,9 @@ def test_dataset_config_budgets_and_finite_constants(changes, match):
 
 
 def test_shipped_configs_are_inside_the_budgets():
-    """Every YAML the repo ships validates: dataset configs (within the limits), sweep configs (with the dataset
-    config their generate block names), and the variant-comparison specs in studies/ (a typo fails here, not
-    an hour into a study)."""
+    """Every YAML the repo ships validates: dataset configs (within the limits), sweep configs (with the
+    dataset config their generate block names), and the variant-comparison specs in studies/ (a typo fails
+    here, not an hour into a study)."""
     from moirescale.analysis.variants import load_spec
     from moirescale.data.config import load_config as load_dataset
     from moirescale.sweep.config import load_config as load_sweep
