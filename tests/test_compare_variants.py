@@ -116,3 +116,35 @@ def test_missing_fits_says_what_to_run(tmp_path):
     with pytest.raises(UserError, match="moirescale fit"):
         compare_variants(tmp_path / "s.yaml", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_points_carry_each_curves_budget_check(tmp_path):
+    """A curve whose largest-N_D point fell by half with the larger budget is "not converged" in points.csv,
+    in variants.md and in the HTML; a curve that held is "converged"; one without a check has none."""
+    from moirescale.analysis.variants import compare_variants
+
+    run = _run(tmp_path / "run", 0.4)
+    df = results.read_results(run)
+    last = df[(df["n_train"] == max(NDS)) & (df["width"] == 64) & (df["realization"] < 2)]
+    check = last.assign(
+        grid=lambda d: d["grid"] + results.BUDGET_CHECK_SUFFIX,
+        run_id=lambda d: d["run_id"] + "-check",
+        test_mse=lambda d: d["test_mse"] * d["target"].map({"theta": 0.5, "J": 0.97}),
+    )
+    results.append_rows(run, check.astype(object).where(check.notna(), None).to_dict("records"))
+    P.write_fits(run, P.analyze(results.read_results(run), FitSettings(n_boot=50, n_boot_nonlinear=10)))
+    _dimension(tmp_path / "d.json", 4.0)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(
+        {"name": "x", "variants": [{"name": "a", "run": "run", "dimension": "d.json"},
+                                   {"name": "b", "run": str(_run(tmp_path / "plain", 0.4)),
+                                    "dimension": "d.json"}]}))
+    compare_variants(tmp_path / "s.yaml", tmp_path / "out")
+    pts = pd.read_csv(tmp_path / "out" / "points.csv").set_index(["variant", "target"])
+    assert pts.loc[("a", "theta"), "budget_ratio"] == pytest.approx(0.5)
+    assert pts.loc[("a", "theta"), "converged"] == False  # noqa: E712
+    assert pts.loc[("a", "J"), "budget_ratio"] == pytest.approx(0.97)
+    assert pts.loc[("a", "J"), "converged"] == True  # noqa: E712
+    assert pts.loc[("b", "theta"), ["budget_ratio", "converged"]].isna().all()
+    md = (tmp_path / "out" / "variants.md").read_text()
+    assert "| a | theta | FCN 3x64 | " in md and "| 0.50 (not converged) |" in md and "| 0.97 |" in md
+    assert "0.50 (not converged)" in (tmp_path / "out" / "compare.html").read_text()

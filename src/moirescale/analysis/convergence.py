@@ -8,6 +8,9 @@ optimiser's, not the data's, and the report flags it.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -65,3 +68,19 @@ def convergence_table(df: pd.DataFrame) -> list[dict]:
                 row[k] = int(row[k])
         out.append(row)
     return out
+
+
+def curve_check(checks: list[dict[str, Any]], curve: dict[str, Any]) -> dict[str, Any] | None:
+    """The budget check of one alpha_D curve, or None if it had none (or its ratio is not a number).
+
+    ``checks``: :func:`convergence_table` rows (or a fits.json's ``convergence`` list); ``curve``: a curve's
+    metadata or fit (``grid`` and the :data:`MATCH_KEYS` but ``n_train``: a curve's check is at its largest
+    N_D).
+    Returns ``{"n_train", "ratio", "converged"}``.
+    """
+    keys = ["grid", *(k for k in MATCH_KEYS if k != "n_train")]
+    row = next((c for c in checks if all(c.get(k) == curve.get(k) for k in keys)), None)
+    ratio = None if row is None else row.get("ratio")
+    if ratio is None or not math.isfinite(float(ratio)):
+        return None
+    return {"n_train": row["n_train"], "ratio": float(ratio), "converged": not row["flagged"]}

@@ -591,7 +591,8 @@ def fig_alpha_vs_dimension(points: pd.DataFrame) -> plt.Figure:
     """Measured alpha_D against 4/d, one panel per model family; colour = dataset variant, marker = target.
 
     ``points``: :func:`moirescale.analysis.variants.alpha_points` (alpha with its interval, 4/d with the
-    interval from d's). The diagonal is the theory's alpha_D = 4/d; the paper's 1-2 is shaded.
+    interval from d's). The diagonal is the theory's alpha_D = 4/d; the paper's 1-2 is shaded. A point whose
+    curve failed its budget check (``converged`` False) is drawn open: its slope is partly the optimiser's.
     """
     if points.empty:
         raise NotEnoughData("no (variant, target, family) point")
@@ -606,6 +607,8 @@ def fig_alpha_vs_dimension(points: pd.DataFrame) -> plt.Figure:
         g = points[points["family"] == fam]
         for _, r in g.iterrows():
             i = variants.index(r["variant"])
+            colour = OKABE_ITO[i % len(OKABE_ITO)]
+            failed = bool(r.get("converged") == False)  # noqa: E712 (None, NaN: no check, drawn filled)
             ax.errorbar(
                 [r["four_over_d"]],
                 [r["alpha"]],
@@ -614,14 +617,17 @@ def fig_alpha_vs_dimension(points: pd.DataFrame) -> plt.Figure:
                 ls="none",
                 capsize=2,
                 ms=6,
-                color=OKABE_ITO[i % len(OKABE_ITO)],
+                color=colour,
+                mfc="white" if failed else colour,
                 marker=MARKERS[targets.index(r["target"]) % len(MARKERS)],
             )
         for i, v in enumerate(variants):  # legend: variants by colour, targets by marker
             ax.plot([], [], "s", color=OKABE_ITO[i % len(OKABE_ITO)], label=v)
         for j, t in enumerate(targets):
             m = MARKERS[j % len(MARKERS)]
-            ax.plot([], [], m, color="#555555", mfc="white", label=LABEL_TEX.get(t, t))
+            ax.plot([], [], m, color="#555555", label=LABEL_TEX.get(t, t))
+        if "converged" in g and (g["converged"] == False).any():  # noqa: E712 (None/NaN are not False)
+            ax.plot([], [], "o", color="#555555", mfc="white", label="open: budget check failed")
         ax.set_title(", ".join(dict.fromkeys(g["model"])), fontsize=9)  # the model(s) standing for the family
         ax.set_xlim(0, top)
         ax.set_ylim(0, top)

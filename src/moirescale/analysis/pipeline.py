@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from moirescale.analysis import fits as F
-from moirescale.analysis.convergence import MATCH_KEYS, convergence_table, split_checks
+from moirescale.analysis.convergence import convergence_table, curve_check, split_checks
 from moirescale.analysis.stats import load_results, point_stats
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_write
@@ -276,15 +276,6 @@ def analyze_rundir(rundir: str | os.PathLike[str], settings: F.FitSettings | Non
 # ----------------------------------------------------------------------------------------------- advise
 
 
-def _budget_check_of(an: Analysis, meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The convergence check (analysis/convergence.py) of one alpha_D curve, or None if it had none."""
-    keys = ["grid", *(k for k in MATCH_KEYS if k != "n_train")]  # a curve: its check is at its largest N_D
-    row = next((c for c in an.convergence if all(c.get(k) == meta.get(k) for k in keys)), None)
-    if row is None or not math.isfinite(row["ratio"]):
-        return None
-    return {"n_train": row["n_train"], "ratio": row["ratio"], "converged": not row["flagged"]}
-
-
 def advise(an: Analysis, target: str, mse: float, arch: str | None = None) -> dict[str, Any]:
     """What N_D (and N_M) reach a test MSE of ``mse`` for ``target``: from the joint fit of each family,
     or, for a family with one model size, from its per-curve alpha_D fit.
@@ -332,7 +323,7 @@ def advise(an: Analysis, target: str, mse: float, arch: str | None = None) -> di
                     }
                 )
             ans["possible"] = any(p["possible"] for p in ans["per_model"])
-        checks = {m["n_params"]: _budget_check_of(an, m) for m, _ in curves}
+        checks = {m["n_params"]: curve_check(an.convergence, m) for m, _ in curves}
         for p in ans["per_model"]:
             p["extrapolated"] = bool(p["possible"] and p["n_train"] > obs_max)
             p["budget_check"] = checks.get(p["n_params"])

@@ -536,6 +536,8 @@ def build_variants_report(spec: Any, variants: pd.DataFrame, points: pd.DataFram
     ``spec`` is a :class:`moirescale.analysis.variants.CompareSpec`; ``variants`` and ``points`` are what
     ``variants_table`` and ``alpha_points`` of that module return.
     """
+    from moirescale.analysis.variants import budget_text
+
     ests = [c[2:] for c in variants.columns if c.startswith("d_") and not c.endswith(("_lo", "_hi"))]
     vrows = []
     for r in variants.to_dict("records"):
@@ -547,12 +549,13 @@ def build_variants_report(spec: Any, variants: pd.DataFrame, points: pd.DataFram
         r["a_i"] = f"[{_fmt(r['alpha_lo'])}, {_fmt(r['alpha_hi'])}]"
         r["x_i"] = f"[{_fmt(r['four_over_d_lo'])}, {_fmt(r['four_over_d_hi'])}]"
         r["_paper"] = _paper_verdict(r["alpha"], r["alpha_lo"], r["alpha_hi"])
+        r["_budget"] = budget_text(r)
         prows.append(r)
     vcols = [("variant", "variant"), ("description", "description"), ("size_px", "px"), ("origin", "origin"),
              ("start", "start"), ("jperp", "J_perp"), ("channels", "channels"), ("n", "n (d)")]
     pcols = [("variant", "variant"), ("target", "target"), ("model", "model"), ("alpha", "alpha_D"),
              ("a_i", "95 %"), ("four_over_d", f"4/d ({spec.estimator})"), ("x_i", "95 %"),
-             ("n_range", "N_D range"), ("_paper", "paper: 1-2 (&le;2.3)")]
+             ("n_range", "N_D range"), ("_budget", "budget check"), ("_paper", "paper: 1-2 (&le;2.3)")]
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>moirescale variants: {html.escape(spec.name)}</title><style>{_CSS}</style></head><body>",
@@ -566,7 +569,8 @@ def build_variants_report(spec: Any, variants: pd.DataFrame, points: pd.DataFram
         "family (its largest model); &alpha;<sub>D</sub> intervals from the run's fits, 4/d intervals from "
         "the bootstrap interval of d (<code>moirescale dimension</code>).</p>",
         f"<figure>{_img(str(png), 'alpha_D vs 4/d')}<figcaption>Measured &alpha;<sub>D</sub> against 4/d "
-        "(dashed: equality; grey: the paper's 1&ndash;2).</figcaption></figure>",
+        "(dashed: equality; grey: the paper's 1&ndash;2; open marker: the curve's budget check failed, "
+        "so its slope is partly the optimiser's).</figcaption></figure>",
         "<h2>Variants</h2>",
         _table(vrows, vcols + [(f"_{e}", f"d ({e}) [95 %]") for e in ests],
                left={"variant", "description", "origin", "start", "jperp", "channels"}),

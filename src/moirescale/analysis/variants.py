@@ -43,6 +43,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from moirescale.analysis.convergence import curve_check
 from moirescale.analysis.dimension import ESTIMATORS
 from moirescale.errors import UserError
 
@@ -97,6 +98,7 @@ class Variant:
     dimension: dict[str, Any]
     fits: list[dict[str, Any]]
     keys: dict[str, Any] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # the runs' budget checks (fits.json)
 
 
 def load_spec(path: str | os.PathLike[str]) -> tuple[CompareSpec, Path]:
@@ -148,7 +150,8 @@ def _check_dimension(doc: Any, where: str) -> dict[str, Any]:
     return doc
 
 
-def _read_fits(run: Path, variant: str) -> list[dict[str, Any]]:
+def _read_fits(run: Path, variant: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(alpha fits, budget checks) of a run's fits.json."""
     fits_path = run if run.suffix == ".json" else run / "fits.json"
     if not fits_path.is_file() and (run / "results.parquet").exists():
         raise UserError(f"variant {variant}: {fits_path} does not exist; run `moirescale fit {run}` first")
@@ -156,7 +159,8 @@ def _read_fits(run: Path, variant: str) -> list[dict[str, Any]]:
     fits = doc.get("fits") if isinstance(doc, dict) else None
     if not isinstance(fits, list):
         raise UserError(f"variant {variant}: {fits_path} is not a fits.json (no 'fits' list)")
-    return fits
+    checks = doc.get("convergence")
+    return fits, checks if isinstance(checks, list) else []
 
 
 def _store_keys(store: Path | None) -> dict[str, Any]:
@@ -184,8 +188,10 @@ def gather(spec: CompareSpec, base: Path, log: Any = None) -> list[Variant]:
     out = []
     for v in spec.variants:
         fits: list[dict[str, Any]] = []
+        checks: list[dict[str, Any]] = []
         for r in [v.run] if isinstance(v.run, str) else v.run:
-            fits += _read_fits(_resolve(base, r), v.name)
+            f, c = _read_fits(_resolve(base, r), v.name)
+            fits, checks = fits + f, checks + c
         if v.grids is not None:
             fits = [f for f in fits if f.get("grid") in v.grids]
         store = _resolve(base, v.store) if v.store else None
@@ -206,7 +212,7 @@ def gather(spec: CompareSpec, base: Path, log: Any = None) -> list[Variant]:
             )
         keys = _store_keys(store)
         keys["channels"] = dim.get("channels", v.channels)
-        out.append(Variant(v, dim, fits, keys))
+        out.append(Variant(v, dim, fits, keys, checks))
     return out
 
 
@@ -237,11 +243,13 @@ def model_label(f: dict[str, Any]) -> str:
 
 
 def alpha_points(variants: list[Variant], estimator: str) -> pd.DataFrame:
-    """One row per variant x target x family: alpha_D with its interval, d and x = 4/d with theirs."""
+    """One row per variant x target x family: alpha_D with its interval, d and x = 4/d with theirs, and the
+    curve's budget check (``budget_ratio``, ``converged``: None without a check)."""
     rows = []
     for v in variants:
         e = v.dimension["estimators"][estimator]
         for f in _family_fits(v.fits):
+            check = curve_check(v.checks, f) or {}
             rows.append(
                 {
                     "variant": v.entry.name,
@@ -253,6 +261,8 @@ def alpha_points(variants: list[Variant], estimator: str) -> pd.DataFrame:
                     "alpha_lo": float(f["alpha_lo"]),
                     "alpha_hi": float(f["alpha_hi"]),
                     "n_range": f"{f.get('n_min')}-{f.get('n_max')}",
+                    "budget_ratio": check.get("ratio"),
+                    "converged": check.get("converged"),
                     "estimator": estimator,
                     "d": float(e["d"]),
                     "d_lo": float(e["lo"]),
@@ -297,6 +307,13 @@ def _num(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
 
 
+def budget_text(r: Any) -> str:
+    """A point's budget check in words: "0.48 (not converged)", "0.95" or "–" without a check."""
+    if _blank(r.get("budget_ratio")):
+        return "–"
+    return f"{r['budget_ratio']:.2f}" + ("" if r.get("converged") else " (not converged)")
+
+
 def markdown_tables(vt: pd.DataFrame, pts: pd.DataFrame, estimator: str) -> str:
     """The variants table and the alpha_D-vs-4/d table as Markdown (for docs/results.md)."""
     ests = [c[2:] for c in vt.columns if c.startswith("d_") and not c.endswith(("_lo", "_hi"))]
@@ -307,12 +324,12 @@ def markdown_tables(vt: pd.DataFrame, pts: pd.DataFrame, estimator: str) -> str:
         ds = [f"{_num(r[f'd_{e}'])} [{_num(r[f'd_{e}_lo'])}, {_num(r[f'd_{e}_hi'])}]" for e in ests]
         cells = [*(r[k] for k in keys), *ds]
         lines.append("| " + " | ".join("–" if _blank(c) else str(c) for c in cells) + " |")
-    lines += ["", f"| variant | target | model | α_D [95 %] | 4/d ({estimator}) [95 %] |"]
-    lines.append("|---|---|---|---|---|")
+    lines += ["", f"| variant | target | model | α_D [95 %] | 4/d ({estimator}) [95 %] | budget check |"]
+    lines.append("|---|---|---|---|---|---|")
     for _, r in pts.iterrows():
         a = f"{r['alpha']:.2f} [{r['alpha_lo']:.2f}, {r['alpha_hi']:.2f}]"
         x = f"{r['four_over_d']:.2f} [{r['four_over_d_lo']:.2f}, {r['four_over_d_hi']:.2f}]"
-        lines.append(f"| {r['variant']} | {r['target']} | {r['model']} | {a} | {x} |")
+        lines.append(f"| {r['variant']} | {r['target']} | {r['model']} | {a} | {x} | {budget_text(r)} |")
     return "\n".join(lines) + "\n"
 
 
