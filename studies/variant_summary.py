@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from moirescale.analysis.convergence import curve_check
 from moirescale.analysis.stats import geomean, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,6 @@ def rows(study: str):
         doc = json.loads((run / "fits.json").read_text())
         df = load_results(run)
         df = df[df["status"] == "ok"]
-        checks = {(c["grid"], c.get("width"), c["target"]): c for c in doc.get("convergence", [])}
         for f in doc["fits"]:
             if f["variable"] != "n_train" or f["target"] not in TARGETS:
                 continue
@@ -55,7 +55,7 @@ def rows(study: str):
                 g = g[g["width"] == f["width"]]
             k = UNITS_TODAY[study][f["target"]]
             gm = k * g.groupby("n_train")["test_mse"].agg(geomean)
-            yield v, f, gm, checks.get((f["grid"], f.get("width"), f["target"]))
+            yield v, f, gm, curve_check(doc.get("convergence", []), f)
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
           "| MSE at the largest N_D | budget check ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
     for v, f, gm, c in out:
-        flag = " (not converged)" if c and c["flagged"] else ""
+        flag = " (not converged)" if c and not c["converged"] else ""
         ratio = f"{c['ratio']:.2f}{flag}" if c else "–"
         lo, hi = (f"{gm.iloc[i]:.2e} ({int(gm.index[i])})" if len(gm) else "–" for i in (0, -1))
         alpha = f"{f['alpha']:.2f} [{f['alpha_lo']:.2f}, {f['alpha_hi']:.2f}]"
