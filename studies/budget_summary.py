@@ -1,6 +1,7 @@
 """The 48 px study's budget test (docs/results.md §5): does the FCN's MSE on fss follow the data or the steps?
 
-    .venv/bin/python studies/budget_summary.py [RUN]      # default RUN: runs/study48-fss
+    .venv/bin/python studies/budget_summary.py [RUN ...]  # default RUN: runs/study48-fss
+    .venv/bin/python studies/budget_summary.py runs/study48-fss-fcn64-steps  # 128 000 steps (7th session)
 
 For FCN 3 x 64 on J and D, one table row per (budget rule, N_D): the optimiser steps the networks ran, the
 geometric-mean test MSE over realizations and whether early stopping ended them before the budget did. Then
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from moirescale.analysis.fits import fit_power_law
 from moirescale.analysis.stats import geomean, load_results, realization_labels
@@ -25,12 +27,14 @@ RULES = {  # grid -> how its step budget is set (configs/study48/fss-sweep.yaml)
     "fcn64_long": "max(4000 steps, 80 epochs)",
     "fcn64_long.budget_check": "2 x that",
     "fcn64_converged": "32 000 steps",
+    "fcn64_J_128k": "128 000 steps",  # configs/study48/fss-fcn64-steps-sweep.yaml
+    "fcn64_J_128k.budget_check": "2 x that",
 }
 
 
 def main() -> None:
-    run = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / "study48-fss"
-    df = load_results(run)
+    runs = [Path(a) for a in sys.argv[1:]] or [ROOT / "runs" / "study48-fss"]
+    df = pd.concat([load_results(run) for run in runs], ignore_index=True)
     keep = (df["status"] == "ok") & (df["arch"] == "fcn") & (df["width"] == 64) & df["grid"].isin(list(RULES))
     df = df[keep]
     print("| target | budget | N_D | steps run | budget | MSE (geo. mean) | realizations stopped early |")
@@ -39,8 +43,10 @@ def main() -> None:
         budget = int(g["steps"].max())  # networks that ran out of steps all report the budget
         early = int((g["steps"] < budget).sum())
         gm = geomean(g["test_mse"])
-        print(f"| {target} | {RULES[grid]} | {n} | {g['steps'].mean():.0f} | {budget} | {gm:.2e} "
-              f"| {early} of {len(g)} |")
+        print(
+            f"| {target} | {RULES[grid]} | {n} | {g['steps'].mean():.0f} | {budget} | {gm:.2e} "
+            f"| {early} of {len(g)} |"
+        )
     print()
     print("| target | budget | N_D range | α_D [95 %] |")
     print("|---|---|---|---|")
@@ -56,8 +62,10 @@ def main() -> None:
             logs = [np.log(p["test_mse"].to_numpy()) for _, p in pts]
             labels = [realization_labels(p) for _, p in pts]
             f = fit_power_law(ns, logs, labels=labels)
-            print(f"| {target} | {RULES[grid]} | {lo}–{hi} | {f.alpha:.2f} [{f.interval(1)[0]:.2f}, "
-                  f"{f.interval(1)[1]:.2f}] |")
+            print(
+                f"| {target} | {RULES[grid]} | {lo}–{hi} | {f.alpha:.2f} [{f.interval(1)[0]:.2f}, "
+                f"{f.interval(1)[1]:.2f}] |"
+            )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ VARIANTS = {"default": "random, seeded, top", "default-resnet": "random, seeded,
             "fss": "fixed, shared, net", "fse": "fixed, seeded, both",
             "fssh": "fixed, shared, net, shift",
             "fss-fcn1024": "fixed, shared, net", "default-fcn1024-check": "random, seeded, top",
-            "default-fcn1024": "random, seeded, top", "fse-fcn1024": "fixed, seeded, both"}
+            "default-fcn1024": "random, seeded, top", "fse-fcn1024": "fixed, seeded, both",
+            "default-fcn64-wd": "random, seeded, top", "fss-fcn64-steps": "fixed, shared, net"}
 TARGETS = ("theta", "J", "D")
 # The pilot was trained before labels were scaled by each dataset's own ranges: its theta MSEs are in units of
 # the global theta range [0.5, 2] deg. Today's units use the store's [1.5, 2]: (1.5 / 0.5)^2 = 9x larger.
