@@ -2,6 +2,7 @@
 
     .venv/bin/python studies/budget_summary.py [RUN ...]  # default RUN: runs/study48-fss
     .venv/bin/python studies/budget_summary.py runs/study48-fss-fcn64-steps runs/study48-fss-fcn64-steps-check
+    .venv/bin/python studies/budget_summary.py runs/study48-fse-fcn64-steps  # fse (one variant a call)
 
 For FCN 3 x 64 on J and D, one table row per (budget rule, N_D): the optimiser steps the networks ran, the
 geometric-mean test MSE over realizations and whether early stopping ended them before the budget did. Then
@@ -29,7 +30,7 @@ RULES = {  # grid -> how its step budget is set (configs/study48/fss-sweep.yaml)
     "fcn64_converged": "32 000 steps",
     "fcn64_J_128k": "128 000 steps",  # configs/study48/fss-fcn64-steps-sweep.yaml
     "fcn64_J_128k.budget_check": "2 x that",
-    "fcn64_J_256k": "256 000 steps",  # configs/study48/fss-fcn64-steps-check-sweep.yaml (r0, r1)
+    "fcn64_J_256k": "256 000 steps",  # fss-fcn64-steps-check-sweep.yaml, fse-fcn64-steps-sweep.yaml
     "fcn64_J_512k": "512 000 steps",
 }
 
