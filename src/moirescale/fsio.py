@@ -19,11 +19,13 @@ readers ignore them and :func:`remove_stale_temps` clears those a killed process
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -146,24 +148,93 @@ def open_nofollow(path: str | os.PathLike[str], mode: str = "a") -> IO:
         raise
 
 
-def remove_stale_temps(folder: str | os.PathLike[str], older_than_s: float = 3600.0) -> int:
-    """Delete temporary files of this module older than ``older_than_s`` in ``folder``; return how many.
+def is_empty(folder: str | os.PathLike[str], allowed: Collection[str] = ()) -> bool:
+    """Whether ``folder`` holds no entry at all, dotfiles included, except names in ``allowed``."""
+    with os.scandir(folder) as it:
+        return all(e.name in allowed for e in it)
 
-    Only names starting with :data:`TMP_PREFIX` are touched, and a link is removed, never followed. The age
-    guard keeps a concurrent writer's fresh temporary file alive.
+
+# mkstemp's random part: 8 characters of this alphabet (tempfile._RandomNameSequence).
+_TMP_NAME = re.compile(rf"^{re.escape(TMP_PREFIX)}(?P<final>.+)\.[a-z0-9_]{{8}}(?P<suffix>\.[^./]*)?$")
+
+
+def temp_target(name: str) -> str | None:
+    """The final name a temporary file of :func:`atomic_path` was made for, or None if ``name`` is not one."""
+    m = _TMP_NAME.match(name)
+    if m is None or (m["suffix"] or "") != Path(m["final"]).suffix:
+        return None
+    return m["final"]
+
+
+def remove_stale_temps(
+    folder: str | os.PathLike[str], finals: Callable[[str], bool], older_than_s: float = 3600.0
+) -> int:
+    """Delete this module's temporary files in ``folder`` that a killed writer left; return how many.
+
+    Only a file named exactly as :func:`atomic_path` names the temporary of a final name that ``finals``
+    accepts (``.tmp-<final>.<8 random characters><suffix>``) is touched; any other name, a user's
+    ``.tmp-notes`` included, is left alone. ``folder`` must be a real directory (a link there is never
+    entered), a link is removed rather than followed, and the age guard keeps a concurrent writer's fresh
+    temporary file alive.
     """
     folder = Path(folder)
-    if not folder.is_dir():
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return 0
+    except OSError:
         return 0
     now = time.time()
     n = 0
     for p in folder.iterdir():
-        if not p.name.startswith(TMP_PREFIX):
+        final = temp_target(p.name)
+        if final is None or not finals(final):
             continue
         with contextlib.suppress(OSError):
             st = p.lstat()
-            if stat.S_ISDIR(st.st_mode) or now - st.st_mtime < older_than_s:
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)) or now - st.st_mtime < older_than_s:
                 continue
             p.unlink()
             n += 1
     return n
+
+
+def real_dir(root: str | os.PathLike[str], *parts: str, create: bool = True) -> Path:
+    """``root/parts...`` after checking that no component below ``root`` is a link (issue 29).
+
+    Each component is opened with ``O_NOFOLLOW | O_DIRECTORY`` relative to its parent's descriptor (and made
+    with ``mkdirat`` when missing and ``create``), so a link planted anywhere inside a run directory or store
+    (``RUNDIR/logs -> ~``) is refused instead of written through. ``root`` itself may be reached through
+    links: it is what the user named.
+
+    Raises
+    ------
+    UserError : a component is a link or not a directory (or is missing and ``create`` is False).
+    """
+    from moirescale.errors import UserError
+
+    root = Path(root)
+    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, flags)
+    try:
+        here = root
+        for part in parts:
+            here = here / part
+            if part in ("", ".", "..") or "/" in part:
+                raise ValueError(f"real_dir takes plain names, got {part!r}")
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+            try:
+                nxt = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UserError(
+                        f"{here} is a link or not a directory; moirescale writes only into real directories "
+                        "inside a run directory or store (move it away)"
+                    ) from None
+                raise OSError(exc.errno, exc.strerror, str(here)) from None
+            os.close(fd)
+            fd = nxt
+    finally:
+        os.close(fd)
+    return here

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moirescale.errors import UserError
-from moirescale.fsio import atomic_path
+from moirescale.fsio import atomic_path, real_dir
 
 TABLE_NAME = "results.parquet"
 # Grid-name suffix of a convergence check: the largest N_D of a curve retrained with a larger step budget
@@ -55,6 +55,7 @@ SCHEMA = pa.schema(
         ("error", pa.string()),
         ("checkpoint", pa.string()),  # path relative to RUNDIR, "" if none
         ("noise_train", pa.float64()),  # sigma of Gaussian noise used while training (0 = clean)
+        ("precision", pa.string()),  # fp32 / bf16 / tf32 (null in tables written before it existed: fp32)
         ("finished_at", pa.string()),  # ISO time
     ]
 )
@@ -75,6 +76,8 @@ def check_appendable(rundir: str | os.PathLike[str]) -> None:
     logs/ is taken by a file)."""
     for name in (TABLE_NAME, "checkpoints", "logs"):
         p = Path(rundir) / name
+        if p.is_symlink():
+            raise UserError(f"{p} is a link; moirescale writes only into real directories (move it away)")
         if os.path.lexists(p) and not p.is_dir():
             raise UserError(
                 f"{p} exists and is not a directory, so new results cannot be added; move it away"
@@ -96,8 +99,8 @@ def append_rows(rundir: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]
         if r.get("status") not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {r.get('status')!r}")
     table = pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=SCHEMA)
-    folder = table_path(rundir)
-    folder.mkdir(parents=True, exist_ok=True)
+    Path(rundir).mkdir(parents=True, exist_ok=True)
+    folder = real_dir(rundir, TABLE_NAME)  # a link planted at RUNDIR/results.parquet is refused
     final = folder / f"part-{uuid.uuid4().hex}.parquet"
     with atomic_path(final) as tmp:  # fsync'ed before the rename publishes it
         pq.write_table(table, tmp)
@@ -123,8 +126,16 @@ def read_results(rundir: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def _read_part(path: Path) -> pd.DataFrame:
-    """One part of the table; a file that is not one (corrupt, foreign) is a UserError naming it."""
-    return read_parquet_file(path, SCHEMA, what="part of a results table")
+    """One part of the table, checked as a whole; a file that is not one (corrupt, foreign, or rows without
+    their run id or a known status) is a UserError naming it."""
+    df = read_parquet_file(path, SCHEMA, what="part of a results table")
+    bad = df["run_id"].isna() | ~df["status"].isin(STATUSES)
+    if bad.any():
+        raise UserError(
+            f"{path} is not a readable part of a results table ({int(bad.sum())} row(s) without a run id "
+            f"or a status of {', '.join(STATUSES)}); move it out of the way"
+        )
+    return df
 
 
 def read_parquet_file(path: str | os.PathLike[str], schema: pa.Schema | None = None,
@@ -138,6 +149,18 @@ def read_parquet_file(path: str | os.PathLike[str], schema: pa.Schema | None = N
     except (pa.ArrowException, OSError, ValueError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path} is not a readable {what} ({msg}); move it out of the way") from None
+
+
+def _inside(rundir: Path, rel: str) -> bool:
+    """Whether a checkpoint path of a results row stays inside its run directory: relative, no ``..``, and
+    not through a link that leads out."""
+    p = Path(rel)
+    if p.is_absolute() or ".." in p.parts or "\x00" in rel:
+        return False
+    try:
+        return (rundir / p).resolve().is_relative_to(rundir.resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
 def done_ids(rundir: str | os.PathLike[str], include_failed: bool = False) -> set[str]:
@@ -177,6 +200,12 @@ def checkpointed_rows(
         raise UserError(
             f"{rundir}: no finished network with a checkpoint"
             + (f" matches {which}" if which else "; run a sweep first")
+        )
+    outside = [c for c in d["checkpoint"] if not _inside(Path(rundir), str(c))]
+    if outside:
+        raise UserError(
+            f"{table_path(rundir)}: checkpoint path {outside[0]!r} leads outside the run directory; a "
+            "results table names checkpoints/<run_id>.pt"
         )
     d["abs_ckpt"] = [str(Path(rundir) / c) for c in d["checkpoint"]]
     d = d[[Path(p).is_file() for p in d["abs_ckpt"]]]

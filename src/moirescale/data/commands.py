@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -49,8 +50,9 @@ def generate_cmd(
         "backend": backend,
     }
     cfg, runtime = load_config(config, overrides)
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
+    if workers is not None and not 1 <= workers <= 4 * (os.cpu_count() or 1):
+        raise UserError(f"--workers must be between 1 and {4 * (os.cpu_count() or 1)} (4 per CPU core) on "
+                        f"this machine, got {workers}")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     path = generate(

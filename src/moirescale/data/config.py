@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +26,7 @@ from pydantic import (
 from moirescale.errors import UserError
 from moirescale.labels import LABELS, RANGES
 from moirescale.limits import check_dataset
+from moirescale.readback import load_yaml_mapping
 
 # Per-sample seed = seed * SEED_STRIDE + split_index * SPLIT_STRIDE + i: disjoint, contiguous per shard.
 SPLIT_STRIDE = 10**10
@@ -243,20 +243,8 @@ def load_config(
     (config, runtime) : the validated config and the speed-only options (``batch_size``, ``workers``).
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"config file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"config file {path} cannot be read: {exc}") from None
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise UserError(f"config file {path} is not valid YAML{where}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    # Bounded (size, nesting, aliases), duplicate keys refused, and an empty file is not "all defaults".
+    raw, _ = load_yaml_mapping(path, "dataset config")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue

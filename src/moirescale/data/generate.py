@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,14 +37,13 @@ from moirescale.data.store import (
     IMAGE_SCALE,
     MANIFEST,
     SPLITS,
-    TMP_PREFIX,
     read_manifest,
     sha256_file,
     write_manifest,
     write_shard,
 )
 from moirescale.errors import UserError
-from moirescale.fsio import open_nofollow
+from moirescale.fsio import is_empty, open_nofollow, remove_stale_temps
 from moirescale.labels import LABELS, UNITS
 from moirescale.limits import max_cell_side, sim_batch_limit
 
@@ -184,8 +184,17 @@ def _locked(out: Path) -> Iterator[None]:
 
 
 def _prepare_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
+    try:
+        kind = os.stat(out).st_mode
+    except FileNotFoundError:
+        kind = None
+    except OSError as exc:  # a link loop, a component that is a file
+        raise UserError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
+    if kind is not None and not stat.S_ISDIR(kind):
         raise UserError(f"output {out} exists and is not a directory")
+    if kind is not None and not (out / MANIFEST).exists() and not is_empty(out, allowed=(LOCK,)):
+        # Refused before the lock file is made: a user's folder is left exactly as it was.
+        raise UserError(f"{out} is not empty and holds no {MANIFEST}; choose a new or empty --out directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -214,8 +223,7 @@ def _open_or_create(out: Path, fresh: dict[str, Any]) -> dict[str, Any]:
                 f"{', '.join(keys) or 'hash'}); use the original config or a new --out"
             )
         return m
-    visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
-    if visible:
+    if not is_empty(out, allowed=(LOCK,)):  # a dotfile counts: `.bashrc` makes a folder someone's
         raise UserError(f"{out} is not empty and holds no {MANIFEST}; choose a new or empty --out directory")
     write_manifest(out, fresh)
     return fresh
@@ -342,9 +350,9 @@ def generate(
     _prepare_dir(out)
     with _locked(out):
         m = _open_or_create(out, fresh)
-        for p in out.iterdir():  # leftovers of a killed run (we hold the lock: nobody else is writing)
-            if p.name.startswith(TMP_PREFIX):
-                p.unlink(missing_ok=True)
+        # Leftovers of a killed run, by their exact names only (we hold the lock: nobody else is writing).
+        ours = {MANIFEST, *(rec["file"] for rec in plan_shards(cfg))}
+        remove_stale_temps(out, ours.__contains__, older_than_s=0.0)
         listed = {r["file"]: r for r in m["shards"]}
         todo = []
         for rec in plan_shards(cfg):

@@ -14,14 +14,16 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import h5py
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from moirescale.errors import UserError
 from moirescale.fsio import TMP_PREFIX as TMP_PREFIX  # re-exported: the store's temporary names
 from moirescale.fsio import atomic_write
+from moirescale.readback import read_json
 
 FORMAT = "moirescale-store"
 FORMAT_VERSION = 1
@@ -122,18 +124,75 @@ def write_shard(
 
 
 # ---------------------------------------------------------------------------------------------------- reading
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+Count = Annotated[int, Field(strict=True, ge=0)]
+Positive = Annotated[int, Field(strict=True, ge=1)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SplitRecord(_Loose):
+    n: Count
+
+
+class ShardRecord(_Loose):
+    """One shard of the manifest: a plain file name inside the store, and where its samples sit."""
+
+    file: Annotated[str, Field(pattern=r"^(train|val|test)-\d{5,}\.h5$")]
+    split: Literal["train", "val", "test"]
+    index: Count
+    start: Count
+    count: Positive
+    bytes: Count
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    seed_lo: Annotated[int, Field(strict=True)]
+    seed_hi: Annotated[int, Field(strict=True)]
+
+
+class Manifest(_Loose):
+    """The parts of ``manifest.json`` that readers rely on, checked as a whole before any is used."""
+
+    format: Literal["moirescale-store"]
+    format_version: Count
+    splits: dict[Literal["train", "val", "test"], SplitRecord]
+    shards: list[ShardRecord]
+    image_shape: Annotated[list[Positive], Field(min_length=3, max_length=3)] | None
+    shard_size: Positive
+    config_hash: str
+    complete: bool = False
+    label_bounds: dict[Literal["theta", "J", "D"], tuple[Finite, Finite]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if set(self.splits) != set(SPLITS):
+            raise ValueError(f"splits must name {', '.join(SPLITS)}")
+        files = [r.file for r in self.shards]
+        if len(set(files)) != len(files):
+            raise ValueError("a shard file is listed twice")
+        for r in self.shards:
+            if not r.file.startswith(f"{r.split}-") or r.count > self.shard_size:
+                raise ValueError(f"shard {r.file}: split or count disagree with the store layout")
+            if r.start + r.count > self.splits[r.split].n:
+                raise ValueError(f"shard {r.file}: samples beyond its split's {self.splits[r.split].n}")
+        if set(self.label_bounds) != {"theta", "J", "D"}:
+            raise ValueError("label_bounds must give theta, J and D")
+        if self.complete and self.image_shape is None:
+            raise ValueError("a complete store needs image_shape")
+        return self
+
+
 def read_manifest(root: str | os.PathLike) -> dict:
-    """Load and validate ``root/manifest.json``; UserError if missing, foreign or malformed."""
+    """Load ``root/manifest.json`` and validate it as a whole (:class:`Manifest`); UserError if missing,
+    foreign or malformed (a missing key, a wrong type, a shard file outside the store, impossible counts)."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"dataset store {root} does not exist or is not a directory")
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise UserError(f"{root} is not a dataset store: no {MANIFEST} (make one with `moirescale generate`)")
-    try:
-        m = json.loads(mpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{mpath} is corrupt: {exc}") from None
+    m = read_json(mpath, "dataset manifest")
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise UserError(f"{mpath} is not a moirescale dataset manifest (format != {FORMAT!r})")
     if m.get("format_version") != FORMAT_VERSION:
@@ -141,17 +200,12 @@ def read_manifest(root: str | os.PathLike) -> dict:
             f"{mpath} has store format version {m.get('format_version')}; this code reads {FORMAT_VERSION}"
         )
     try:
-        for key in ("splits", "shards", "image_shape", "shard_size", "config_hash"):
-            if key not in m:
-                raise KeyError(key)
-        for s in SPLITS:
-            int(m["splits"][s]["n"])
-        for rec in m["shards"]:
-            for key in ("file", "split", "index", "start", "count", "sha256", "bytes"):
-                if key not in rec:
-                    raise KeyError(f"shards[].{key}")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{mpath} is corrupt: missing or malformed {exc}") from None
+        Manifest.model_validate(m)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        raise UserError(f"{mpath} is corrupt: {where}: {msg}") from None
     return m
 
 
@@ -244,7 +298,11 @@ class Store:
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
-            raise UserError(f"shard {path} cannot be read: {exc}") from None
+            raise UserError(f"shard {path} cannot be read: {str(exc).splitlines()[0]}") from None
+        problem = _layout_problem(f, rec["count"], self.image_shape)
+        if problem:
+            f.close()
+            raise UserError(f"shard {path} is not the one its manifest lists: {problem}")
         self._files[name] = f
         return f
 
@@ -269,25 +327,27 @@ class Store:
         indices: Sequence[int] | np.ndarray | None = None,
         *,
         channels: slice | Sequence[int] | None = None,
+        codes: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Images float32 (N, C, H, W) in [-1, 1] and labels float64 (N, 3) in physical units.
 
         ``indices`` (any order, repeats allowed) select samples of the split; ``None`` reads all of it. Reads
         are grouped by shard and sorted within each, so any subset is loaded in one pass. ``channels`` (a
-        slice of C, or channel positions in the order wanted) reads only those image channels.
+        slice of C, or channel positions in the order wanted) reads only those image channels. ``codes``:
+        the images as the stored int16 codes (half the memory; value = code / 32767) instead of float32.
         """
         if channels is not None and not isinstance(channels, slice):
             pos = [int(c) for c in channels]
             lo, hi = min(pos), max(pos) + 1
             if pos == list(range(lo, hi)):
-                return self.read(split, indices, channels=slice(lo, hi))
-            images, labels = self.read(split, indices, channels=slice(lo, hi))
+                return self.read(split, indices, channels=slice(lo, hi), codes=codes)
+            images, labels = self.read(split, indices, channels=slice(lo, hi), codes=codes)
             return np.ascontiguousarray(images[:, [p - lo for p in pos]]), labels
         split = self._check_split(split)
         idx = self._check_indices(split, indices)
         ch = slice(None) if channels is None else channels
         n_ch = len(range(*ch.indices(self.image_shape[0])))
-        images = np.empty((idx.size, n_ch, *self.image_shape[1:]), dtype=np.float32)
+        images = np.empty((idx.size, n_ch, *self.image_shape[1:]), dtype=np.int16 if codes else np.float32)
         labels = np.empty((idx.size, 3), dtype=np.float64)
         if idx.size == 0:
             return images, labels
@@ -301,11 +361,12 @@ class Store:
         for s in np.unique(shard_of):
             sel = np.flatnonzero(shard_of == s)
             rec = recs[int(s)]
-            codes, labs = self._read_shard(rec, uniq[sel] - rec["start"], ch)
+            stored, labs = self._read_shard(rec, uniq[sel] - rec["start"], ch)
             rep = counts[sel]
             dest = order[pos : pos + int(rep.sum())]
             pos += int(rep.sum())
-            images[dest] = decode_images(np.repeat(codes, rep, axis=0))
+            block = np.repeat(stored, rep, axis=0)
+            images[dest] = block if codes else decode_images(block)
             labels[dest] = np.repeat(labs, rep, axis=0)
         return images, labels
 
@@ -388,6 +449,23 @@ def open_store(path: str | os.PathLike, checksum: bool = True) -> Store:
                 f"in shards of {size}"
             )
     return Store(path, m, checksum=checksum)
+
+
+def _layout_problem(f: h5py.File, n: int, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with an open shard's datasets (names, shapes, dtypes) for ``n`` samples, or None."""
+    spec = {
+        "images": ((n, *shape), np.int16),
+        "labels": ((n, 3), np.float64),
+        "seeds": ((n,), np.int64),
+        "energies": ((n,), np.float64),
+    }
+    for key, (shp, dt) in spec.items():
+        ds = f.get(key)
+        if not isinstance(ds, h5py.Dataset):
+            return f"dataset {key!r} missing"
+        if ds.shape != shp or ds.dtype != dt:
+            return f"{key} is {ds.dtype}{ds.shape}, expected {np.dtype(dt)}{shp}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------- verify

@@ -20,6 +20,14 @@ from moirescale.sweep.expand import unique_points
 from moirescale.train.spec import TrainSpec
 
 EXECUTORS = ("local", "ray")
+MAX_WORKERS = 4096  # jobs in flight on a Ray cluster
+MAX_RETRIES = 100
+
+
+def max_local_workers() -> int:
+    """The most worker processes a local sweep may start: 4 per CPU core (issue 29)."""
+    return 4 * (os.cpu_count() or 1)
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -74,6 +82,15 @@ class SweepOptions:
             raise UserError("--address is for --executor ray")
         if self.workers is not None and self.workers < 1:
             raise UserError(f"--workers must be >= 1, got {self.workers}")
+        if self.workers is not None and self.executor == "local" and self.workers > max_local_workers():
+            raise UserError(
+                f"--workers {self.workers} is above the limit of {max_local_workers()} for this machine "
+                f"(4 per CPU core): each worker is a process holding a network and its data"
+            )
+        if self.workers is not None and self.workers > MAX_WORKERS:
+            raise UserError(f"--workers {self.workers} is above the limit of {MAX_WORKERS}")
+        if self.retries > MAX_RETRIES:
+            raise UserError(f"--retries must be <= {MAX_RETRIES}, got {self.retries}")
         if self.retries < 0:
             raise UserError(f"--retries must be >= 0, got {self.retries}")
         if self.device not in DEVICES:

@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -28,7 +29,7 @@ import yaml
 
 from moirescale import results
 from moirescale.errors import UserError
-from moirescale.fsio import atomic_write, open_nofollow, remove_stale_temps
+from moirescale.fsio import atomic_write, is_empty, open_nofollow, real_dir, remove_stale_temps
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
 from moirescale.sweep.estimate import check_models
 from moirescale.sweep.expand import jobs, spec_run_ids, unique_points
@@ -45,6 +46,15 @@ from moirescale.train.spec import TrainSpec
 HEARTBEAT = "heartbeat.json"
 HEARTBEAT_EVERY_S = 5.0
 LOCK = ".sweep.lock"
+# What a directory may hold before a sweep adopts it: its lock, and the marker of `moirescale demo`.
+STARTER_ENTRIES = frozenset({LOCK, ".moirescale-demo"})
+_STAMPED_CONFIG = re.compile(r"^config\.\d{8}T\d{6}\.yaml$")
+# The files a sweep's writers make, per folder of RUNDIR: only their temporary files are ever removed.
+_OWN_NAMES: dict[str, Callable[[str], bool]] = {
+    "": lambda n: n in ("config.yaml", "dataset.json", HEARTBEAT) or bool(_STAMPED_CONFIG.match(n)),
+    "checkpoints": re.compile(r"^[0-9a-f]{16}-r\d{4,}\.pt$").match,  # train.spec.run_id + ".pt"
+    results.TABLE_NAME: re.compile(r"^part-[0-9a-f]{32}\.parquet$").match,  # results.append_rows
+}
 
 log = logging.getLogger("moirescale.sweep")
 
@@ -58,7 +68,7 @@ def prepare_rundir(loaded: LoadedConfig, out: Path, force: bool = False) -> None
     since a run id depends only on what defines the run.
     """
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "config.yaml").exists() and any(not p.name.startswith(".") for p in out.iterdir()):
+    if not (out / "config.yaml").exists() and not is_empty(out, allowed=STARTER_ENTRIES):
         raise UserError(f"{out} is not empty and is not a sweep run directory; choose a new --out")
     dest = out / "config.yaml"
     if dest.exists():
@@ -111,8 +121,7 @@ class _LogFile(logging.FileHandler):
 
 
 def setup_logging(out: Path) -> logging.Handler:
-    (out / "logs").mkdir(exist_ok=True)
-    path = out / "logs" / "sweep.log"
+    path = real_dir(out, "logs") / "sweep.log"  # a link planted at RUNDIR/logs is refused, not followed
     handler = _LogFile(path, delay=True)
     handler.stream = open_nofollow(path)  # appended to, never through a link planted at its name
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -324,14 +333,15 @@ def run_sweep(
     lock = _acquire_lock(rundir)
     try:
         prepare_rundir(loaded, rundir, force=force)
+        for sub, finals in _OWN_NAMES.items():  # what killed runs left, by exact names (an hour old: no
+            if not sub or os.path.lexists(rundir / sub):  # live writer's); a link planted there is refused
+                remove_stale_temps(real_dir(rundir, sub, create=False) if sub else rundir, finals)
+        handler = setup_logging(rundir)
     except BaseException as exc:
         lock.close()
         if isinstance(exc, UserError):
             _undo(created)
         raise
-    for folder in (rundir, rundir / "checkpoints", results.table_path(rundir)):
-        remove_stale_temps(folder)  # what killed runs left (an hour old: no live writer's)
-    handler = setup_logging(rundir)
     started = refused = False
     try:
         log.info("sweep %s (%s) into %s, executor %s", loaded.cfg.name, loaded.path, rundir, executor)
@@ -424,13 +434,17 @@ def preflight(
     """
     opts = options or SweepOptions()
     loaded = load_config(config)
-    rundir = Path(out).resolve()
+    try:
+        rundir = Path(out).resolve()
+        os.stat(rundir) if os.path.lexists(rundir) else None
+    except (OSError, RuntimeError) as exc:  # a link loop as --out
+        raise UserError(f"--out {out} cannot be used: {getattr(exc, 'strerror', None) or exc}") from None
     if rundir.exists() and not rundir.is_dir():
         raise UserError(f"--out {rundir} is a file, not a directory")
     if rundir.is_dir():
         dest = rundir / "config.yaml"
-        if not dest.exists() and any(not p.name.startswith(".") for p in rundir.iterdir()):
-            # hidden names (a lock, the demo's marker) do not make a directory someone else's
+        if not dest.exists() and not is_empty(rundir, allowed=STARTER_ENTRIES):
+            # any entry but a sweep's lock or the demo's marker (dotfiles too) makes a folder someone else's
             raise UserError(f"{rundir} is not empty and is not a sweep run directory; choose a new --out")
         if dest.exists() and not opts.force and not _same_config(dest, loaded):
             raise UserError(

@@ -7,19 +7,21 @@ two grids share counts in both.
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from moirescale import results
 from moirescale.errors import UserError
+from moirescale.readback import read_json
 from moirescale.sweep.config import LoadedConfig, load_config
 from moirescale.sweep.estimate import DEFAULT_IMAGE, RATES, check_models, human_time, job_cost, n_params
 from moirescale.sweep.expand import default_group_size, grid_points, jobs, spec_run_ids, unique_points
@@ -27,32 +29,69 @@ from moirescale.sweep.expand import default_group_size, grid_points, jobs, spec_
 STALE_AFTER_S = 60.0  # a heartbeat older than this belongs to a sweep that is gone
 
 
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Job(_Record):
+    grid: str
+    run_ids: list[str]
+    since: Annotated[float, Field(allow_inf_nan=False)]
+
+
+class HeartbeatRecord(_Record):
+    """``RUNDIR/heartbeat.json`` as :class:`~moirescale.sweep.runner.Heartbeat` writes it."""
+
+    pid: Annotated[int, Field(strict=True, ge=0)]
+    host: str
+    executor: str
+    workers: Annotated[int, Field(strict=True, ge=1)]
+    started_at: AwareDatetime
+    updated_unix: Annotated[float, Field(allow_inf_nan=False)]
+    finished: bool
+    queued: Annotated[int, Field(strict=True, ge=0)]
+    running: list[_Job]
+
+
+_Side = Annotated[int, Field(strict=True, ge=1)]
+
+
+class DatasetRecord(_Record):
+    """``RUNDIR/dataset.json`` as :func:`~moirescale.sweep.runner.ensure_dataset` writes it."""
+
+    # Each key typed; a record of an older sweep may lack some (its config_hash still guards a resume).
+    store: str | None = None
+    splits: dict[Literal["train", "val", "test"], Annotated[int, Field(strict=True, ge=0)]] | None = None
+    image_shape: Annotated[list[_Side], Field(min_length=3, max_length=3)] | None = None
+    config_hash: str | None = None
+
+
 def read_heartbeat(rundir: Path) -> dict[str, Any] | None:
-    """The live sweep's heartbeat, or None when there is none (never run, finished, or killed)."""
+    """The live sweep's heartbeat, or None when there is none (never run, finished, or killed) or when the
+    file is not, as a whole, the heartbeat a sweep writes."""
     from moirescale.sweep.runner import HEARTBEAT
 
-    p = rundir / HEARTBEAT
     try:
-        hb = json.loads(p.read_text())
-        float(hb.get("updated_unix", 0))
-    except (OSError, ValueError, TypeError, AttributeError):  # missing, or not the heartbeat we write
+        raw = read_json(rundir / HEARTBEAT, "sweep heartbeat", max_bytes=16 << 20)
+        hb = HeartbeatRecord.model_validate(raw)
+    except (UserError, ValidationError):  # missing, or not the heartbeat we write
         return None
-    if hb.get("finished") or time.time() - float(hb.get("updated_unix", 0)) > STALE_AFTER_S:
+    if hb.finished or time.time() - hb.updated_unix > STALE_AFTER_S:
         return None
-    return hb
+    return {**raw, "started_at": hb.started_at.isoformat()}
 
 
 def read_dataset_json(path: Path) -> dict[str, Any]:
-    """``RUNDIR/dataset.json`` as a mapping; empty when it is missing, and a UserError when it is not ours."""
-    if not path.is_file():
+    """``RUNDIR/dataset.json`` as a mapping; empty when it is missing, and a UserError when it is not, as a
+    whole, the record a sweep writes."""
+    if not os.path.lexists(path):
         return {}
     try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        info = exc
-    if not isinstance(info, dict):
+        info = read_json(path, "dataset record", max_bytes=1 << 20)
+        DatasetRecord.model_validate(info)
+    except (UserError, ValidationError):
         raise UserError(f"{path} is not the dataset record a sweep writes; delete it (the next sweep "
-                        "writes it again) or use another --out")
+                        "writes it again) or use another --out") from None
     return info
 
 

@@ -17,20 +17,24 @@ what a user would type, and a failing stage stops the demo with that stage's own
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
+import fcntl
 import json
 import os
-import shutil
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from moirescale.errors import UserError
-from moirescale.fsio import TMP_PREFIX, atomic_path, atomic_write
+from moirescale.fsio import atomic_path, atomic_write, is_empty, real_dir, temp_target
+from moirescale.readback import read_json
+from moirescale.results import TABLE_NAME
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 EXAMPLES = Path("figures") / "examples.png"
@@ -38,10 +42,11 @@ EXAMPLES = Path("figures") / "examples.png"
 MARKER = ".moirescale-demo"
 MARKER_TEXT = "This directory was created by `moirescale demo`; `moirescale demo --fresh` may clear it.\n"
 # Top-level entries the demo (and the sweep, fit, report and noise stages it runs) write in its run directory.
-OWN_ENTRIES = frozenset({
-    MARKER, "config.yaml", "dataset.json", "heartbeat.json", ".sweep.lock", "logs", "checkpoints",
-    "results.parquet", "noise.parquet", "figures", "fits.json", "report.html", "demo_timing.json",
+OWN_FILES = frozenset({
+    MARKER, "config.yaml", "dataset.json", "heartbeat.json", ".sweep.lock", "noise.parquet", "fits.json",
+    "report.html", "demo_timing.json",
 })
+OWN_DIRS = frozenset({"logs", "checkpoints", "results.parquet", "figures"})
 
 
 def _log(msg: str) -> None:
@@ -170,8 +175,8 @@ def alpha_table(rundir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def _read_fits(path: Path) -> dict[str, Any] | None:
     """``fits.json`` as written by ``moirescale fit`` (a mapping with a list of fit mappings), else None."""
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        doc = read_json(path, "fits file")
+    except UserError:
         return None
     fits = doc.get("fits") if isinstance(doc, dict) else None
     if not isinstance(fits, list) or not all(isinstance(f, dict) for f in fits):
@@ -213,11 +218,18 @@ def _up_to_date(out: Path) -> bool:
     return min(p.stat().st_mtime_ns for p in made) > newest
 
 
+def _marker_text(out: Path) -> str:
+    """The marker's content: fixed text plus the identity (device, inode) of the directory it marks, so a
+    marker copied into another directory (or a copied tree) does not make that directory the demo's."""
+    st = os.stat(out)
+    return f"{MARKER_TEXT}directory {st.st_dev}:{st.st_ino}\n"
+
+
 def _is_ours(out: Path) -> bool:
-    """Whether ``out`` carries the marker :func:`claim_rundir` wrote (a regular file, not a link)."""
+    """Whether ``out`` carries the marker :func:`claim_rundir` wrote there (a regular file, not a link)."""
     marker = out / MARKER
     try:
-        return not marker.is_symlink() and marker.is_file() and marker.read_text() == MARKER_TEXT
+        return not marker.is_symlink() and marker.is_file() and marker.read_text() == _marker_text(out)
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -225,48 +237,125 @@ def _is_ours(out: Path) -> bool:
 def claim_rundir(out: Path) -> None:
     """Create ``out`` (or adopt it when empty) and mark it as the demo's, so ``--fresh`` may clear it later.
 
-    A directory that already holds something gets no marker: the demo never claims what it did not make.
+    A directory that already holds something (a dotfile too) gets no marker: the demo never claims what it
+    did not make.
     """
-    if out.is_dir() and (_is_ours(out) or any(out.iterdir())):
+    if out.is_dir() and (_is_ours(out) or not is_empty(out)):
         return
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / MARKER, MARKER_TEXT)
+    atomic_write(out / MARKER, _marker_text(out))
+
+
+_STAMP = re.compile(r"^config\.\d{8}T\d{6}\.yaml$")  # a config adopted with --force (sweep.runner)
+_CHECKPOINT = re.compile(r"^[0-9a-f]{16}-r\d{4,}\.pt$")  # train.spec.run_id + ".pt"
+_PART = re.compile(r"^part-[0-9a-f]{32}\.parquet$")  # results.append_rows
+
+
+def _figure_names() -> frozenset[str]:
+    from moirescale.analysis.figures import FIGURES
+
+    stems = [*FIGURES, "fig9_noise"]
+    return frozenset({EXAMPLES.name, *(f"{s}.{ext}" for s in stems for ext in ("png", "svg"))})
+
+
+def _own_file(folder: str, name: str) -> bool:
+    """Whether ``folder/name`` (``folder`` "" for the top level) is a file name the demo's stages write."""
+    if folder == "":
+        return name in OWN_FILES or bool(_STAMP.match(name))
+    if folder == "logs":
+        return name == "sweep.log"
+    if folder == "checkpoints":
+        return bool(_CHECKPOINT.match(name))
+    if folder == TABLE_NAME:
+        return bool(_PART.match(name))
+    if folder == "figures":
+        return name in _figure_names()
+    return False
+
+
+def _demo_files(out: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """(files, folders, foreign): what ``--fresh`` would remove, and the relative paths of every entry the
+    demo does not write (a user's file, a folder inside a folder, a link where a folder belongs)."""
+    files: list[Path] = []
+    folders: list[Path] = []
+    foreign: list[str] = []
+
+    def ours(folder: str, name: str) -> bool:
+        final = temp_target(name)  # a killed writer's temporary file of one of our names
+        return _own_file(folder, final if final is not None else name)
+
+    for top in sorted(out.iterdir()):
+        if top.name in OWN_DIRS and top.is_dir() and not top.is_symlink():
+            folders.append(top)
+            for p in sorted(top.iterdir()):
+                if (p.is_symlink() or not p.is_dir()) and ours(top.name, p.name):
+                    files.append(p)
+                else:
+                    foreign.append(f"{top.name}/{p.name}")
+        elif ours("", top.name) and (top.is_symlink() or not top.is_dir()):
+            files.append(top)
+        else:
+            foreign.append(top.name)
+    return files, folders, foreign
+
+
+@contextlib.contextmanager
+def _sweep_lock_free(out: Path) -> Iterator[None]:
+    """Hold ``out/.sweep.lock`` (when there is one) for the block; UserError while a sweep holds it."""
+    lock = out / ".sweep.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        yield
+        return
+    except OSError as exc:
+        raise UserError(f"--fresh: cannot open the lock file {lock} ({exc.strerror}); move it away") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"--fresh: a sweep is running in {out} (it holds {lock.name}); wait for it or stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _fresh(out: Path) -> None:
-    """Remove what the demo wrote in ``out``; refuse, removing nothing, unless every entry is the demo's.
+    """Remove what the demo wrote in ``out``; refuse, removing nothing, unless every file is the demo's.
 
-    The marker file proves the demo created the directory; each top-level entry must also be one the demo
-    writes (:data:`OWN_ENTRIES`), so a user's file put there later stops the removal instead of going with it.
+    The marker file proves the demo created this very directory (it names the directory's inode); every file
+    in the tree must also be one the demo's stages write, by its exact name (:func:`_own_file`), so a user's
+    file put anywhere inside stops the removal instead of going with it. A running sweep (its lock held) and a
+    working directory inside ``out`` also refuse. Links are removed, never followed.
     """
-    if out.resolve() in (Path.cwd().resolve(), Path.home().resolve()):
-        raise UserError(f"--fresh would delete {out}: not a demo run directory; use another --out")
-    entries = list(out.iterdir())
-    if not entries:
+    here, target = Path.cwd().resolve(), out.resolve()
+    if target == Path.home().resolve() or here == target or target in here.parents:
+        raise UserError(f"--fresh would delete {out}, which holds the current or home directory; use another "
+                        "--out")
+    if is_empty(out):
         return
     if not _is_ours(out):
         raise UserError(
             f"--fresh would delete {out}: not a demo run directory (no {MARKER} marker of "
-            "`moirescale demo`); delete it yourself or use another --out"
+            "`moirescale demo` made for this directory); delete it yourself or use another --out"
         )
-    foreign = sorted(p.name for p in entries if not _own_entry(p.name))
+    files, folders, foreign = _demo_files(out)
     if foreign:
         raise UserError(
             f"--fresh would delete files the demo did not write in {out} ({', '.join(foreign[:5])}"
             f"{', ...' if len(foreign) > 5 else ''}); move them away or use another --out"
         )
-    _log(f"--fresh: removing the demo's files in {out}")
-    for p in entries:
-        if p.name == MARKER:
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-
-
-def _own_entry(name: str) -> bool:
-    return name in OWN_ENTRIES or fnmatch.fnmatch(name, "config.*.yaml") or name.startswith(TMP_PREFIX)
+    with _sweep_lock_free(out):
+        _log(f"--fresh: removing the demo's files in {out}")
+        for p in files:
+            if p.name not in (MARKER, ".sweep.lock"):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        for d in folders:
+            with contextlib.suppress(OSError):  # not empty: someone wrote there since the check; keep it
+                d.rmdir()
 
 
 def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAULT_CONFIG,
@@ -295,6 +384,8 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
         raise UserError(f"--noise-n-test must be >= 1, got {noise_n_test}")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"--out {out} exists and is not a directory")
+    if os.path.lexists(out):
+        real_dir(out)  # a link loop, a directory that cannot be opened: one line
     if fresh and out.exists():
         _fresh(out)
     claim_rundir(out)
@@ -322,6 +413,7 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
 
     t = time.perf_counter()
     ex = out / EXAMPLES
+    real_dir(out, "figures")  # a link planted at RUNDIR/figures is refused, not followed
     if ex.is_file():
         _log(f"{ex}: already there")
     else:

@@ -29,6 +29,8 @@ GAUSSIAN_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)  # sigma, as in Lee e
 FLIP_LEVELS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2)  # fraction of pixels with flipped sign
 KINDS = ("clean", "gaussian", "flip")  # the table stores "clean" as level 0 of each kind
 NOISE_TABLE = "noise.parquet"
+MAX_LEVELS = 64  # per noise kind: each level is a corrupted copy of the test set, seen by every network
+MAX_NOISY_BYTES = 4 << 30  # the corrupted test sets held together in memory
 GRID_KEY = ("arch", "width", "n_layers", "target", "n_train")
 NOISE_COLUMNS = [
     "run_id", "arch", "width", "n_layers", "target", "n_train", "realization",
@@ -112,6 +114,9 @@ def noise_settings(
     Storing the clean baseline as level 0 of each kind keeps every curve of the table self-contained (MSE vs
     level from 0); a kind without levels is left out.
     """
+    for name, vals in (("--levels", levels), ("--flip", flips)):
+        if len(vals) > MAX_LEVELS:
+            raise UserError(f"{name}: {len(vals)} values, above the limit of {MAX_LEVELS}")
     for s in levels:
         if not (np.isfinite(s) and s >= 0):
             raise UserError(f"--levels: sigma must be >= 0, got {s}")
@@ -134,7 +139,17 @@ def read_noise(rundir: str | os.PathLike[str]) -> pd.DataFrame:
     path = noise_table_path(rundir)
     if not path.is_file():
         return pd.DataFrame({c: pd.Series(dtype=NOISE_DTYPES[c]) for c in NOISE_COLUMNS})
-    return read_parquet_file(path, what="noise table")
+    df = read_parquet_file(path, what="noise table")
+    missing = [c for c in NOISE_COLUMNS if c not in df.columns]
+    try:
+        if missing:
+            raise ValueError(f"no column {missing[0]!r}")
+        if df["run_id"].isna().any() or not df["noise_kind"].isin(KINDS).all():
+            raise ValueError("rows without a run id or a known noise kind")
+        df = df[NOISE_COLUMNS].astype(NOISE_DTYPES)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{path} is not a readable noise table ({exc}); move it out of the way") from None
+    return df
 
 
 def _write_noise(rundir: str | os.PathLike[str], df: pd.DataFrame) -> Path:
@@ -232,6 +247,7 @@ def evaluate_noise(
     from moirescale.data.torch_data import label_scaler
     from moirescale.labels import LABELS, target_index
     from moirescale.train import load_checkpoint
+    from moirescale.use.predict import check_checkpoint
 
     rundir = Path(rundir)
     if not rundir.is_dir():
@@ -243,10 +259,23 @@ def evaluate_noise(
     n = n_all if n_test is None else min(int(n_test), n_all)
     if n < 1:
         raise UserError(f"{st.root}: the test split is empty")
+    per_copy = n * int(np.prod(st.image_shape)) * 4
+    if per_copy * (len(settings) + 1) > MAX_NOISY_BYTES:
+        raise UserError(
+            f"{len(settings)} noise settings on {n} test images would hold "
+            f"{per_copy * (len(settings) + 1) / 2**30:.1f} GiB in memory, above the limit of "
+            f"{MAX_NOISY_BYTES / 2**30:.0f} GiB; give fewer --levels/--flip or a smaller --n-test"
+        )
     images, labels = st.read("test", np.arange(n))
     y = label_scaler(st).scale(labels)  # the store's own label ranges, the units of every training MSE
 
     table = read_noise(rundir)
+    other = sorted(set(table["n_test"].astype(int)) - {n})
+    if other:  # a row made on another test set is not comparable with these
+        raise UserError(
+            f"{noise_table_path(rundir)} holds rows evaluated on {other[0]} test images, now {n}; use "
+            f"--n-test {other[0]}, or move the table away to start again"
+        )
     done = set(zip(table["run_id"], table["noise_kind"], table["noise_level"].astype(float), strict=True))
     # The corrupted test sets, drawn once on all channels and shared by every network (paired comparisons).
     noisy: dict[tuple[str, float], np.ndarray] = {}
@@ -267,8 +296,14 @@ def evaluate_noise(
             continue
         model, meta = load_checkpoint(rundir / r["checkpoint"])
         model.eval()
+        check_checkpoint(str(rundir / r["checkpoint"]), model, meta)
         ch = model_channels(meta, st)
         cols = target_index(r["target"])
+        if int(meta["n_outputs"]) != len(cols):
+            raise UserError(
+                f"checkpoint {rundir / r['checkpoint']}: the network gives {meta['n_outputs']} outputs, but "
+                f"its target {r['target']} needs {len(cols)}; it does not belong to its results row"
+            )
         new = []
         clean_pred = None  # level 0 of every kind is the same clean test set: predict it once
         for kind, level in todo:

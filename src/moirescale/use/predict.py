@@ -14,7 +14,6 @@ Reading pictures (the paper's Fig. 2 colouring: red = +1, blue = -1):
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -28,6 +27,7 @@ import pandas as pd
 from moirescale.errors import UserError
 from moirescale.labels import LABELS, UNITS, LabelScaler, target_index
 from moirescale.limits import MAX_INPUT_PIXELS, check_input_pixels, check_resampled_pixels
+from moirescale.readback import dumps_strict, read_json
 
 RANGE_TOL = 1e-3  # values may exceed [-1, 1] by this much (float round-off) and are clipped
 STORE_SEP = "::"  # STORE_DIR::split:index
@@ -371,8 +371,26 @@ def _load(path: str, cache: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 
         model, meta = load_checkpoint(path)
         model.eval()
+        check_checkpoint(path, model, meta)
         cache[path] = (model, meta)
     return cache[path]
+
+
+def check_checkpoint(path: str, model: Any, meta: Any) -> None:
+    """Refuse a checkpoint whose metadata is impossible or whose weights are not finite (issue 29)."""
+    import torch
+
+    shape = meta.get("in_shape") if isinstance(meta, dict) else None
+    n_out = meta.get("n_outputs") if isinstance(meta, dict) else None
+    if not (isinstance(shape, list | tuple) and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 16 for v in shape)):
+        raise UserError(f"checkpoint {path}: its metadata gives no valid input shape (C, H, W): {shape!r}")
+    if not (isinstance(n_out, int) and n_out in (1, 3)):
+        raise UserError(f"checkpoint {path}: its metadata gives {n_out!r} outputs (a network has 1 or 3)")
+    with torch.no_grad():
+        weights = [t for t in model.state_dict().values() if t.is_floating_point()]
+        if not all(bool(torch.isfinite(t).all()) for t in weights):
+            raise UserError(f"checkpoint {path}: its weights are not all finite; retrain or remove it")
 
 
 def predict_group(image: np.ndarray, checkpoints: list[str], target: str, source: str,
@@ -392,6 +410,13 @@ def predict_group(image: np.ndarray, checkpoints: list[str], target: str, source
         dev = next(iter(model.parameters())).device
         with torch.no_grad():
             y = model(torch.from_numpy(np.ascontiguousarray(x))[None].to(dev)).float().cpu().numpy()
+        if y.size != len(cols):
+            raise UserError(
+                f"checkpoint {path}: the network gives {y.size} outputs, but its target {target} needs "
+                f"{len(cols)}; the checkpoint does not belong to this results row"
+            )
+        if not np.isfinite(y).all():
+            raise UserError(f"checkpoint {path}: the network's output on {source} is not finite")
         outs.append(LabelScaler.from_dict(meta.get("label_ranges")).unscale(y.reshape(-1), cols))
     return np.stack(outs)
 
@@ -430,8 +455,8 @@ def _store_from_rundir(rundir: str | os.PathLike[str]) -> str | None:
     info = r / "dataset.json"
     if info.is_file():
         try:
-            store = json.loads(info.read_text()).get("store")
-        except (OSError, ValueError, AttributeError):
+            store = read_json(info, "dataset record", max_bytes=1 << 20).get("store")
+        except (UserError, AttributeError):
             store = None
         if isinstance(store, str) and store:
             return store
@@ -540,7 +565,7 @@ def to_json(preds: list[Prediction], inp: InputImage) -> str:
         for p in preds:
             if p.rank == 1:
                 best[p.label]["truth"] = p.truth
-    return json.dumps({
+    return dumps_strict({  # a non-finite number is null: the output is JSON, never a bare NaN
         "image": inp.source, "prediction": best, "notes": inp.notes,
         "models": [p.__dict__ for p in preds],
     }, indent=2)
