@@ -20,7 +20,6 @@ import json
 import math
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,9 @@ from moirescale.labels import LABELS
 from moirescale.physics import AnnealProtocol, cell_size, simulate_batch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from sections import write_section  # noqa: E402
+
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "simulate"
 DATASET = ROOT / "configs" / "dataset.yaml"
@@ -180,20 +182,6 @@ def bench_spirit(n_iter: int) -> dict:
         expected_nos=4 * n * n,
     )
     return res
-
-
-def write_section(text: str) -> None:
-    begin, end = f"<!-- BEGIN {SECTION} -->", f"<!-- END {SECTION} -->"
-    block = f"{begin}\n{text.rstrip()}\n{end}"
-    old = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    if begin in old and end in old:
-        new = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, old, flags=re.S)
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    tmp = DOC.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    tmp.replace(DOC)
 
 
 def two_core_model(jobs: list[tuple[float, float]]) -> float:
@@ -437,7 +425,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not a.no_write:
-        write_section(f"## Simulation throughput (`benchmarks/simulate.py`)\n\n{text}")
+        write_section(f"## Simulation throughput (`benchmarks/simulate.py`)\n\n{text}", SECTION)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from sections import write_section  # noqa: E402
+
 DOC = ROOT / "docs" / "benchmarks.md"
 H100_FP32 = 67e12  # NVIDIA's H100 SXM FP32 (non-tensor-core) peak, FLOP/s
 
@@ -268,16 +270,6 @@ def own_data_section(quick: bool) -> list[str]:
     ]
 
 
-def write_section(lines: list[str], name: str = "train") -> None:
-    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
-    body = "\n".join([begin, *lines, end])
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pat = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    text = pat.sub(lambda _: body, text) if pat.search(text) else text.rstrip() + "\n\n" + body + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
@@ -396,7 +388,7 @@ def main() -> None:
     ]
     own = own_data_section(args.quick)
     if not args.no_write:
-        write_section(lines)
+        write_section(lines, "train")
         write_section(own, "train-own-data")
         print(f"wrote the train and train-own-data sections of {DOC}")
 

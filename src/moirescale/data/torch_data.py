@@ -87,15 +87,19 @@ class StoreDataset(Dataset):
 
 
 def load_arrays(
-    store: Store, split: str, indices: Sequence[int] | np.ndarray | None = None, channels: str = "top"
+    store: Store,
+    split: str,
+    indices: Sequence[int] | np.ndarray | None = None,
+    channels: str = "top",
+    codes: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load samples into memory in one pass (reads grouped by shard and sorted).
 
     Returns
     -------
-    x : float32 (N, C', H, W) in [-1, 1], in the order of ``indices``.
+    x : float32 (N, C', H, W) in [-1, 1] (``codes``: the stored int16 codes), in the order of ``indices``.
     y : float32 (N, 3) labels scaled to [0, 1] by the store's own ranges (:func:`label_scaler`).
     """
     ch = channel_slice(store, channels)
-    images, labels = store.read(split, indices, channels=ch)
+    images, labels = store.read(split, indices, channels=ch, codes=codes)
     return images, label_scaler(store).scale(labels)

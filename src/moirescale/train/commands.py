@@ -61,6 +61,10 @@ def train(
         help="own (default): each realization its own subset and order; shared: one for all (benchmarks)",
     ),
     noise: float = typer.Option(0.0, "--noise", help="sigma of Gaussian input noise while training"),
+    precision: str = typer.Option(
+        "fp32", "--precision",
+        help="fp32; bf16 (mixed precision: bf16 matmuls, fp32 weights, loss and test MSE); tf32 (CUDA only)",
+    ),
     checkpoints: str = typer.Option("all", "--checkpoints", help="all, best or none"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -97,7 +101,13 @@ def train(
         channels=channels,
         shared_data=shared_data,
         noise_train=noise,
+        precision=precision,
     )
+    from moirescale.train.precision import check_precision
+    from moirescale.train.run import resolve_device
+
+    check_precision(precision, resolve_device(device))  # tf32 on a CPU: refused before anything is read
+    _refuse_other_precision(spec, out)
     rows = run_spec(spec, data, out, device=device, progress=progress, checkpoints=checkpoints)
     append_rows(out, rows)
     ok = [r["test_mse"] for r in rows if r["status"] == "ok"]
@@ -109,6 +119,23 @@ def train(
         f"{len(rows)} networks ({len(ok)} ok, {n_div} diverged), N_M={rows[0]['n_params']}, "
         f"geometric-mean test MSE {gm:.4g} -> {out / 'results.parquet'}"
     )
+
+
+def _refuse_other_precision(spec, out: Path) -> None:
+    """One curve, one precision: refuse adding ``spec`` to a run directory that holds the same grid point
+    trained at another precision (its rows would be averaged with these)."""
+    from moirescale.results import read_results
+    from moirescale.train.spec import precision_twins
+
+    if not out.is_dir():
+        return
+    held = set(read_results(out)["group_id"].dropna())
+    for precision, gid in precision_twins(spec).items():
+        if gid in held:
+            raise UserError(
+                f"{out} already holds this grid point trained in {precision}; resuming it in "
+                f"{spec.precision} would mix precisions in one curve: use another --out"
+            )
 
 
 def register(app: typer.Typer) -> None:

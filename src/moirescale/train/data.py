@@ -17,7 +17,10 @@ from moirescale.errors import UserError
 
 @dataclass
 class TrainData:
-    """Images (N, C, H, W) float32 and min-max scaled labels (N, 3) float32 of the three splits.
+    """Images (N, C, H, W) and min-max scaled labels (N, 3) float32 of the three splits.
+
+    Images are float32 in [-1, 1], or the store's int16 codes (what :func:`load_train_data` gives: half the
+    memory, exact; :func:`moirescale.train.precision.decode_images` turns them into floats).
 
     ``x_train``/``y_train`` hold every training sample any realization may use; which rows a realization
     trains on is given separately (an index array into them), so realizations can share or not share a subset.
@@ -39,6 +42,8 @@ class TrainData:
                 )
             if len(x) == 0:
                 raise UserError(f"the {name} split is empty")
+            if x.dtype not in (np.float32, np.int16):
+                raise UserError(f"{name} images must be float32 or int16 codes, got {x.dtype}")
         shapes = {self.x_train.shape[1:], self.x_val.shape[1:], self.x_test.shape[1:]}
         if len(shapes) != 1:
             raise UserError(f"image shapes differ between splits: {sorted(shapes)}")
@@ -53,7 +58,8 @@ def load_train_data(
     subsets: list[np.ndarray],
     channels: str = "top",
 ) -> tuple[TrainData, list[np.ndarray]]:
-    """Read the union of the training subsets plus the whole val and test splits into memory.
+    """Read the union of the training subsets plus the whole val and test splits into memory, images as
+    the store's int16 codes (decoded per batch while training).
 
     Returns the data and the subsets re-indexed into ``TrainData.x_train`` (order preserved).
     """
@@ -66,9 +72,9 @@ def load_train_data(
             if store.split_len(split) == 0:
                 raise UserError(f"{store_path}: the {split} split is missing or empty")
         union, inverse = np.unique(np.concatenate(subsets), return_inverse=True)
-        x_tr, y_tr = load_arrays(store, "train", union, channels)
-        x_va, y_va = load_arrays(store, "val", None, channels)
-        x_te, y_te = load_arrays(store, "test", None, channels)
+        x_tr, y_tr = load_arrays(store, "train", union, channels, codes=True)
+        x_va, y_va = load_arrays(store, "val", None, channels, codes=True)
+        x_te, y_te = load_arrays(store, "test", None, channels, codes=True)
     finally:
         store.close()
     local, pos = [], 0

@@ -7,6 +7,11 @@ same network inside an ensemble see the same batches, rates, evaluations and sto
 - :class:`FCNEnsemble`: N_r FCNs with stacked weights and a hand-written forward/backward. With a shared batch
   the first layer of all networks is ONE wide matmul ``(B x in) @ (in x N_r*n)`` (weight gradient: another),
   hidden layers are batched matmuls, and the update is torch's fused Adam kernel over the stacked tensors.
+
+Both take a ``precision`` (:mod:`moirescale.train.precision`): with ``bf16`` the forward pass and the matmuls
+of the backward pass run in bf16 (``torch.autocast`` for a module; explicit casts in the ensemble, the same
+operations autocast would cast), while weights, the loss, the optimiser state and :meth:`predict_best` (the
+final validation and test MSE) stay fp32. Training inputs arrive already decoded into :attr:`input_dtype`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch
 from torch import nn
 
 from moirescale.models.fcn import FCN
+from moirescale.train.precision import autocast, compute_dtype, decode_images
 
 _CHUNK_ELEMS = 1 << 25  # activations per prediction chunk (bounds memory on large validation sets)
 
@@ -43,12 +49,27 @@ def _fused_step(
 
 
 class ModuleEngine:
-    """One network of any architecture."""
+    """One network of any architecture.
 
-    def __init__(self, model: nn.Module, optimizer: str = "adam", weight_decay: float = 0.0):
-        self.model = model
+    ``channels_last``: convolutions in NHWC layout (model and inputs), the layout oneDNN's CPU convolutions
+    and cuDNN's tensor cores are fastest in.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        precision: str = "fp32",
+        channels_last: bool = False,
+    ):
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(memory_format=self.memory_format)
         cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
         self.opt = cls(model.parameters(), lr=1e-3, weight_decay=weight_decay, fused=True)
+        self.precision = precision
+        self.weight_dtype = next(model.parameters()).dtype
+        self.input_dtype = compute_dtype(precision, self.weight_dtype)
         self.active = np.arange(1)
         self.best: dict[str, torch.Tensor] | None = None
 
@@ -56,11 +77,16 @@ class ModuleEngine:
     def n(self) -> int:
         return 1
 
+    def _run(self, x: torch.Tensor, precision: str) -> torch.Tensor:
+        x = x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+        with autocast(precision, x.device):
+            return self.model(x).to(self.weight_dtype)
+
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor, lr: np.ndarray) -> torch.Tensor:
         for g in self.opt.param_groups:
             g["lr"] = float(lr[0])
         self.model.train()
-        out = self.model(xb)
+        out = self._run(xb, self.precision)
         loss = torch.mean((out - yb) ** 2)
         self.opt.zero_grad(set_to_none=True)
         if torch.isfinite(loss):  # a non-finite loss is reported by the caller; never step on it
@@ -69,14 +95,17 @@ class ModuleEngine:
         return loss.detach().view(1)
 
     @torch.no_grad()
-    def _predict_with(self, x: torch.Tensor) -> torch.Tensor:
+    def _predict_with(self, x: torch.Tensor, precision: str) -> torch.Tensor:
         self.model.eval()
         per = max(1, _CHUNK_ELEMS // max(1, x[0].numel()))
-        return torch.cat([self.model(x[i : i + per]) for i in range(0, len(x), per)])[None]
+        dt = compute_dtype(precision, self.weight_dtype)
+        return torch.cat(
+            [self._run(decode_images(x[i : i + per], dt), precision) for i in range(0, len(x), per)]
+        )[None]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """(n_active, N, n_outputs) predictions of the networks still training."""
-        return self._predict_with(x)
+        """(n_active, N, n_outputs) predictions of the networks still training, in the training precision."""
+        return self._predict_with(x, self.precision)
 
     def keep_best(self, improved: np.ndarray) -> None:
         if improved.any():
@@ -89,7 +118,7 @@ class ModuleEngine:
     def predict_best(self, x: torch.Tensor, nets: list[int]) -> torch.Tensor:
         current = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(self.best)
-        out = self._predict_with(x)
+        out = self._predict_with(x, "fp32")  # the reported MSEs are always fp32
         self.model.load_state_dict(current)
         return out
 
@@ -100,7 +129,10 @@ class ModuleEngine:
 class FCNEnsemble:
     """``len(models)`` FCNs of one shape trained at once (initial weights are copied from ``models``)."""
 
-    def __init__(self, models: list[FCN], optimizer: str = "adam", weight_decay: float = 0.0):
+    def __init__(
+        self, models: list[FCN], optimizer: str = "adam", weight_decay: float = 0.0, precision: str = "fp32"
+    ):
+        self.precision = precision
         linears = [list(m.layers) + [m.head] for m in models]
         self.n_layers = len(linears[0]) - 1
         # Stacked parameters, layer k: W[k] (R, out, in) as nn.Linear stores it, b[k] (R, out).
@@ -111,6 +143,7 @@ class FCNEnsemble:
         self.b = [
             torch.stack([ls[k].bias.detach() for ls in linears]).contiguous() for k in range(len(linears[0]))
         ]
+        self.input_dtype = self.cdt = compute_dtype(precision, self.W[0].dtype)
         self.opt = optimizer
         self.weight_decay = weight_decay
         self._alloc_state(fresh=True)
@@ -138,6 +171,12 @@ class FCNEnsemble:
             self.v = [v[keep].contiguous() for v in self.v]
         self.gW = [torch.empty_like(w) for w in self.W]
         self.gb = [torch.empty_like(b) for b in self.b]
+        # Mixed precision: persistent compute-dtype copies of the weights and the weight gradients' products.
+        # Reused every step: a fresh tensor of this size each step costs more in page faults than the cast.
+        mixed = self.cdt != self.W[0].dtype
+        self.Wc = [torch.empty_like(w, dtype=self.cdt) for w in self.W] if mixed else self.W
+        self.bc = [torch.empty_like(b, dtype=self.cdt) for b in self.b] if mixed else self.b
+        self.gWc = [torch.empty_like(w, dtype=self.cdt) for w in self.W] if mixed else self.gW
 
     # -- arithmetic
     def _forward(
@@ -160,26 +199,44 @@ class FCNEnsemble:
         out = torch.baddbmm(b[-1].unsqueeze(1), h, W[-1].transpose(1, 2))
         return out, hs
 
+    def _compute_weights(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The weights in the compute dtype (fp32: the master weights themselves, no copy)."""
+        if self.Wc is not self.W:
+            for c, w in zip(self.Wc + self.bc, self.W + self.b, strict=True):
+                c.copy_(w)
+        return self.Wc, self.bc
+
+    def _grad_into(self, k: int, a: torch.Tensor, b: torch.Tensor, flat: bool = False) -> None:
+        """Layer ``k``'s weight gradient ``a @ b``, computed in the compute dtype, stored in fp32 ``gW[k]``
+        (``flat``: a 2-D product into the (R*n, in) view of the shared-batch first layer)."""
+        dest, tmp = self.gW[k], self.gWc[k]
+        if flat:
+            dest, tmp = dest.view(-1, dest.shape[-1]), tmp.view(-1, tmp.shape[-1])
+        (torch.mm if flat else torch.bmm)(a, b, out=tmp)
+        if tmp is not dest:
+            dest.copy_(tmp)
+
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor, lr: np.ndarray) -> torch.Tensor:
-        x = xb.flatten(-3)
-        out, hs = self._forward(self.W, self.b, x)
-        diff = out - yb
+        x = xb.flatten(-3).to(self.cdt)
+        W, b = self._compute_weights()
+        out, hs = self._forward(W, b, x)
+        diff = out.to(yb.dtype) - yb  # the loss and its gradient in the labels' dtype (fp32)
         losses = diff.square().mean((1, 2))
         bsz, n_out = out.shape[1], out.shape[2]
-        g = diff.mul_(2.0 / (bsz * n_out))  # dL_r/d out for L_r = mean squared error of network r
-        L = len(self.W) - 1
+        g = diff.mul_(2.0 / (bsz * n_out)).to(self.cdt)  # dL_r/d out for L_r = MSE of network r
+        L = len(W) - 1
         for k in range(L, 0, -1):
-            torch.bmm(g.transpose(1, 2), hs[k - 1], out=self.gW[k])
-            torch.sum(g, 1, out=self.gb[k])
-            g = torch.bmm(g, self.W[k]).mul_(hs[k - 1] > 0)  # back through layer k, then the ReLU
-        r, n, d_in = self.W[0].shape
+            self._grad_into(k, g.transpose(1, 2), hs[k - 1])
+            torch.sum(g, 1, dtype=self.gb[k].dtype, out=self.gb[k])
+            g = torch.bmm(g, W[k]).mul_(hs[k - 1] > 0)  # back through layer k, then the ReLU
+        r, n, d_in = W[0].shape
         if x.dim() == 2:  # first-layer weight gradient: one wide matmul, no input gradient needed
             g2 = g.transpose(0, 1).reshape(bsz, r * n)
-            torch.mm(g2.t(), x, out=self.gW[0].view(r * n, d_in))
-            torch.sum(g2, 0, out=self.gb[0].view(r * n))
+            self._grad_into(0, g2.t(), x, flat=True)
+            torch.sum(g2, 0, dtype=self.gb[0].dtype, out=self.gb[0].view(r * n))
         else:
-            torch.bmm(g.transpose(1, 2), x, out=self.gW[0])
-            torch.sum(g, 1, out=self.gb[0])
+            self._grad_into(0, g.transpose(1, 2), x)
+            torch.sum(g, 1, dtype=self.gb[0].dtype, out=self.gb[0])
         self._adam(lr, losses)
         return losses.detach()
 
@@ -204,18 +261,25 @@ class FCNEnsemble:
             _fused_step(self.opt, ps, gs, ms, vs, step, float(val), self.weight_decay)
 
     @torch.no_grad()
-    def _predict_with(self, W: list[torch.Tensor], b: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def _predict_with(
+        self, W: list[torch.Tensor], b: list[torch.Tensor], x: torch.Tensor, dt: torch.dtype
+    ) -> torch.Tensor:
         x = x.flatten(1)
         r, n, _ = W[0].shape
+        W, b = [w.to(dt) for w in W], [v.to(dt) for v in b]
         per = max(1, _CHUNK_ELEMS // max(1, r * n))
-        return torch.cat([self._forward(W, b, x[i : i + per])[0] for i in range(0, len(x), per)], dim=1)
+        chunks = (self._forward(W, b, decode_images(x[i : i + per], dt))[0] for i in range(0, len(x), per))
+        return torch.cat([c.to(self.W[0].dtype) for c in chunks], dim=1)  # master-weight dtype (fp32)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self._predict_with(self.W, self.b, x)
+        """Predictions of the networks still training, in the training precision (validation passes)."""
+        return self._predict_with(self.W, self.b, x, self.cdt)
 
     def predict_best(self, x: torch.Tensor, nets: list[int]) -> torch.Tensor:
+        """The best weights' predictions, always in fp32 (the reported MSEs)."""
         idx = torch.as_tensor(nets, dtype=torch.long, device=self.W[0].device)
-        return self._predict_with([w[idx] for w in self.bestW], [b[idx] for b in self.bestb], x)
+        best_w, best_b = [w[idx] for w in self.bestW], [b[idx] for b in self.bestb]
+        return self._predict_with(best_w, best_b, x, best_w[0].dtype)
 
     def keep_best(self, improved: np.ndarray) -> None:
         if not improved.any():

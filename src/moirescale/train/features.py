@@ -37,12 +37,15 @@ CHUNK = 2048  # images per feature-extraction batch
 def extract_features(
     model: torch.nn.Module, x: np.ndarray, device: str | torch.device = "cpu", chunk: int = CHUNK
 ) -> np.ndarray:
-    """The model's features of images ``x`` (N, C, H, W), in chunks, as float64 (N, F)."""
+    """The model's features of images ``x`` (N, C, H, W; float or the store's int16 codes), in chunks, as
+    float64 (N, F)."""
+    from moirescale.train.precision import decode_images
+
     feats = model.features.to(device)
     out = []
     with torch.no_grad():
         for a in range(0, len(x), chunk):
-            xb = torch.as_tensor(np.ascontiguousarray(x[a : a + chunk]), device=device)
+            xb = decode_images(torch.as_tensor(np.ascontiguousarray(x[a : a + chunk]), device=device))
             out.append(feats(xb).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, feats.n_features))
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from moirescale.train.data import BatchStream, MemberStreams, TrainData
+from moirescale.train.precision import decode_images
 from moirescale.train.schedules import Schedule, ScheduleConfig
 
 
@@ -35,7 +36,13 @@ class NetResult:
 
 @dataclass
 class Tensors:
-    """The training data as tensors on the device, label columns already picked for the target."""
+    """The training data as tensors on the device, label columns already picked for the target.
+
+    Images are held as ``images`` (e.g. bf16 for a bf16 run, :func:`moirescale.train.precision.images_for`);
+    with ``images=None`` they stay the store's int16 codes when they arrive as such (2 bytes a pixel, exact;
+    :func:`~moirescale.train.precision.decode_images` turns a batch into floats) and become ``dtype``
+    otherwise. Labels are always ``dtype``.
+    """
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -51,16 +58,26 @@ class Tensors:
         columns: list[int],
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        images: torch.dtype | None = None,
     ) -> Tensors:
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+        def t(a: np.ndarray, image: bool = False) -> torch.Tensor:
+            x = torch.as_tensor(np.ascontiguousarray(a))
+            if not image:
+                return x.to(device=device, dtype=dtype)
+            want = images or (torch.int16 if x.dtype == torch.int16 else dtype)
+            if x.dtype == want:
+                return x.to(device)
+            out = torch.empty(x.shape, dtype=want, device=device)
+            for i in range(0, len(x), 4096):  # in chunks: no full-size fp32 copy of the codes
+                out[i : i + 4096] = decode_images(x[i : i + 4096].to(device), want)
+            return out
 
         return cls(
-            t(data.x_train),
+            t(data.x_train, True),
             t(data.y_train[:, columns]),
-            t(data.x_val),
+            t(data.x_val, True),
             t(data.y_val[:, columns]),
-            t(data.x_test),
+            t(data.x_test, True),
             t(data.y_test[:, columns]),
         )
 
@@ -112,6 +129,11 @@ def fit(
         members = MemberStreams(subsets, batch_size, batch_seeds, dev)
         spe = members.steps_per_epoch
         xbuf = data.x_train.new_empty((n * members.bounds[0][1], *data.x_train.shape[1:]))
+    # Decoded batches land in one reused buffer (int16 images only; float images are used as they are).
+    rows = batch_size if shared else n * members.bounds[0][1]
+    dbuf = None
+    if data.x_train.dtype == torch.int16:
+        dbuf = torch.empty(rows * data.x_train[0].numel(), dtype=torch.float32, device=dev)
     sched = Schedule(cfg, n)
     res = [NetResult() for _ in range(n)]
     run_loss, run_count, last_lr = np.zeros(n), np.zeros(n), np.full(n, np.nan)
@@ -138,12 +160,14 @@ def fit(
             xb, yb = data.x_train[idx], data.y_train[idx]
             if noise > 0:
                 # clipped like the evaluation noise (moirescale.use.noise): images live in [-1, 1]
-                xb = (xb + stream.noise(tuple(xb.shape), noise).to(dev, xb.dtype)).clamp_(-1.0, 1.0)
+                xb = decode_images(xb).add_(stream.noise(tuple(xb.shape), noise).to(dev)).clamp_(-1.0, 1.0)
         else:
             idx = members.next(act)  # (R, B): each network's own batch ...
             xb, yb = gather_rows(data.x_train, idx, xbuf), gather_rows(data.y_train, idx)  # ... in one gather
             if noise > 0:
-                xb.add_(members.noise(act, tuple(xb.shape[1:]), noise).to(dev, xb.dtype)).clamp_(-1.0, 1.0)
+                xb = decode_images(xb)
+                xb.add_(members.noise(act, tuple(xb.shape[1:]), noise).to(dev)).clamp_(-1.0, 1.0)
+        xb = decode_images(xb, engine.input_dtype, dbuf)  # int16 codes -> the engine's input dtype, one pass
         losses = engine.train_step(xb, yb, lr).double().cpu().numpy()  # (n_active,): one sync per step
         step += 1
         bad = ~np.isfinite(losses)

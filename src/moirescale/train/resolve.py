@@ -24,6 +24,7 @@ from moirescale.labels import target_index
 from moirescale.limits import MAX_DEPTH, check_training_size, physical_memory
 from moirescale.physics.params import CHANNELS
 from moirescale.train.data import steps_per_epoch
+from moirescale.train.precision import check_precision
 from moirescale.train.schedules import SCHEDULES, ScheduleConfig, schedule_config
 from moirescale.train.spec import TrainSpec, data_seed, order_seed
 
@@ -103,6 +104,7 @@ def check_fields(spec: TrainSpec) -> None:
         ) from None
     if spec.schedule not in SCHEDULES:
         raise UserError(f"unknown schedule {spec.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    check_precision(spec.precision)
     if spec.optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer {spec.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if spec.n_train < 1:

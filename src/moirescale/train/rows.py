@@ -79,6 +79,7 @@ def results_row(
         "error": (res.error if res is not None else error)[:MAX_ERROR_CHARS],
         "checkpoint": checkpoint,
         "noise_train": float(spec.noise_train),
+        "precision": spec.precision,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     for lab in LABELS:

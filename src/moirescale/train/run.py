@@ -25,6 +25,7 @@ from moirescale.models import FCN, create_model
 from moirescale.train.data import TrainData, load_train_data
 from moirescale.train.engines import FCNEnsemble, ModuleEngine
 from moirescale.train.loop import NetResult, Tensors, fit
+from moirescale.train.precision import check_precision, images_for, matmul_mode
 from moirescale.train.resolve import ResolvedSpec, check_fields, check_pool, resolve, schedule_of, seeds_of
 from moirescale.train.rows import results_row
 from moirescale.train.spec import (
@@ -35,6 +36,7 @@ from moirescale.train.spec import (
 )
 
 SMALL_STEP_FLOPS = 2e8  # below this many FLOPs per step a CPU trains single-threaded (see _threads)
+CHANNELS_LAST_ARCHS = ("resnet18", "vit")  # convolutional stems: NHWC is oneDNN's and cuDNN's fast layout
 ENSEMBLE_PARAM_LIMIT = 1 << 25  # stacked parameters per ensemble chunk (x ~6 buffers: W, grad, m, v, best)
 
 
@@ -138,7 +140,8 @@ def train_arrays(
         return fit_features(spec, data, subsets, cols, device)
     cfg = rs.schedule
     dev = torch.device(device)
-    tensors = Tensors.from_data(data, cols, dev, dtype)
+    check_precision(spec.precision, dev)
+    tensors = Tensors.from_data(data, cols, dev, dtype, images_for(spec.precision))
 
     def build(r: int) -> torch.nn.Module:
         torch.manual_seed(realization_seed(spec, r))  # the realization's initialisation
@@ -155,10 +158,13 @@ def train_arrays(
         models = [build(reals[j]) for j in g]
         if len(g) > 1 or (spec.arch == "fcn" and ensemble is True):
             engine: Any = FCNEnsemble(
-                [m for m in models if isinstance(m, FCN)], spec.optimizer, spec.weight_decay
+                [m for m in models if isinstance(m, FCN)], spec.optimizer, spec.weight_decay, spec.precision
             )
         else:
-            engine = ModuleEngine(models[0], spec.optimizer, spec.weight_decay)
+            engine = ModuleEngine(
+                models[0], spec.optimizer, spec.weight_decay, spec.precision,
+                channels_last=spec.arch in CHANNELS_LAST_ARCHS,
+            )
         g_sub = subsets if spec.shared_data else [subsets[j] for j in g]
         g_seed = batch_seeds if spec.shared_data else [batch_seeds[j] for j in g]
         last = [0]
@@ -173,7 +179,7 @@ def train_arrays(
                 )
             last[0] = step
 
-        with _threads(dev, 6.0 * n_params * spec.batch_size * len(g)):
+        with _threads(dev, 6.0 * n_params * spec.batch_size * len(g)), matmul_mode(spec.precision):
             results = fit(engine, tensors, g_sub, g_seed, spec.batch_size, cfg, spec.noise_train, on_eval)
         if progress is not None:
             progress(cfg.budget - last[0], "")
@@ -309,6 +315,7 @@ def _checkpoint_meta(
         "val_mse": {LABELS[c]: float(t.result.val_mse[j]) for j, c in enumerate(cols)},
         "test_mse": {LABELS[c]: float(t.result.test_mse[j]) for j, c in enumerate(cols)},
         "n_params": t.n_params,
+        "precision": spec.precision,
         "realization": t.realization,
         "seed": spec.seed,
         "init_seed": realization_seed(spec, t.realization),

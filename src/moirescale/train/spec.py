@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -38,13 +38,20 @@ class TrainSpec:
     channels: str = "top"  # "top" (the paper's Fig. 2 images) or "both" layers
     shared_data: bool = False  # True: all realizations share one subset and batch order (benchmarks only)
     noise_train: float = 0.0  # sigma of Gaussian input noise while training
+    precision: str = "fp32"  # fp32 / bf16 / tf32 (moirescale.train.precision)
     grid: str = ""  # sweep grid name, for reporting
 
     def key(self) -> dict[str, Any]:
-        """Everything that defines the result of a realization except the realization index itself."""
+        """Everything that defines the result of a realization except the realization index itself.
+
+        ``precision`` enters only when it is not fp32, so the ids of every run trained before the field
+        existed (all fp32) are unchanged and a bf16 network never shares an id with an fp32 one.
+        """
         d = asdict(self)
         d.pop("realizations")
         d.pop("grid")
+        if d["precision"] == "fp32":
+            d.pop("precision")
         return d
 
 
@@ -52,6 +59,14 @@ def group_id(spec: TrainSpec) -> str:
     """Deterministic id of the grid point (shared by all its realizations)."""
     blob = json.dumps(spec.key(), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def precision_twins(spec: TrainSpec) -> dict[str, str]:
+    """Group ids of the same grid point trained at each other precision (``{precision: group_id}``): what a
+    run directory must not already hold when ``spec`` is added to it (one curve, one precision)."""
+    from moirescale.train.precision import PRECISIONS
+
+    return {p: group_id(replace(spec, precision=p)) for p in PRECISIONS if p != spec.precision}
 
 
 def run_id(spec: TrainSpec, realization: int) -> str:
