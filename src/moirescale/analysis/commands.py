@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -23,6 +24,22 @@ BOOT_NL = typer.Option(
     help="Bootstrap replicates for nonlinear fits (floor, joint law); each is a full refit.",
 )
 SEED = typer.Option(0, "--seed", help="Seed of the bootstraps.")
+# The options added since are Annotated, so that the command functions called in-process get real defaults.
+Loss = Annotated[
+    str,
+    typer.Option(
+        "--loss",
+        help="Loss of every fit: l2 (least squares) or huber (robust: Huber's loss of the standardised log "
+        "residuals, as in Hoffmann et al. 2022). See docs/analysis.md.",
+    ),
+]
+HuberDelta = Annotated[
+    float | None,
+    typer.Option(
+        "--huber-delta",
+        help="Huber threshold, in standard errors of a point's mean log (default 1.345); --loss huber only.",
+    ),
+]
 MAX_BOOT = 100_000  # bootstrap replicates: more only costs memory (the interval is settled long before)
 MAX_SUBSETS = 10_000
 
@@ -38,9 +55,17 @@ def _check_outputs(rundir: Path, names: tuple[str, ...]) -> None:
             raise UserError(f"{p} is a directory; move it away so the {name} can be written")
 
 
-def _settings(fit_range, floor: bool, n_boot: int, n_boot_nl: int, seed: int):
+def _settings(
+    fit_range, floor: bool, n_boot: int, n_boot_nl: int, seed: int, loss: str = "l2",
+    huber_delta: float | None = None,
+):
+    from moirescale.analysis import robust
     from moirescale.analysis.fits import FitSettings
 
+    if huber_delta is not None and loss != "huber":
+        raise UserError("--huber-delta applies to --loss huber only")
+    delta = robust.HUBER_DELTA if huber_delta is None else huber_delta
+    robust.check_loss(loss, delta)
     if n_boot < 50 or n_boot_nl < 20:
         raise UserError("--bootstrap must be >= 50 and --bootstrap-nonlinear >= 20 for a 95 % interval")
     if n_boot > MAX_BOOT or n_boot_nl > MAX_BOOT:
@@ -53,23 +78,64 @@ def _settings(fit_range, floor: bool, n_boot: int, n_boot_nl: int, seed: int):
         if not 0 < lo <= hi < float("inf"):
             raise UserError(f"--fit-range {lo:g} {hi:g}: need finite 0 < NMIN <= NMAX")
         fr = (lo, hi)
-    return FitSettings(fit_range=fr, floor=floor, n_boot=n_boot, n_boot_nonlinear=n_boot_nl, seed=seed)
+    return FitSettings(
+        fit_range=fr, floor=floor, n_boot=n_boot, n_boot_nonlinear=n_boot_nl, seed=seed, loss=loss,
+        huber_delta=delta,
+    )
 
 
 def fit(
-    rundir: Path = RUNDIR,
+    rundir: Path = typer.Argument(
+        ..., help="Run directory holding results.parquet, or a .csv/.parquet table of n_train, test_mse "
+        "[, n_params, target, arch, realization]."
+    ),
     fit_range: tuple[float, float] | None = FIT_RANGE,
     floor: bool = FLOOR,
     bootstrap: int = BOOT,
     bootstrap_nonlinear: int = BOOT_NL,
     seed: int = SEED,
+    loss: Loss = "l2",
+    huber_delta: HuberDelta = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="For a TABLE: directory for fits.json and the table as results.parquet."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print fits.json on stdout instead of text.")
+    ] = False,
 ) -> None:
-    """Fit every scaling curve of RUNDIR and write RUNDIR/fits.json."""
-    from moirescale.analysis.pipeline import analyze_rundir, write_fits
+    """Fit every scaling curve of RUNDIR (or of a TABLE) and write fits.json (RUNDIR/ or --out DIR/)."""
+    from moirescale.analysis.pipeline import analyze, analyze_rundir, fits_json, write_fits
+    from moirescale.analysis.table import check_out_dir, is_table, read_table, write_table
 
-    _check_outputs(rundir, ("fits.json",))
-    an = analyze_rundir(rundir, _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed))
-    path = write_fits(rundir, an)
+    settings = _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed, loss, huber_delta)
+    if is_table(rundir):
+        if out is None and not as_json:
+            raise UserError("fitting a TABLE needs --out DIR (where fits.json goes), or --json to print it")
+        if out is not None:
+            check_out_dir(out)
+        df = read_table(rundir)
+        settings.extra = {"source": str(rundir)}
+        an = analyze(df, settings)
+        path = None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            write_table(out, df)
+            path = write_fits(out, an)
+    else:
+        if out is not None:
+            raise UserError("--out is for a TABLE (.csv/.parquet); a run directory keeps its own fits.json")
+        _check_outputs(rundir, ("fits.json",))
+        an = analyze_rundir(rundir, settings)
+        path = write_fits(rundir, an)
+    if as_json:
+        typer.echo(fits_json(an))
+        return
+    _print_fits(an, path)
+
+
+def _print_fits(an, path: Path | None) -> None:
+    """The text summary of ``fit``: one line per alpha_D, then the counts."""
     for meta, f in an.curves_d:
         lo, hi = f.interval(1)
         model = f"fcn {meta['n_layers']}x{meta['width']}" if meta["arch"] == "fcn" else meta["arch"]
@@ -79,7 +145,7 @@ def fit(
         )
     typer.echo(
         f"{len(an.curves_d)} alpha_D, {len(an.curves_m)} alpha_M, {len(an.size_trends)} alpha_D-vs-N_M, "
-        f"{len(an.joints)} joint fits; {len(an.skipped)} skipped -> {path}"
+        f"{len(an.joints)} joint fits ({an.settings.loss} loss); {len(an.skipped)} skipped -> {path}"
     )
 
 
@@ -91,16 +157,31 @@ def report(
     bootstrap_nonlinear: int = BOOT_NL,
     seed: int = SEED,
     subsets: int = typer.Option(50, "--subsets", help="Random subsets per N_r in the Fig. 3e bootstrap."),
+    loss: Annotated[
+        str | None,
+        typer.Option("--loss", help="l2 or huber; default: the loss recorded in RUNDIR/fits.json, else l2."),
+    ] = None,
+    huber_delta: HuberDelta = None,
 ) -> None:
-    """Fit, draw every figure the data supports, and write RUNDIR/report.html (plus fits.json, figures/)."""
+    """Fit, draw every figure the data supports, and write RUNDIR/report.html (plus fits.json, figures/).
+
+    RUNDIR may be the --out DIR of ``fit TABLE``. Without --loss the report keeps the loss (and Huber
+    threshold) that fits.json records, so it does not silently refit a robust fit by least squares."""
     from moirescale.analysis.figures import make_figures
-    from moirescale.analysis.pipeline import analyze, write_fits
+    from moirescale.analysis.pipeline import analyze, recorded_settings, write_fits
     from moirescale.analysis.report import write_report
     from moirescale.analysis.stats import load_results
 
     if not 2 <= subsets <= MAX_SUBSETS:
         raise UserError(f"--subsets must be between 2 and {MAX_SUBSETS}, got {subsets}")
-    settings = _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed)
+    before = recorded_settings(rundir)
+    if loss is None:
+        loss = before.get("loss") if before.get("loss") in ("l2", "huber") else "l2"
+        if loss == "huber" and huber_delta is None:
+            huber_delta = before.get("huber_delta")
+    settings = _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed, loss, huber_delta)
+    if isinstance(before.get("extra"), dict) and "source" in before["extra"]:
+        settings.extra = {"source": before["extra"]["source"]}
     _check_outputs(rundir, ("fits.json", "report.html", "figures"))
     df = load_results(rundir)
     an = analyze(df, settings)
@@ -122,6 +203,8 @@ def advise(
     bootstrap: int = BOOT,
     bootstrap_nonlinear: int = BOOT_NL,
     seed: int = SEED,
+    loss: Loss = "l2",
+    huber_delta: HuberDelta = None,
 ) -> None:
     """What N_D (and N_M) reach a target test MSE, with 95 % intervals, from the fitted scaling laws."""
     from moirescale.analysis.pipeline import advise as _advise
@@ -131,7 +214,8 @@ def advise(
         raise UserError(f"--mse must be a finite number > 0, got {mse}")
     if target not in (*LABELS, "all"):
         raise UserError(f"--target must be one of {', '.join(LABELS)} or all, got {target!r}")
-    an = analyze_rundir(rundir, _settings(None, False, bootstrap, bootstrap_nonlinear, seed))
+    settings = _settings(None, False, bootstrap, bootstrap_nonlinear, seed, loss, huber_delta)
+    an = analyze_rundir(rundir, settings)
     adv = _advise(an, target, mse, arch)
     typer.echo(json.dumps(adv, indent=1) if as_json else format_advice(adv))
 

@@ -132,6 +132,14 @@ def _panels(n: int, w: float = 4.2, h: float = 3.6):
     return fig, list(axes[0])
 
 
+def _size_suffix(row: pd.Series, models: list[dict]) -> str:
+    """", N_M=..." for a model other than an FCN whose arch has several sizes among ``models`` (else "")."""
+    same = sum(m["arch"] == row["arch"] for m in models)
+    if row["arch"] == "fcn" or same < 2 or pd.isna(row["n_params"]):
+        return ""
+    return f", N_M={int(row['n_params']):,}"
+
+
 def _data_scaling_panels(an: Analysis, st: pd.DataFrame, models: list[dict], targets: list[str], title: str):
     fig, axes = _panels(len(targets))
     drawn = 0
@@ -144,7 +152,7 @@ def _data_scaling_panels(an: Analysis, st: pd.DataFrame, models: list[dict], tar
                 continue
             row = g.iloc[0]
             style = _style(i)
-            label = _model_label(row) + _draw_fit(
+            label = _model_label(row) + _size_suffix(row, models) + _draw_fit(
                 ax, _fit_for(an, row), style["color"], g["n_train"].min(), g["n_train"].max()
             )
             _points(ax, g, "n_train", style, label)
@@ -203,8 +211,11 @@ def fig1(an: Analysis) -> plt.Figure:
         ws = sorted(fcn.loc[fcn["n_layers"] == L, "width"].dropna().astype(int).unique())
         models += [{"arch": "fcn", "n_layers": L, "width": w} for w in sorted({ws[0], ws[-1]})]
     for arch in sorted(set(st["arch"]) - {"fcn", *REFERENCE_ARCHS}):
-        for p in sorted(st.loc[st["arch"] == arch, "n_params"].dropna().astype(int).unique()):
+        sizes = st.loc[st["arch"] == arch, "n_params"]
+        for p in sorted(sizes.dropna().astype(int).unique()):
             models.append({"arch": arch, "n_params": p})
+        if sizes.isna().any():  # a table without model sizes (``fit TABLE``): one curve for the arch
+            models.append({"arch": arch, "n_params": None})
     if st["n_train"].nunique() < 2:
         raise NotEnoughData("fewer than 2 dataset sizes")
     return _data_scaling_panels(an, st, models, _targets(st), "Fig. 1: data scaling")
@@ -342,7 +353,8 @@ def fig5(an: Analysis) -> plt.Figure:
     fcn_trends = [(m, t) for m, t in trends if m["arch"] == "fcn"] or trends
     if not fcn_trends:
         raise NotEnoughData("needs alpha_D fits for at least 4 model sizes of one family")
-    targets = [t for t in ("theta", "J", "D", "all") if any(m["target"] == t for m, _ in fcn_trends)]
+    have = {m["target"] for m, _ in fcn_trends}
+    targets = [t for t in ("theta", "J", "D", "all") if t in have] or sorted(have)  # a table's own names
     fig, axes = _panels(len(targets))
     for ax, tg in zip(axes, targets, strict=True):
         m, tr = next((m, t) for m, t in fcn_trends if m["target"] == tg)

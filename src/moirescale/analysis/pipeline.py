@@ -109,6 +109,11 @@ class Analysis:
         }
 
 
+def _loss(st: F.FitSettings) -> dict[str, Any]:
+    """The loss keywords of every fit function, from the settings."""
+    return {"loss": st.loss, "huber_delta": st.huber_delta}
+
+
 def _curve_arrays(g: pd.DataFrame, x: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """Scaling variable, log losses and realization labels of a curve's points with successful runs."""
     g = g[g["n_r"] > 0].sort_values(x)
@@ -156,7 +161,7 @@ def _fit_data_curves(an: Analysis, stats: pd.DataFrame) -> None:
         try:
             fit = F.fit_power_law(
                 n, logs, floor=st.floor, n_boot=n_boot, fit_range=st.fit_range, seed=st.seed, level=st.level,
-                labels=labels,
+                labels=labels, **_loss(st),
             )
         except UserError as e:
             an.skipped.append({"what": "alpha_D", **meta, "reason": str(e)})
@@ -176,6 +181,7 @@ def _fit_data_curves(an: Analysis, stats: pd.DataFrame) -> None:
                 level=st.level,
                 n_boot=n_boot,
                 labels=[a for a, k in zip(labels, inside, strict=True) if k],
+                **_loss(st),
             )
             for r in rows:
                 an.extrapolation.append({"kind": "power_law", **meta, **r})
@@ -192,7 +198,9 @@ def _fit_size_curves(an: Analysis, stats: pd.DataFrame) -> None:
         if np.unique(n).size < 2:
             continue  # a single model size is not a model-size curve; nothing to report
         try:
-            fit = F.fit_power_law(n, logs, n_boot=st.n_boot, seed=st.seed, level=st.level, labels=labels)
+            fit = F.fit_power_law(
+                n, logs, n_boot=st.n_boot, seed=st.seed, level=st.level, labels=labels, **_loss(st)
+            )
         except UserError as e:
             an.skipped.append({"what": "alpha_M", **meta, "reason": str(e)})
             continue
@@ -220,7 +228,7 @@ def _fit_size_trend(an: Analysis, meta: dict[str, Any]) -> None:
         return
     try:
         sizes, fits = [m["n_params"] for m, _ in members], [f for _, f in members]
-        t = F.fit_alpha_vs_size(sizes, fits, seed=an.settings.seed)
+        t = F.fit_alpha_vs_size(sizes, fits, seed=an.settings.seed, **_loss(an.settings))
         an.size_trends.append((meta, t))
     except UserError as e:
         an.skipped.append({"what": "alpha_D vs N_M", **meta, "reason": str(e)})
@@ -237,14 +245,16 @@ def _fit_joint_family(an: Analysis, meta: dict[str, Any], g: pd.DataFrame) -> No
     nm, nd, logs = g["n_params"].to_numpy(float), g["n_train"].to_numpy(float), list(g["logs"])
     labels = list(g["labels"])
     try:
-        j = F.fit_joint(nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=st.seed, level=st.level, labels=labels)
+        j = F.fit_joint(
+            nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=st.seed, level=st.level, labels=labels, **_loss(st)
+        )
         an.joints.append((meta, j))
     except UserError as e:
         an.skipped.append({"what": "joint", **meta, "reason": str(e)})
         return
     try:
         jx, rows = F.extrapolate_joint(
-            nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=st.seed, level=st.level, labels=labels
+            nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=st.seed, level=st.level, labels=labels, **_loss(st)
         )
         an.joint_extrap.append((meta, jx, rows))
         for r in rows:
@@ -253,11 +263,26 @@ def _fit_joint_family(an: Analysis, meta: dict[str, Any], g: pd.DataFrame) -> No
         an.skipped.append({"what": "joint extrapolation", **meta, "reason": str(e)})
 
 
+def fits_json(an: Analysis, indent: int | None = 1) -> str:
+    """The ``fits.json`` document as strict JSON: undefined numbers are null, infinite ones "inf"/"-inf"."""
+    return json.dumps(_clean_json(an.to_dict()), indent=indent, allow_nan=False, default=_json_default)
+
+
 def write_fits(rundir: str | os.PathLike[str], an: Analysis) -> Path:
     """Write ``RUNDIR/fits.json`` atomically."""
     path = Path(rundir) / "fits.json"
-    atomic_write(path, json.dumps(an.to_dict(), indent=1, allow_nan=False, default=_json_default))
+    atomic_write(path, fits_json(an))
     return path
+
+
+def recorded_settings(rundir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The fit settings recorded in ``RUNDIR/fits.json`` ({} when there is none or it cannot be read)."""
+    try:
+        doc = json.loads((Path(rundir) / "fits.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    settings = doc.get("settings") if isinstance(doc, dict) else None
+    return settings if isinstance(settings, dict) else {}
 
 
 def _json_default(v: Any) -> Any:

@@ -174,6 +174,16 @@ def _fit_rows(fits: list[dict[str, Any]], variable: str) -> list[dict[str, Any]]
     return rows
 
 
+def _estimator(settings: dict[str, Any]) -> str:
+    """How the laws were fitted, in words: least squares, or the Huber loss with its threshold."""
+    if settings.get("loss") == "huber":
+        return (
+            f"the Huber loss (&delta; = {_fmt(settings.get('huber_delta'))} standard errors) of the weighted "
+            "log residuals"
+        )
+    return "weighted least squares"
+
+
 def build_report(
     an: Analysis,
     rundir: str | os.PathLike[str],
@@ -193,10 +203,13 @@ def build_report(
         "figures not checked (no script)</span></p>",
         "<p>Statistic: geometric mean of the test MSE over network realizations (scaled label units: "
         "1 = the square of the label's own sampling range in the dataset). "
-        "Exponents from weighted least squares on log&ndash;log axes; 95 % intervals from a bootstrap over "
-        "realizations (see <code>docs/analysis.md</code>). Paper (&#268;ade&#382; &amp; Kim 2025): "
-        "&alpha;<sub>D</sub> between 1 and 2, up to &asymp; 2.3.</p>",
+        f"Exponents from {_estimator(doc['settings'])} on log&ndash;log axes; 95 % intervals from a "
+        "bootstrap over realizations (see <code>docs/analysis.md</code>). "
+        "Paper (&#268;ade&#382; &amp; Kim 2025): &alpha;<sub>D</sub> between 1 and 2, up to &asymp; 2.3.</p>",
     ]
+    source = (doc["settings"].get("extra") or {}).get("source")
+    if source:
+        parts.append(f"<p>Results from the table <code>{html.escape(str(source))}</code>.</p>")
 
     for section in (
         _section_runs(results_df),
