@@ -53,7 +53,10 @@ def sgemm_job(n: int = 2048):
 
 def fcn_params(d_in: int, w: int, layers: int = 3) -> tuple[int, int]:
     """(first-layer params, the rest) of an FCN with one output."""
-    return d_in * w + w, (layers - 1) * (w * w + w) + w + 1
+    from moirescale.models.fcn import fcn_param_count, linear_param_count
+
+    first = linear_param_count(d_in, w)
+    return first, fcn_param_count(d_in, 1, layers, w) - first
 
 
 def fcn_steps(width: int, x: torch.Tensor, y: torch.Tensor, n_nets: int):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from moirescale.analysis.fits import fit_power_law
-from moirescale.analysis.stats import geomean, load_results, realization_labels
+from moirescale.stats import geomean, load_results, realization_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = {  # grid -> how its step budget is set (configs/study48/fss-sweep.yaml)

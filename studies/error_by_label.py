@@ -11,16 +11,16 @@ in scaled units (geometric mean over realizations), so a floor can be traced to 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from moirescale.analysis.stats import geomean
 from moirescale.data.store import open_store
 from moirescale.data.torch_data import label_scaler
 from moirescale.labels import LABELS, target_index
 from moirescale.results import checkpointed_rows, read_results
+from moirescale.rundir import dataset_store
+from moirescale.stats import geomean
 from moirescale.train import load_checkpoint
 from moirescale.use.noise import model_channels, predict_images
 
@@ -50,7 +50,10 @@ def main() -> None:
         d = d[d["width"] == a.width]
     if d.empty:
         raise SystemExit(f"{a.run}: no checkpoint for {a.grid} {a.target} N_D={a.n_train}")
-    store = open_store(a.run / json.loads((a.run / "dataset.json").read_text())["store"])
+    recorded = dataset_store(a.run)
+    if recorded is None:
+        raise SystemExit(f"{a.run}: the run directory does not name its dataset")
+    store = open_store(a.run / recorded)
     labels, y, pred = predictions(a.run, d, store)
     col = target_index(a.target)[0]
     err = (pred[:, :, 0] - y[None, :, col]) ** 2  # (R, N)

@@ -11,11 +11,12 @@ flagged "not converged").
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from moirescale.analysis.convergence import curve_check
-from moirescale.analysis.stats import geomean, load_results
+from moirescale.models import model_label
+from moirescale.rundir import fits_path, read_fits
+from moirescale.stats import geomean, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"default": "random, seeded, top", "default-resnet": "random, seeded, top",
@@ -32,20 +33,16 @@ UNITS_TODAY = {"pilot": {"theta": 9.0, "J": 1.0, "D": 1.0}, "study48": {"theta":
 
 
 def model_name(f: dict) -> str:
-    if f["arch"] == "features":
-        return "features"
-    if f.get("n_layers") is None:
-        return f"{f['arch']} width {f.get('width')}"
-    return f"{f['arch']} {f['n_layers']}x{f.get('width')}"
+    return model_label(f["arch"], f.get("n_layers"), f.get("width"))
 
 
 def rows(study: str):
     """(variant, fit, geometric-mean MSE by N_D, convergence check) for each data-scaling fit of a study."""
     for v in VARIANTS:
         run = ROOT / "runs" / f"{study}-{v}"
-        if not (run / "fits.json").exists():
+        if not fits_path(run).exists():
             continue
-        doc = json.loads((run / "fits.json").read_text())
+        doc = read_fits(run)
         df = load_results(run)
         df = df[df["status"] == "ok"]
         for f in doc["fits"]:

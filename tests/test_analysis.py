@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import synthetic as syn
 from moirescale import results
+from moirescale import stats as S
 from moirescale.analysis import fits as F
 from moirescale.analysis import pipeline as A
-from moirescale.analysis import stats as S
-from moirescale.analysis import synthetic as syn
 from moirescale.errors import UserError
 
 ND = np.array([224 * 2**k for k in range(8)], dtype=float)

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from PIL import Image
 
+import synthetic as syn
 from moirescale import results
 from moirescale.analysis import pipeline as P
-from moirescale.analysis import synthetic as syn
 from moirescale.analysis.fits import FitSettings
 from moirescale.analysis.variants import load_spec
 from moirescale.errors import UserError

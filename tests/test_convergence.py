@@ -44,6 +44,37 @@ def test_the_check_retrains_each_curves_largest_point_with_the_larger_budget():
     assert len(unique_points(cfg)) == len(points)
 
 
+@pytest.mark.parametrize("limit", [{"max_epochs": 3}, {"schedule_kw": {"max_steps": 150}}])
+def test_the_check_scales_a_budget_set_by_max_epochs_or_max_steps(limit):
+    """Regression (issue 28): with max_epochs (or max_steps) setting the budget, scaling min_steps and
+    min_epochs left the check's budget equal to its curve's: the check did nothing."""
+    from moirescale.train.resolve import schedule_of
+
+    data = copy.deepcopy(BASE)
+    recipe = data["recipes"]["fcn"]
+    recipe["max_epochs"] = limit.get("max_epochs")
+    recipe["schedule_kw"] = {**recipe["schedule_kw"], **limit.get("schedule_kw", {})}
+    cfg = parse_config(data)
+    points = grid_points(cfg, cfg.grids[0])
+    checks = [p for p in points if p.grid.endswith(BUDGET_CHECK_SUFFIX)]
+    for c in checks:
+        curve = next(p for p in points if p.grid == "g" and p.n_train == c.n_train and p.target == c.target
+                     and p.model_kw == c.model_kw)
+        base, longer = schedule_of(curve), schedule_of(c)
+        assert longer.budget == 4 * base.budget, (base.budget, longer.budget)
+        assert longer == base.scaled(4)
+
+
+def test_schedule_scaled_rederives_what_follows_from_the_budget():
+    from moirescale.train.schedules import schedule_config
+
+    cfg = schedule_config("adjustable", 1e-3, 1000, 100, min_steps=1000, min_epochs=1)
+    big = cfg.scaled(4)
+    assert big.budget == 4000 and big.eval_every == 80 and big.patience == 400 and big.warmup == 100
+    opts = {"min_steps": 1000, "min_epochs": 1}
+    assert schedule_config("adjustable", 1e-3, 1000, 100, budget_factor=4, **opts) == big
+
+
 def test_the_check_needs_the_adjustable_schedule_and_a_factor_above_one():
     bad = copy.deepcopy(BASE)
     bad["recipes"]["fcn"] = {"schedule": "cosine"}

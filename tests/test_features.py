@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
+import synthetic as syn
 from moirescale import results
 from moirescale.analysis import figures as FG
 from moirescale.analysis import pipeline as P
 from moirescale.analysis import report as R
-from moirescale.analysis import synthetic as syn
 from moirescale.analysis.fits import FitSettings
 from moirescale.models import count_params, create_model
 from moirescale.models.features import PIXEL_FEATURES, feature_names

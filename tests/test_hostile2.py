@@ -471,7 +471,8 @@ def test_predict_json_is_strict():
 
 def test_heartbeat_and_dataset_record_are_validated_as_a_whole(tmp_path):
     """Regression: a tampered heartbeat.json (started_at garbage) or dataset.json was a traceback."""
-    from moirescale.sweep.status import read_dataset_json, read_heartbeat
+    from moirescale.rundir import read_dataset
+    from moirescale.sweep.status import read_heartbeat
 
     good = {"pid": 1, "host": "h", "executor": "local", "workers": 1,
             "started_at": "2026-01-01T00:00:00+00:00", "updated_unix": time.time(), "finished": False,
@@ -486,11 +487,11 @@ def test_heartbeat_and_dataset_record_are_validated_as_a_whole(tmp_path):
     ds = {"store": "/s", "splits": {"train": 1, "val": 1, "test": 1}, "image_shape": [2, 8, 8],
           "config_hash": "h"}
     (tmp_path / "dataset.json").write_text(json.dumps(ds))
-    assert read_dataset_json(tmp_path / "dataset.json") == ds
+    assert read_dataset(tmp_path) == ds
     for bad in ({"store": 1}, {"image_shape": [2, 8]}, {"splits": {"train": -1}}, {"config_hash": 5}):
         (tmp_path / "dataset.json").write_text(json.dumps({**ds, **bad}))
         with pytest.raises(UserError, match="dataset record"):
-            read_dataset_json(tmp_path / "dataset.json")
+            read_dataset(tmp_path)
 
 
 def test_noise_table_is_validated_as_a_whole(tmp_path):

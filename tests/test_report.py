@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import synthetic as syn
 from moirescale import results
 from moirescale.analysis import figures as FG
 from moirescale.analysis import pipeline as P
 from moirescale.analysis import report as R
-from moirescale.analysis import synthetic as syn
 from moirescale.analysis.fits import FitSettings
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from scipy import optimize
 
+import synthetic as syn
 from moirescale.analysis import fits as F
 from moirescale.analysis import pipeline as P
 from moirescale.analysis import robust
-from moirescale.analysis import synthetic as syn
 from moirescale.errors import UserError
 
 ND = np.array([224 * 2**k for k in range(8)], dtype=float)

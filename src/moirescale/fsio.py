@@ -84,7 +84,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Examples
     --------
-    >>> with atomic_path(rundir / "checkpoints" / "abc.pt") as tmp:  # doctest: +SKIP
+    >>> with atomic_path(folder / "abc.pt") as tmp:  # doctest: +SKIP
     ...     torch.save(state, tmp)
     """
     path = Path(path)

@@ -17,10 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_path, real_dir
 
-TABLE_NAME = "results.parquet"
+TABLE_NAME = rd.RESULTS
 # Grid-name suffix of a convergence check: the largest N_D of a curve retrained with a larger step budget
 # (sweep grids' ``convergence_check``). Such rows are compared with their curve, never fitted as one.
 BUDGET_CHECK_SUFFIX = ".budget_check"
@@ -68,13 +69,13 @@ STATUSES = ("ok", "failed", "diverged")
 
 
 def table_path(rundir: str | os.PathLike[str]) -> Path:
-    return Path(rundir) / TABLE_NAME
+    return rd.results_path(rundir)
 
 
 def check_appendable(rundir: str | os.PathLike[str]) -> None:
     """Refuse, before any work, a run directory whose table cannot take new parts (or whose checkpoints/ or
     logs/ is taken by a file)."""
-    for name in (TABLE_NAME, "checkpoints", "logs"):
+    for name in rd.SWEEP_FOLDERS:
         p = Path(rundir) / name
         if p.is_symlink():
             raise UserError(f"{p} is a link; moirescale writes only into real directories (move it away)")
@@ -205,10 +206,10 @@ def checkpointed_rows(
     if outside:
         raise UserError(
             f"{table_path(rundir)}: checkpoint path {outside[0]!r} leads outside the run directory; a "
-            "results table names checkpoints/<run_id>.pt"
+            f"results table names {rd.checkpoint_rel('<run_id>')}"
         )
     d["abs_ckpt"] = [str(Path(rundir) / c) for c in d["checkpoint"]]
     d = d[[Path(p).is_file() for p in d["abs_ckpt"]]]
     if d.empty:
-        raise UserError(f"{rundir}: the checkpoints named in results.parquet are missing")
+        raise UserError(f"{rundir}: the checkpoints named in {TABLE_NAME} are missing")
     return d

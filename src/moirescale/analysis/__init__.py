@@ -22,10 +22,10 @@ _EXPORTS = {
     "analyze_rundir": "pipeline",
     "format_advice": "pipeline",
     "write_fits": "pipeline",
-    "bootstrap_gm": "stats",
-    "geometric_stats": "stats",
-    "load_results": "stats",
-    "point_stats": "stats",
+    "bootstrap_gm": "moirescale.stats",
+    "geometric_stats": "moirescale.stats",
+    "load_results": "moirescale.stats",
+    "point_stats": "moirescale.stats",
 }
 __all__ = sorted(_EXPORTS)
 

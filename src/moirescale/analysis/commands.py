@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 
+from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.labels import LABELS
+from moirescale.models import model_label
 
 RUNDIR = typer.Argument(..., help="Run directory holding results.parquet.")
 FIT_RANGE = typer.Option(
@@ -49,9 +51,9 @@ def _check_outputs(rundir: Path, names: tuple[str, ...]) -> None:
     figures folder taken by a file)."""
     for name in names:
         p = rundir / name
-        if name == "figures" and p.exists() and not p.is_dir():
+        if name == rd.FIGURES and p.exists() and not p.is_dir():
             raise UserError(f"{p} exists and is not a directory; move it away")
-        if name != "figures" and p.is_dir():
+        if name != rd.FIGURES and p.is_dir():
             raise UserError(f"{p} is a directory; move it away so the {name} can be written")
 
 
@@ -125,7 +127,7 @@ def fit(
     else:
         if out is not None:
             raise UserError("--out is for a TABLE (.csv/.parquet); a run directory keeps its own fits.json")
-        _check_outputs(rundir, ("fits.json",))
+        _check_outputs(rundir, (rd.FITS,))
         an = analyze_rundir(rundir, settings)
         path = write_fits(rundir, an)
     if as_json:
@@ -138,7 +140,7 @@ def _print_fits(an, path: Path | None) -> None:
     """The text summary of ``fit``: one line per alpha_D, then the counts."""
     for meta, f in an.curves_d:
         lo, hi = f.interval(1)
-        model = f"fcn {meta['n_layers']}x{meta['width']}" if meta["arch"] == "fcn" else meta["arch"]
+        model = model_label(meta["arch"], meta.get("n_layers"), meta.get("width"))
         typer.echo(
             f"alpha_D {model:>14} {meta['target']:>5} {meta['schedule']:>10}: "
             f"{f.alpha:.3f} [{lo:.3f}, {hi:.3f}]  ({f.n.size} points)"
@@ -167,10 +169,8 @@ def report(
 
     RUNDIR may be the --out DIR of ``fit TABLE``. Without --loss the report keeps the loss (and Huber
     threshold) that fits.json records, so it does not silently refit a robust fit by least squares."""
-    from moirescale.analysis.figures import make_figures
-    from moirescale.analysis.pipeline import analyze, recorded_settings, write_fits
-    from moirescale.analysis.report import write_report
-    from moirescale.analysis.stats import load_results
+    from moirescale.analysis.pipeline import recorded_settings
+    from moirescale.analysis.report import fit_and_report
 
     if not 2 <= subsets <= MAX_SUBSETS:
         raise UserError(f"--subsets must be between 2 and {MAX_SUBSETS}, got {subsets}")
@@ -182,12 +182,8 @@ def report(
     settings = _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed, loss, huber_delta)
     if isinstance(before.get("extra"), dict) and "source" in before["extra"]:
         settings.extra = {"source": before["extra"]["source"]}
-    _check_outputs(rundir, ("fits.json", "report.html", "figures"))
-    df = load_results(rundir)
-    an = analyze(df, settings)
-    write_fits(rundir, an)
-    figs = make_figures(an, rundir, n_subsets=subsets)
-    path = write_report(an, rundir, figs, df)
+    _check_outputs(rundir, (rd.FITS, rd.REPORT, rd.FIGURES))
+    path, figs = fit_and_report(rundir, settings, n_subsets=subsets)
     drawn = [k for k, v in figs.items() if "png" in v]
     skipped = [f"{k} ({v['skipped']})" for k, v in figs.items() if "png" not in v]
     typer.echo(f"{len(drawn)} figures drawn" + (f"; skipped: {'; '.join(skipped)}" if skipped else ""))

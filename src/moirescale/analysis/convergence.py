@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from moirescale.analysis.stats import geomean
 from moirescale.results import BUDGET_CHECK_SUFFIX
+from moirescale.stats import geomean
 
 FLAG_DROP = 0.10  # a drop of the MSE by more than 10 % with the larger budget flags the curve
 MATCH_KEYS = ["arch", "n_layers", "width", "target", "n_train"]

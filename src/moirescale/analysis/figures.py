@@ -7,7 +7,6 @@ Log-log axes, fits dashed with their 95 % bands, Okabe-Ito colours plus distinct
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,16 +20,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from moirescale import rundir as rd
 from moirescale.analysis.fits import PowerLawFit  # noqa: E402
 from moirescale.analysis.pipeline import Analysis  # noqa: E402
-from moirescale.analysis.stats import bootstrap_gm, geomean  # noqa: E402
 from moirescale.fsio import atomic_path  # noqa: E402
+from moirescale.models import ARCH_NAMES, model_label  # noqa: E402
 from moirescale.results import read_parquet_file  # noqa: E402
+from moirescale.stats import bootstrap_gm, geomean, geometric_stats, mean_log  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LABEL_TEX = {"theta": r"$\theta$", "J": "$J$", "D": "$D$", "all": "all"}
-ARCH_NAME = {"fcn": "FCN", "resnet18": "ResNet-18", "vit": "ViT", "features": "features + ridge"}
+ARCH_NAME = ARCH_NAMES
 # Baselines drawn as a reference curve (dashed black) in the data-scaling figures, not as one more model
 REFERENCE_ARCHS = ("features",)
 
@@ -74,10 +75,11 @@ def _fit_for(an: Analysis, row: pd.Series | dict, variable: str = "n_train") -> 
 
 
 def _model_label(r: pd.Series | dict) -> str:
-    arch = ARCH_NAME.get(r["arch"], r["arch"])
+    """An FCN by its size (:func:`moirescale.models.model_label`); another arch by name (its size, where
+    several are drawn, from :func:`_size_suffix`)."""
     if r["arch"] == "fcn":
-        return f"FCN {r['n_layers']}×{r['width']}"
-    return arch
+        return model_label("fcn", r["n_layers"], r["width"])
+    return ARCH_NAME.get(r["arch"], r["arch"])
 
 
 def _draw_fit(ax, fit: PowerLawFit | None, color: str, n_lo: float, n_hi: float) -> str:
@@ -287,11 +289,8 @@ def fig3ad(an: Analysis) -> plt.Figure:
         x = np.exp(np.asarray(p["logs"])[:n_r])
         bins = np.geomspace(x.min() * 0.9, x.max() * 1.1, max(6, int(np.sqrt(n_r)) + 3))
         ax.hist(x, bins=bins, color="#BBBBBB", edgecolor="#555555")
-        lx = np.log(x)
-        gm, gse = math.exp(lx.mean()), math.exp(lx.mean()) * lx.std(ddof=1) / math.sqrt(n_r)
-        am, ase = x.mean(), x.std(ddof=1) / math.sqrt(n_r)
-        med = float(np.median(x))
-        mad = float(np.median(np.abs(x - med)))
+        st = geometric_stats(x)
+        gm, gse, am, ase, med, mad = (st[k] for k in ("gm", "gm_se", "am", "am_se", "median", "mad"))
         for (v, e, name), i in zip(
             [(am, ase, "arith. mean"), (gm, gse, "geom. mean"), (med, mad, "median (±MAD)")],
             (3, 0, 2),
@@ -565,7 +564,7 @@ def noise_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     g = df.groupby(keys, dropna=False)["mse"]
     out = g.apply(geomean).rename("gm").to_frame()
     out["n_r"] = g.size()
-    out["log_se"] = g.apply(lambda s: float(np.log(s).std(ddof=1) / math.sqrt(len(s))) if len(s) > 1 else 0.0)
+    out["log_se"] = g.apply(lambda s: mean_log(np.log(s))[1] if len(s) > 1 else 0.0)
     return out.reset_index()
 
 
@@ -580,7 +579,7 @@ def fig_noise(table: pd.DataFrame) -> plt.Figure:
             gg = gg.sort_values("noise_level")
             s = _style(i)
             arch, L, w, t, nd = key
-            lab = (f"FCN {L}x{w}" if arch == "fcn" else ARCH_NAME.get(arch, arch)) + f", {t}, N_D={nd}"
+            lab = _model_label({"arch": arch, "n_layers": L, "width": w}) + f", {t}, N_D={nd}"
             ax.errorbar(
                 gg["noise_level"], gg["gm"], yerr=gg["gm"] * gg["log_se"], capsize=2, ms=4, label=lab, **s
             )
@@ -685,7 +684,7 @@ def make_figures(
     Returns ``{name: {"caption", "png", "svg"}}`` for drawn figures and ``{name: {"caption", "skipped"}}`` for
     the others (with the reason).
     """
-    folder = Path(rundir) / "figures"
+    folder = rd.figures_dir(rundir)
     out: dict[str, dict[str, Any]] = {}
     for name, (caption, fn) in FIGURES.items():
         try:
@@ -694,7 +693,7 @@ def make_figures(
             out[name] = {"caption": caption, "skipped": f"not enough data: {e}"}
             continue
         out[name] = {"caption": caption, **_save(fig, folder, name)}
-    noise = Path(rundir) / "noise.parquet"
+    noise = rd.noise_path(rundir)
     cap = "Noise robustness: test MSE vs injected noise level"
     if noise.exists():
         try:
@@ -704,6 +703,6 @@ def make_figures(
     else:
         out["fig9_noise"] = {
             "caption": cap,
-            "skipped": "not enough data: no noise.parquet in the run directory",
+            "skipped": f"not enough data: no {rd.NOISE} in the run directory",
         }
     return out

@@ -23,6 +23,7 @@ from scipy import optimize, stats
 from moirescale.analysis import robust
 from moirescale.analysis.robust import HUBER_DELTA
 from moirescale.errors import UserError
+from moirescale.stats import geomean_of_logs, mean_log
 
 LEVEL = 0.95
 PAPER_ALPHA_RANGE = (1.0, 2.0)  # the paper's stated alpha_D range ...
@@ -37,7 +38,7 @@ def _sigmas(logs: Sequence[np.ndarray]) -> np.ndarray:
 
     If no point has a usable spread, all get 1 (ordinary least squares; intervals then come from residuals).
     """
-    s = np.array([np.std(v, ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan for v in logs])
+    s = np.array([mean_log(v)[1] for v in logs])
     good = np.isfinite(s) & (s > 0)
     if not good.any():
         return np.ones(len(logs))
@@ -235,7 +236,7 @@ def _floor_fit(
         for a in (0.5, 1.0, 2.0, 3.0):
             for f in (0.0, 0.3, 0.7, 0.95):
                 e = f * e_max
-                starts.append(np.array([np.log(max(np.exp(y.mean()) - e, 1e-300)), a, e]))
+                starts.append(np.array([np.log(max(geomean_of_logs(y) - e, 1e-300)), a, e]))
     if loss == "huber":
         p = _floor_fit_huber(x - x0, y, s, starts, e_max, delta)
         p[0] = p[0] + p[1] * x0
@@ -750,7 +751,7 @@ def _joint_huber(
 def _joint_starts(y: np.ndarray, loss: str) -> list[np.ndarray]:
     """Starting points (internal parameters): 18 (a x b x E) with the law split evenly between its two terms;
     the Huber fit, whose objective has kinks, also starts from uneven splits (54)."""
-    gm = float(np.exp(y.mean()))
+    gm = geomean_of_logs(y)
     splits = [(0.5, 0.5)] + ([(0.1, 0.9), (0.9, 0.1)] if loss == "huber" else [])
     starts = []
     for fa, fb in splits:
@@ -876,8 +877,8 @@ def _joint_residual_scale(
 def _verdict(obs_logs: np.ndarray, pred: float, pred_reps: np.ndarray, level: float) -> dict[str, Any]:
     """Compare a held-out point with its prediction: log error, band, and a combined-uncertainty z test."""
     lo, hi = _quantiles(pred_reps, level)
-    obs = float(np.exp(obs_logs.mean()))
-    obs_se = float(np.std(obs_logs, ddof=1) / np.sqrt(obs_logs.size)) if obs_logs.size > 1 else 0.0
+    obs = geomean_of_logs(obs_logs)
+    obs_se = mean_log(obs_logs)[1] if obs_logs.size > 1 else 0.0
     zq = stats.norm.ppf((1 + level) / 2)
     pred_se = (math.log(max(hi, 1e-300)) - math.log(max(lo, 1e-300))) / (2 * zq)
     log_err = math.log(pred / obs)

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moirescale import rundir as rd
 from moirescale.analysis import fits as F
 from moirescale.analysis.convergence import convergence_table, curve_check, split_checks
-from moirescale.analysis.stats import load_results, point_stats
 from moirescale.errors import UserError
-from moirescale.fsio import atomic_write
+from moirescale.stats import load_results, point_stats
 
 CURVE_D_KEYS = ["arch", "n_layers", "width", "n_params", "target", "schedule", "grid", "noise_train"]
 CURVE_M_KEYS = ["arch", "n_layers", "target", "n_train", "schedule", "grid", "noise_train"]
@@ -270,16 +270,14 @@ def fits_json(an: Analysis, indent: int | None = 1) -> str:
 
 def write_fits(rundir: str | os.PathLike[str], an: Analysis) -> Path:
     """Write ``RUNDIR/fits.json`` atomically."""
-    path = Path(rundir) / "fits.json"
-    atomic_write(path, fits_json(an))
-    return path
+    return rd.write_fits(rundir, fits_json(an))
 
 
 def recorded_settings(rundir: str | os.PathLike[str]) -> dict[str, Any]:
     """The fit settings recorded in ``RUNDIR/fits.json`` ({} when there is none or it cannot be read)."""
     try:
-        doc = json.loads((Path(rundir) / "fits.json").read_text())
-    except (OSError, ValueError):
+        doc = rd.read_fits(rundir)
+    except UserError:
         return {}
     settings = doc.get("settings") if isinstance(doc, dict) else None
     return settings if isinstance(settings, dict) else {}

@@ -22,10 +22,13 @@ from typing import Any
 
 import pandas as pd
 
+from moirescale import rundir as rd
 from moirescale.analysis.fits import PAPER_ALPHA_MAX, PAPER_ALPHA_RANGE
 from moirescale.analysis.pipeline import Analysis
-from moirescale.analysis.stats import status_counts
+from moirescale.errors import UserError
 from moirescale.fsio import atomic_write
+from moirescale.models import model_label
+from moirescale.stats import status_counts
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;
@@ -69,7 +72,7 @@ def _convergence_section(checks: list[dict[str, Any]]) -> str:
     if not checks:
         return ""
     rows = [
-        {**c, "model": f"{c['arch']} {c.get('n_layers') or ''}x{c.get('width') or ''}",
+        {**c, "model": model_label(c["arch"], c.get("n_layers"), c.get("width")),
          "_flag": "<b>NOT CONVERGED</b>" if c["flagged"] else "converged"}
         for c in checks
     ]
@@ -158,12 +161,10 @@ def _fit_rows(fits: list[dict[str, Any]], variable: str) -> list[dict[str, Any]]
         if f["variable"] != variable:
             continue
         r = dict(f)
-        if f["arch"] == "fcn":
-            r["model"] = (
-                f"FCN {f['n_layers']}x{f['width']}" if variable == "n_train" else f"FCN n_l={f['n_layers']}"
-            )
+        if f["arch"] == "fcn" and variable != "n_train":  # a family of widths at one depth
+            r["model"] = f"FCN n_l={f['n_layers']}"
         else:
-            r["model"] = f["arch"]
+            r["model"] = model_label(f["arch"], f.get("n_layers"), f.get("width"))
         r["interval"] = f"[{_fmt(f['alpha_lo'])}, {_fmt(f['alpha_hi'])}]"
         r["range"] = f"{f['n_min']:,}&ndash;{f['n_max']:,}"
         if variable == "n_train":
@@ -253,7 +254,7 @@ def _section_figures(rundir: Path, figures: dict[str, dict[str, Any]]) -> list[s
     """The figures (Fig. 2 examples first), or why each was skipped."""
     parts: list[str] = []
     parts.append("<h2>Figures</h2>")
-    ex = rundir / "figures" / "examples.png"
+    ex = rd.examples_path(rundir)
     if ex.exists():
         parts.append(
             f"<figure>{_img(str(ex), 'example images')}<figcaption>Fig. 2: example magnetic-domain "
@@ -261,14 +262,14 @@ def _section_figures(rundir: Path, figures: dict[str, dict[str, Any]]) -> list[s
         )
     else:
         parts.append(
-            "<p class='skip'>Fig. 2 (example images): not enough data: no figures/examples.png "
+            f"<p class='skip'>Fig. 2 (example images): not enough data: no {rd.FIGURES}/{rd.EXAMPLES} "
             "in the run directory.</p>"
         )
     for name, f in figures.items():
         if "png" in f:
             parts.append(
                 f"<figure id='{name}'>{_img(f['png'], f['caption'])}<figcaption>"
-                f"{html.escape(f['caption'])} (<code>figures/{name}.png</code>, <code>.svg</code>)"
+                f"{html.escape(f['caption'])} (<code>{rd.FIGURES}/{name}.png</code>, <code>.svg</code>)"
                 "</figcaption></figure>"
             )
         else:
@@ -418,9 +419,9 @@ def _section_extrapolation(doc: dict[str, Any]) -> list[str]:
     xrows = []
     for r in doc["extrapolation"]:
         m = (
-            f"FCN {r.get('n_layers')}x{r.get('width')}"
+            model_label(r["arch"], r.get("n_layers"), r.get("width"))
             if r["arch"] == "fcn" and r["kind"] == "power_law"
-            else r["arch"] + (f" N_M={r['n_params']:,}" if r["kind"] == "joint" else "")
+            else model_label(r["arch"]) + (f" N_M={r['n_params']:,}" if r["kind"] == "joint" else "")
         )
         xrows.append(
             {
@@ -473,7 +474,7 @@ def _section_checks(doc: dict[str, Any]) -> list[str]:
 def _section_noise(rundir: Path) -> list[str]:
     """The noise-robustness table, when the run has noise.parquet."""
     parts: list[str] = []
-    noise = rundir / "noise.parquet"
+    noise = rd.noise_path(rundir)
     if noise.exists():
         from moirescale.analysis.figures import NotEnoughData, noise_table
 
@@ -498,7 +499,7 @@ def _section_noise(rundir: Path) -> list[str]:
                 )
             )
         except (NotEnoughData, OSError, ValueError) as e:
-            parts.append(f"<p class='skip'>noise.parquet unreadable: {html.escape(str(e))}</p>")
+            parts.append(f"<p class='skip'>{rd.NOISE} unreadable: {html.escape(str(e))}</p>")
     return parts
 
 
@@ -506,21 +507,20 @@ def _section_provenance(rundir: Path, doc: dict[str, Any]) -> list[str]:
     """Dataset, sweep config and software versions."""
     parts: list[str] = []
     parts.append("<h2>Dataset</h2>")
-    ds = rundir / "dataset.json"
-    if ds.exists():
+    if rd.dataset_path(rundir).exists():
         try:
-            info = json.loads(ds.read_text())
+            info = rd.read_dataset(rundir)
             parts.append(f"<pre>{html.escape(json.dumps(info, indent=2))}</pre>")
-        except (OSError, ValueError) as e:
-            parts.append(f"<p class='skip'>dataset.json unreadable: {html.escape(str(e))}</p>")
+        except UserError as e:
+            parts.append(f"<p class='skip'>{rd.DATASET} unreadable: {html.escape(str(e))}</p>")
     else:
-        parts.append("<p class='skip'>no dataset.json in the run directory</p>")
+        parts.append(f"<p class='skip'>no {rd.DATASET} in the run directory</p>")
     parts.append("<h2>Sweep config</h2>")
-    cfg = rundir / "config.yaml"
+    cfg = rd.config_path(rundir)
     parts.append(
         f"<pre>{html.escape(cfg.read_text())}</pre>"
         if cfg.exists()
-        else "<p class='skip'>no config.yaml in the run directory</p>"
+        else f"<p class='skip'>no {rd.CONFIG} in the run directory</p>"
     )
     parts.append("<h2>Software</h2>")
     sw = software_versions()
@@ -538,9 +538,30 @@ def write_report(
     an: Analysis, rundir: str | os.PathLike[str], figures: dict[str, dict[str, Any]], results_df: pd.DataFrame
 ) -> Path:
     """Write ``RUNDIR/report.html`` atomically."""
-    path = Path(rundir) / "report.html"
+    path = rd.report_path(rundir)
     atomic_write(path, build_report(an, rundir, figures, results_df))
     return path
+
+
+def fit_and_report(
+    rundir: str | os.PathLike[str], settings: Any = None, n_subsets: int = 50
+) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """Fit the results of ``rundir``, draw every figure the data supports and write ``fits.json`` and
+    ``report.html``: what ``moirescale report`` runs, for callers in Python (the demo).
+
+    ``settings``: a :class:`~moirescale.analysis.fits.FitSettings` (default: its defaults). Returns the
+    report's path and :func:`~moirescale.analysis.figures.make_figures`' answer (drawn or skipped).
+    """
+    from moirescale.analysis.figures import make_figures
+    from moirescale.analysis.fits import FitSettings
+    from moirescale.analysis.pipeline import analyze, write_fits
+    from moirescale.stats import load_results
+
+    df = load_results(rundir)
+    an = analyze(df, settings if settings is not None else FitSettings())
+    write_fits(rundir, an)
+    figs = make_figures(an, rundir, n_subsets=n_subsets)
+    return write_report(an, rundir, figs, df), figs
 
 
 def build_variants_report(spec: Any, variants: pd.DataFrame, points: pd.DataFrame, png: str | Path) -> str:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moirescale import results
+from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_path
 
@@ -185,9 +186,8 @@ def check_out_dir(out: str | os.PathLike[str]) -> None:
         raise UserError(
             f"--out {out} already holds a sweep's results table ({table}/); choose a new directory"
         )
-    for name in ("fits.json",):
-        if (out / name).is_dir():
-            raise UserError(f"{out / name} is a directory; move it away so the {name} can be written")
+    if rd.fits_path(out).is_dir():
+        raise UserError(f"{rd.fits_path(out)} is a directory; move it away so the {rd.FITS} can be written")
 
 
 def write_table(out: str | os.PathLike[str], df: pd.DataFrame) -> Path:

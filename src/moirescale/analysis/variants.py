@@ -43,9 +43,11 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from moirescale import rundir as rd
 from moirescale.analysis.convergence import curve_check
 from moirescale.analysis.dimension import ESTIMATORS
 from moirescale.errors import UserError
+from moirescale.models import model_label
 
 MAIN_SCHEDULE = "adjustable"
 TARGET_ORDER = ("theta", "J", "D", "all")
@@ -152,13 +154,14 @@ def _check_dimension(doc: Any, where: str) -> dict[str, Any]:
 
 def _read_fits(run: Path, variant: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(alpha fits, budget checks) of a run's fits.json."""
-    fits_path = run if run.suffix == ".json" else run / "fits.json"
-    if not fits_path.is_file() and (run / "results.parquet").exists():
+    fits_path = run if run.suffix == ".json" else rd.fits_path(run)
+    if not fits_path.is_file() and rd.results_path(run).exists():
         raise UserError(f"variant {variant}: {fits_path} does not exist; run `moirescale fit {run}` first")
-    doc = _read_json(fits_path, f"variant {variant}: fits file")
-    fits = doc.get("fits") if isinstance(doc, dict) else None
-    if not isinstance(fits, list):
-        raise UserError(f"variant {variant}: {fits_path} is not a fits.json (no 'fits' list)")
+    try:
+        doc = rd.read_fits(fits_path, f"variant {variant}: fits file")
+    except UserError as exc:
+        raise UserError(f"variant {variant}: {exc}") from None
+    fits = doc["fits"]
     checks = doc.get("convergence")
     return fits, checks if isinstance(checks, list) else []
 
@@ -236,10 +239,10 @@ def _family_fits(fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
-def model_label(f: dict[str, Any]) -> str:
-    if f["arch"] == "fcn":
-        return f"FCN {f.get('n_layers')}x{f.get('width')}"
-    return f"{f['arch']} (N_M={f.get('n_params')})"
+def _fit_model(f: dict[str, Any]) -> str:
+    """A fit's model: :func:`moirescale.models.model_label`, with N_M for an arch named without its size."""
+    label = model_label(f["arch"], f.get("n_layers"), f.get("width"))
+    return label if f["arch"] == "fcn" else f"{label} (N_M={f.get('n_params')})"
 
 
 def alpha_points(variants: list[Variant], estimator: str) -> pd.DataFrame:
@@ -255,7 +258,7 @@ def alpha_points(variants: list[Variant], estimator: str) -> pd.DataFrame:
                     "variant": v.entry.name,
                     "target": f["target"],
                     "family": f["arch"],
-                    "model": model_label(f),
+                    "model": _fit_model(f),
                     "n_params": f.get("n_params"),
                     "alpha": float(f["alpha"]),
                     "alpha_lo": float(f["alpha_lo"]),

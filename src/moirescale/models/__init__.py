@@ -1,4 +1,5 @@
-"""Model registry: ``create_model(name, in_shape, n_outputs, **kw)`` and ``count_params`` (the paper's N_M).
+"""Models: the registry ``create_model(name, in_shape, n_outputs, **kw)``, ``count_params`` (the paper's N_M),
+the closed-form parameter counts, and :func:`model_label`, the one display name of a model.
 
 | name       | knobs (defaults)                                        |
 |------------|---------------------------------------------------------|
@@ -6,75 +7,52 @@
 | ``resnet18`` | width=64 (stage channels w, 2w, 4w, 8w)                 |
 | ``vit``      | n_layers=6, width=192, heads=3, patch=10, mlp_ratio=4   |
 | ``features`` | none: physics features + a linear head fitted by ridge (a baseline) |
+
+Names other than :func:`model_label` and :data:`ARCH_NAMES` are imported lazily (PEP 562), so that the
+analysis, which names models in its figures and tables, does not pay for torch.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+import math
 from typing import Any
 
-from torch import nn
+from moirescale._lazy import lazy_exports
 
-from moirescale.errors import UserError
-from moirescale.models.fcn import FCN, create_fcn, fcn_param_count
-from moirescale.models.features import FeatureRegressor, create_features
-from moirescale.models.resnet import create_resnet18, resnet18_param_count
-from moirescale.models.vit import create_vit, vit_param_count
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "fcn": create_fcn,
-    "resnet18": create_resnet18,
-    "vit": create_vit,
-    "features": create_features,  # not trained by gradient descent: see moirescale.train.features
-}
-
-__all__ = [
-    "FCN",
-    "MODELS",
-    "FeatureRegressor",
-    "count_params",
-    "create_model",
-    "fcn_param_count",
-    "model_options",
-    "resnet18_param_count",
-    "vit_param_count",
-]
+# Display names of the architectures (figures, tables, reports).
+ARCH_NAMES = {"fcn": "FCN", "resnet18": "ResNet-18", "vit": "ViT", "features": "features + ridge"}
 
 
-def model_options(name: str) -> dict[str, Any]:
-    """The keyword options of a model and their defaults."""
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    sig = inspect.signature(MODELS[name])
-    return {k: p.default for k, p in list(sig.parameters.items())[2:]}
-
-
-def create_model(name: str, in_shape: tuple[int, ...], n_outputs: int, **kw: Any) -> nn.Module:
-    """Build a freshly initialised regressor (uses torch's global RNG: seed it first for reproducibility).
-
-    Parameters
-    ----------
-    name : "fcn", "resnet18", "vit" or "features".
-    in_shape : (C, H, W) of one image.
-    n_outputs : number of regressed labels (1 for one target, 3 for all).
-    **kw : the model's knobs (see :func:`model_options`).
-    """
-    allowed = model_options(name)
-    bad = sorted(set(kw) - set(allowed))
-    if bad:
-        raise UserError(f"model {name!r} has no option(s) {', '.join(bad)}; it takes {', '.join(allowed)}")
-    in_shape = tuple(int(s) for s in in_shape)
-    if len(in_shape) != 3 or min(in_shape) < 1:
-        raise UserError(f"image shape must be (C, H, W) with positive sizes, got {in_shape}")
-    if int(n_outputs) < 1:
-        raise UserError(f"n_outputs must be >= 1, got {n_outputs}")
+def _known(v: Any) -> bool:
     try:
-        return MODELS[name](in_shape, int(n_outputs), **kw)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"bad options for model {name!r}: {exc}") from exc
+        return v is not None and not math.isnan(float(v))
+    except (TypeError, ValueError):
+        return False
 
 
-def count_params(model: nn.Module) -> int:
-    """Trainable parameters (the paper's N_M)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def model_label(arch: str, n_layers: Any = None, width: Any = None, **_: Any) -> str:
+    """A model's display name, the same everywhere: ``FCN 3x16`` (n_l x n_n), ``ViT 6x192`` (depth x width),
+    ``ResNet-18 w64``, ``features + ridge``. Other knobs (a results row's columns) are ignored; an unknown
+    (None or NaN) knob is left out."""
+    name = ARCH_NAMES.get(arch, arch)
+    if arch == "features":
+        return name
+    if _known(n_layers) and _known(width):
+        return f"{name} {int(n_layers)}x{int(width)}"
+    return f"{name} w{int(width)}" if _known(width) else name
+
+
+_EXPORTS = {
+    "FCN": "fcn",
+    "fcn_param_count": "fcn",
+    "FeatureRegressor": "features",
+    "resnet18_param_count": "resnet",
+    "vit_param_count": "vit",
+    "MODELS": "registry",
+    "count_params": "registry",
+    "create_model": "registry",
+    "model_options": "registry",
+}
+__all__ = sorted([*_EXPORTS, "ARCH_NAMES", "model_label"])
+
+__getattr__, __dir__ = lazy_exports("moirescale.models", _EXPORTS, globals())

@@ -27,11 +27,16 @@ class FCN(nn.Module):
         return self.head(h)
 
 
+def linear_param_count(n_in: int, n_out: int) -> int:
+    """Weights and biases of one ``nn.Linear(n_in, n_out)``."""
+    return n_in * n_out + n_out
+
+
 def fcn_param_count(in_features: int, n_outputs: int, n_layers: int, width: int) -> int:
-    """Closed form of N_M for :class:`FCN`: in*w + w  +  (n_l-1)(w*w + w)  +  w*o + o."""
-    return (
-        in_features * width + width + (n_layers - 1) * (width * width + width) + width * n_outputs + n_outputs
-    )
+    """Closed form of N_M for :class:`FCN`, the one rule (estimates, benchmarks and tests ask it):
+    in*w + w  +  (n_l-1)(w*w + w)  +  w*o + o."""
+    return (linear_param_count(in_features, width) + (n_layers - 1) * linear_param_count(width, width)
+            + linear_param_count(width, n_outputs))
 
 
 def create_fcn(in_shape: tuple[int, ...], n_outputs: int, n_layers: int = 3, width: int = 16) -> FCN:

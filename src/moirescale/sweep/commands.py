@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from moirescale import rundir as rd
+
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the main app."""
@@ -13,7 +15,9 @@ def register(app: typer.Typer) -> None:
     @app.command("sweep")
     def sweep_cmd(
         config: Path = typer.Argument(..., help="experiment config, e.g. configs/demo.yaml"),
-        out: Path = typer.Option(..., "--out", help="run directory (results.parquet, logs/, checkpoints/)"),
+        out: Path = typer.Option(
+            ..., "--out", help=f"run directory ({rd.RESULTS}, {rd.LOGS}/, {rd.CHECKPOINTS}/)"
+        ),
         executor: str = typer.Option("local", "--executor", help="local (process pool) or ray"),
         address: str = typer.Option(None, "--address", help="Ray cluster to join, e.g. HEAD_IP:6379"),
         dry_run: bool = typer.Option(False, "--dry-run", help="list grids, estimate compute, run nothing"),
@@ -35,7 +39,7 @@ def register(app: typer.Typer) -> None:
 
             # The same checks as a real run (nothing is written): a dry run accepts what the run accepts.
             loaded, _, _ = preflight(config, out, options)
-            Console(width=160).print(dry_run_table(loaded, out if (out / "config.yaml").is_file() else None))
+            Console(width=160).print(dry_run_table(loaded, out if rd.config_path(out).is_file() else None))
             return
         from moirescale.sweep.runner import run_sweep
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -321,6 +322,49 @@ class LoadedConfig:
     @property
     def store_path(self) -> Path:
         return self.resolve(self.cfg.dataset.store)
+
+    def dataset_request(self) -> DatasetRequest | None:
+        """How to make the config's store (its ``dataset.generate`` block, paths resolved, the seed
+        defaulted to the sweep's), or None when the config gives no way to make it."""
+        gen = self.cfg.dataset.generate
+        if gen is None:
+            return None
+        return DatasetRequest(
+            store=self.store_path, config=self.resolve(gen.config), pool=gen.pool, n_val=gen.n_val,
+            n_test=gen.n_test, seed=gen.seed if gen.seed is not None else self.cfg.seed, workers=gen.workers,
+        )
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """The dataset a sweep config asks to be made: the one reading of ``dataset.generate`` (plan, runner,
+    status and the demo ask it)."""
+
+    store: Path
+    config: Path  # the dataset config (configs/dataset*.yaml)
+    pool: int | None  # split sizes; None: the dataset config's own
+    n_val: int | None
+    n_test: int | None
+    seed: int
+    workers: int | None
+
+    def dataset_config(self) -> Path:
+        """The dataset config's path; UserError when it is missing."""
+        if not self.config.is_file():
+            raise UserError(f"dataset.generate.config: {self.config} not found")
+        return self.config
+
+    def overrides(self) -> dict[str, Any]:
+        """The request as overrides of the dataset config (:func:`moirescale.data.config.load_config`)."""
+        return {"splits.train": self.pool, "splits.val": self.n_val, "splits.test": self.n_test,
+                "seed": self.seed}
+
+    def make(self) -> Path:
+        """Generate (or finish) the store: :func:`moirescale.data.generate.ensure_store`."""
+        from moirescale.data.generate import ensure_store
+
+        return ensure_store(self.dataset_config(), self.store, pool=self.pool, n_val=self.n_val,
+                            n_test=self.n_test, seed=self.seed, workers=self.workers)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

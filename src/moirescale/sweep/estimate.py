@@ -47,10 +47,12 @@ def _flops(arch: str, kw_items: tuple[tuple[str, Any], ...], shape: tuple[int, i
            n_out: int) -> float:
     kw = dict(kw_items)
     if arch == "fcn":
+        from moirescale.models.fcn import fcn_param_count, linear_param_count
+
         d_in = shape[0] * shape[1] * shape[2]
         n_l, w = int(kw["n_layers"]), int(kw["width"])
-        first = d_in * w + w
-        rest = (n_l - 1) * (w * w + w) + w * n_out + n_out
+        first = linear_param_count(d_in, w)
+        rest = fcn_param_count(d_in, n_out, n_l, w) - first
         return 4.0 * first + 6.0 * rest
     import torch
     from torch.utils.flop_counter import FlopCounterMode

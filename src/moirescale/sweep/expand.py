@@ -10,7 +10,6 @@ ensemble (``group_size`` of them at a time), ResNet/ViT one realization per job.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -73,7 +72,7 @@ def budget_checks(points: list[TrainSpec], grid: Grid) -> list[TrainSpec]:
     """The convergence check of a grid: each curve's largest-N_D point with ``convergence_check`` times
     the step budget (the adjustable schedule's ``min_steps`` and ``min_epochs``), in grid
     ``<name>.budget_check``, for the first ``convergence_check_realizations`` realizations (all if unset)."""
-    from moirescale.train.schedules import ADJUSTABLE_DEFAULTS
+    from moirescale.train.schedules import budget_check_options
 
     factor = float(grid.convergence_check or 1)
     largest: dict[tuple, TrainSpec] = {}
@@ -88,9 +87,7 @@ def budget_checks(points: list[TrainSpec], grid: Grid) -> list[TrainSpec]:
                 f"grid {grid.name}: convergence_check needs the adjustable schedule (it scales its step "
                 f"budget), got {p.schedule!r}"
             )
-        kw = {**ADJUSTABLE_DEFAULTS, **p.schedule_kw}
-        kw["min_steps"] = math.ceil(float(kw["min_steps"]) * factor)
-        kw["min_epochs"] = float(kw["min_epochs"]) * factor
+        kw = budget_check_options(p.schedule_kw, p.max_epochs, factor)
         reals = p.realizations[: grid.convergence_check_realizations]
         out.append(replace(p, schedule_kw=kw, realizations=reals, grid=grid.name + BUDGET_CHECK_SUFFIX))
     return out

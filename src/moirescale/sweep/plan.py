@@ -114,16 +114,12 @@ def dataset_facts(loaded: LoadedConfig) -> DatasetFacts:
     else:
         check_store_size(gen, have, loaded.store_path)
         return facts
-    assert gen is not None
+    req = loaded.dataset_request()
+    assert req is not None
     from moirescale.data.config import load_config as load_dataset_config
     from moirescale.data.config import resolve_physics
 
-    path = loaded.resolve(gen.config)
-    if not path.is_file():
-        raise UserError(f"dataset.generate.config: {path} not found")
-    overrides = {"splits.train": gen.pool, "splits.val": gen.n_val, "splits.test": gen.n_test,
-                 "seed": gen.seed if gen.seed is not None else loaded.cfg.seed}
-    cfg, _ = load_dataset_config(path, overrides)  # the dataset config's own checks and size budgets
+    cfg, _ = load_dataset_config(req.dataset_config(), req.overrides())  # its own checks and size budgets
     _, _, image, _ = resolve_physics(cfg)
     shape = (len(image.channels), image.size_px, image.size_px)
     return DatasetFacts(shape, cfg.splits.train, tuple(image.channels), False)

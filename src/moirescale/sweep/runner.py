@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
-import re
 import socket
 import sys
 import time
@@ -28,6 +26,7 @@ from typing import Any
 import yaml
 
 from moirescale import results
+from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_write, is_empty, open_nofollow, real_dir, remove_stale_temps
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
@@ -43,17 +42,15 @@ from moirescale.sweep.worker import (
 )
 from moirescale.train.spec import TrainSpec
 
-HEARTBEAT = "heartbeat.json"
 HEARTBEAT_EVERY_S = 5.0
-LOCK = ".sweep.lock"
 # What a directory may hold before a sweep adopts it: its lock, and the marker of `moirescale demo`.
-STARTER_ENTRIES = frozenset({LOCK, ".moirescale-demo"})
-_STAMPED_CONFIG = re.compile(r"^config\.\d{8}T\d{6}\.yaml$")
+STARTER_ENTRIES = frozenset({rd.LOCK, rd.DEMO_MARKER})
+_SWEEP_TOP = frozenset({rd.CONFIG, rd.DATASET, rd.HEARTBEAT})
 # The files a sweep's writers make, per folder of RUNDIR: only their temporary files are ever removed.
 _OWN_NAMES: dict[str, Callable[[str], bool]] = {
-    "": lambda n: n in ("config.yaml", "dataset.json", HEARTBEAT) or bool(_STAMPED_CONFIG.match(n)),
-    "checkpoints": re.compile(r"^[0-9a-f]{16}-r\d{4,}\.pt$").match,  # train.spec.run_id + ".pt"
-    results.TABLE_NAME: re.compile(r"^part-[0-9a-f]{32}\.parquet$").match,  # results.append_rows
+    "": lambda n: n in _SWEEP_TOP or bool(rd.STAMPED_CONFIG.match(n)),
+    rd.CHECKPOINTS: rd.CHECKPOINT_NAME.match,
+    rd.RESULTS: rd.PART_NAME.match,
 }
 
 log = logging.getLogger("moirescale.sweep")
@@ -68,9 +65,9 @@ def prepare_rundir(loaded: LoadedConfig, out: Path, force: bool = False) -> None
     since a run id depends only on what defines the run.
     """
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "config.yaml").exists() and not is_empty(out, allowed=STARTER_ENTRIES):
+    dest = rd.config_path(out)
+    if not dest.exists() and not is_empty(out, allowed=STARTER_ENTRIES):
         raise UserError(f"{out} is not empty and is not a sweep run directory; choose a new --out")
-    dest = out / "config.yaml"
     if dest.exists():
         if _same_config(dest, loaded):
             return
@@ -80,16 +77,16 @@ def prepare_rundir(loaded: LoadedConfig, out: Path, force: bool = False) -> None
                 f"{loaded.path.name} there (finished runs are kept)"
             )
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        atomic_write(out / f"config.{stamp}.yaml", dest.read_bytes())
+        atomic_write(rd.stamped_config_path(out, stamp), dest.read_bytes())
     atomic_write(dest, loaded.text)
 
 
 def _acquire_lock(out: Path) -> Any:
     """An exclusive flock on RUNDIR/.sweep.lock (the OS drops it when the process dies, even by SIGKILL)."""
     try:
-        fh = open_nofollow(out / LOCK, "a+")  # held for the sweep's lifetime; never through a link
+        fh = open_nofollow(rd.lock_path(out), "a+")  # held for the sweep's lifetime; never through a link
     except OSError as exc:
-        raise UserError(f"cannot open the lock file {out / LOCK}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot open the lock file {rd.lock_path(out)}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -121,7 +118,8 @@ class _LogFile(logging.FileHandler):
 
 
 def setup_logging(out: Path) -> logging.Handler:
-    path = real_dir(out, "logs") / "sweep.log"  # a link planted at RUNDIR/logs is refused, not followed
+    real_dir(out, rd.LOGS)  # a link planted at RUNDIR/logs is refused, not followed
+    path = rd.log_path(out)
     handler = _LogFile(path, delay=True)
     handler.stream = open_nofollow(path)  # appended to, never through a link planted at its name
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -152,34 +150,24 @@ def ensure_dataset(loaded: LoadedConfig, out: Path, force: bool = False) -> dict
         "config_hash": store.manifest.get("config_hash"),
     }
     check_store_size(gen, info["splits"], path)
-    dest = out / "dataset.json"
-    if dest.exists():
-        from moirescale.sweep.status import read_dataset_json
-
-        old = read_dataset_json(dest)
+    if os.path.lexists(rd.dataset_path(out)):
+        old = rd.read_dataset(out)
         if old.get("config_hash") != info["config_hash"] and not force:
             raise UserError(
                 f"{out} holds results made on another dataset (config hash {old.get('config_hash')}, now "
                 f"{info['config_hash']}); use another --out, or --force"
             )
-    atomic_write(dest, json.dumps(info, indent=2) + "\n")
+    rd.write_dataset(out, info)
     return info
 
 
 def _generate(loaded: LoadedConfig, path: Path) -> None:
-    gen = loaded.cfg.dataset.generate
-    assert gen is not None
-    dcfg = loaded.resolve(gen.config)
-    seed = gen.seed if gen.seed is not None else loaded.cfg.seed
-    if not dcfg.is_file():
-        raise UserError(f"dataset.generate.config: {dcfg} not found")
-    from moirescale.data.generate import ensure_store
-
-    log.info("generating the dataset %s from %s (pool %s, val %s, test %s, seed %s)", path, dcfg,
-             gen.pool, gen.n_val, gen.n_test, seed)
+    req = loaded.dataset_request()
+    assert req is not None
+    log.info("generating the dataset %s from %s (pool %s, val %s, test %s, seed %s)", path, req.config,
+             req.pool, req.n_val, req.n_test, req.seed)
     print(f"generating the dataset into {path} ...", file=sys.stderr, flush=True)
-    ensure_store(dcfg, path, pool=gen.pool, n_val=gen.n_val, n_test=gen.n_test, seed=seed,
-                 workers=gen.workers)
+    req.make()
 
 
 # ------------------------------------------------------------------------------------------------ heartbeat
@@ -187,7 +175,7 @@ def _generate(loaded: LoadedConfig, path: Path) -> None:
 class Heartbeat:
     """``RUNDIR/heartbeat.json``: who runs the sweep and which jobs are in flight (read by ``status``)."""
 
-    path: Path
+    rundir: Path
     executor: str
     workers: int = 1
     started_at: str = field(default_factory=now_iso)
@@ -208,7 +196,7 @@ class Heartbeat:
                 {"grid": s.grid, "run_ids": spec_run_ids(s), "since": since} for s, since in running
             ] if not final else [],
         }
-        atomic_write(self.path, json.dumps(data, indent=1) + "\n")
+        rd.write_heartbeat(self.rundir, data)
         self.last = time.monotonic()
 
 
@@ -326,8 +314,8 @@ def run_sweep(
     executor, force = opts.executor, opts.force
     loaded, rundir, _ = preflight(config, out, opts)
     # What this run creates; a refusal before the first job removes it again (RUNDIR as it was found).
-    created = [p for p in (rundir, rundir / LOCK, rundir / "config.yaml", rundir / "logs",
-                           rundir / "logs" / "sweep.log", rundir / "dataset.json", rundir / HEARTBEAT)
+    created = [p for p in (rundir, rd.lock_path(rundir), rd.config_path(rundir), rd.log_path(rundir).parent,
+                           rd.log_path(rundir), rd.dataset_path(rundir), rd.heartbeat_path(rundir))
                if not os.path.lexists(p)]
     rundir.mkdir(parents=True, exist_ok=True)
     lock = _acquire_lock(rundir)
@@ -357,7 +345,7 @@ def run_sweep(
         n_runs = sum(len(s.realizations) for s in todo)
         if not todo:
             print(f"nothing to do: all runs of {loaded.cfg.name} are in {results.table_path(rundir)}")
-            Heartbeat(rundir / HEARTBEAT, executor).write([], 0, final=True)
+            Heartbeat(rundir, executor).write([], 0, final=True)
             return SweepSummary(skipped=summary_skip)
         ex: Any
         if executor == "ray":
@@ -374,10 +362,10 @@ def run_sweep(
                                train_fn=train_fn)
             max_in_flight = ex.workers
         msg = (f"{loaded.cfg.name}: {len(todo)} jobs ({n_runs} networks) to run, {len(done)} runs already "
-               f"done; {ex.describe()}; log: {rundir / 'logs' / 'sweep.log'}")
+               f"done; {ex.describe()}; log: {rd.log_path(rundir)}")
         log.info(msg)
         print(msg, flush=True)
-        hb = Heartbeat(rundir / HEARTBEAT, executor, workers=max_in_flight if executor == "local" else
+        hb = Heartbeat(rundir, executor, workers=max_in_flight if executor == "local" else
                        max(1, int(ex.n_cpu)))
         bar, on_rows = _progress(n_runs, progress)
         killed = False
@@ -442,7 +430,7 @@ def preflight(
     if rundir.exists() and not rundir.is_dir():
         raise UserError(f"--out {rundir} is a file, not a directory")
     if rundir.is_dir():
-        dest = rundir / "config.yaml"
+        dest = rd.config_path(rundir)
         if not dest.exists() and not is_empty(rundir, allowed=STARTER_ENTRIES):
             # any entry but a sweep's lock or the demo's marker (dotfiles too) makes a folder someone else's
             raise UserError(f"{rundir} is not empty and is not a sweep run directory; choose a new --out")

@@ -7,21 +7,19 @@ two grids share counts in both.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from moirescale import results
+from moirescale import rundir as rd
 from moirescale.errors import UserError
-from moirescale.readback import read_json
 from moirescale.sweep.config import LoadedConfig, load_config
 from moirescale.sweep.estimate import DEFAULT_IMAGE, RATES, check_models, human_time, job_cost, n_params
 from moirescale.sweep.expand import default_group_size, grid_points, jobs, spec_run_ids, unique_points
@@ -29,75 +27,21 @@ from moirescale.sweep.expand import default_group_size, grid_points, jobs, spec_
 STALE_AFTER_S = 60.0  # a heartbeat older than this belongs to a sweep that is gone
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class _Job(_Record):
-    grid: str
-    run_ids: list[str]
-    since: Annotated[float, Field(allow_inf_nan=False)]
-
-
-class HeartbeatRecord(_Record):
-    """``RUNDIR/heartbeat.json`` as :class:`~moirescale.sweep.runner.Heartbeat` writes it."""
-
-    pid: Annotated[int, Field(strict=True, ge=0)]
-    host: str
-    executor: str
-    workers: Annotated[int, Field(strict=True, ge=1)]
-    started_at: AwareDatetime
-    updated_unix: Annotated[float, Field(allow_inf_nan=False)]
-    finished: bool
-    queued: Annotated[int, Field(strict=True, ge=0)]
-    running: list[_Job]
-
-
-_Side = Annotated[int, Field(strict=True, ge=1)]
-
-
-class DatasetRecord(_Record):
-    """``RUNDIR/dataset.json`` as :func:`~moirescale.sweep.runner.ensure_dataset` writes it."""
-
-    # Each key typed; a record of an older sweep may lack some (its config_hash still guards a resume).
-    store: str | None = None
-    splits: dict[Literal["train", "val", "test"], Annotated[int, Field(strict=True, ge=0)]] | None = None
-    image_shape: Annotated[list[_Side], Field(min_length=3, max_length=3)] | None = None
-    config_hash: str | None = None
-
-
 def read_heartbeat(rundir: Path) -> dict[str, Any] | None:
     """The live sweep's heartbeat, or None when there is none (never run, finished, or killed) or when the
-    file is not, as a whole, the heartbeat a sweep writes."""
-    from moirescale.sweep.runner import HEARTBEAT
-
-    try:
-        raw = read_json(rundir / HEARTBEAT, "sweep heartbeat", max_bytes=16 << 20)
-        hb = HeartbeatRecord.model_validate(raw)
-    except (UserError, ValidationError):  # missing, or not the heartbeat we write
+    file is not, as a whole, the heartbeat a sweep writes (:func:`moirescale.rundir.read_heartbeat`)."""
+    got = rd.read_heartbeat(rundir)
+    if got is None:
         return None
+    raw, hb = got
     if hb.finished or time.time() - hb.updated_unix > STALE_AFTER_S:
         return None
     return {**raw, "started_at": hb.started_at.isoformat()}
 
 
-def read_dataset_json(path: Path) -> dict[str, Any]:
-    """``RUNDIR/dataset.json`` as a mapping; empty when it is missing, and a UserError when it is not, as a
-    whole, the record a sweep writes."""
-    if not os.path.lexists(path):
-        return {}
-    try:
-        info = read_json(path, "dataset record", max_bytes=1 << 20)
-        DatasetRecord.model_validate(info)
-    except (UserError, ValidationError):
-        raise UserError(f"{path} is not the dataset record a sweep writes; delete it (the next sweep "
-                        "writes it again) or use another --out") from None
-    return info
-
-
 def _image_shape(rundir: Path | None, loaded: LoadedConfig | None) -> tuple[int, ...]:
-    for p in ([rundir / "dataset.json"] if rundir else []):
-        shape = read_dataset_json(p).get("image_shape")
+    if rundir is not None:
+        shape = rd.read_dataset(rundir).get("image_shape")
         if isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) for v in shape):
             return tuple(shape)
     if loaded is not None:
@@ -107,12 +51,12 @@ def _image_shape(rundir: Path | None, loaded: LoadedConfig | None) -> tuple[int,
             return tuple(open_store(loaded.store_path, checksum=False).image_shape)
         except UserError:  # no store yet: the image its dataset config will make
             pass
-        gen = loaded.cfg.dataset.generate
-        if gen is not None and loaded.resolve(gen.config).is_file():
+        req = loaded.dataset_request()
+        if req is not None and req.config.is_file():
             from moirescale.data.config import load_config as load_dataset_config
             from moirescale.data.config import resolve_physics
 
-            _, _, image, _ = resolve_physics(load_dataset_config(loaded.resolve(gen.config))[0])
+            _, _, image, _ = resolve_physics(load_dataset_config(req.config, req.overrides())[0])
             return (len(image.channels), image.size_px, image.size_px)
     return DEFAULT_IMAGE
 
@@ -156,9 +100,9 @@ def dry_run_table(loaded: LoadedConfig, rundir: Path | None = None) -> Table:
 
 def grid_status(rundir: Path) -> tuple[LoadedConfig, pd.DataFrame, dict[str, Any] | None]:
     """Per grid: total, done, running, failed, pending run counts (a DataFrame), plus the live heartbeat."""
-    cfgp = rundir / "config.yaml"
+    cfgp = rd.config_path(rundir)
     if not cfgp.is_file():
-        raise UserError(f"{rundir} is not a sweep run directory (no config.yaml); start one with "
+        raise UserError(f"{rundir} is not a sweep run directory (no {rd.CONFIG}); start one with "
                         "`moirescale sweep`")
     loaded = load_config(cfgp)
     df = results.read_results(rundir)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.limits import MAX_REALIZATIONS
 
@@ -28,7 +29,7 @@ def _parse_opts(items: list[str] | None) -> dict[str, object]:
 
 def train(
     data: Path = typer.Option(..., "--data", help="dataset store directory"),
-    out: Path = typer.Option(..., "--out", help="run directory (results.parquet, checkpoints/)"),
+    out: Path = typer.Option(..., "--out", help=f"run directory ({rd.RESULTS}, {rd.CHECKPOINTS}/)"),
     model: str = typer.Option(
         "fcn", "--model", "--arch", help="fcn, resnet18, vit, or features (physics features + ridge)"
     ),
@@ -112,12 +113,12 @@ def train(
     append_rows(out, rows)
     ok = [r["test_mse"] for r in rows if r["status"] == "ok"]
     n_div = sum(r["status"] == "diverged" for r in rows)
-    from moirescale.analysis.stats import geomean
+    from moirescale.stats import geomean
 
     gm = geomean(ok)
     typer.echo(
         f"{len(rows)} networks ({len(ok)} ok, {n_div} diverged), N_M={rows[0]['n_params']}, "
-        f"geometric-mean test MSE {gm:.4g} -> {out / 'results.parquet'}"
+        f"geometric-mean test MSE {gm:.4g} -> {rd.results_path(out)}"
     )
 
 

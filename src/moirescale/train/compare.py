@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moirescale.stats import geomean_band
 from moirescale.train.data import TrainData
 from moirescale.train.spec import TrainSpec
 
@@ -38,18 +39,16 @@ def summarize_schedules(rows: pd.DataFrame | list[dict[str, Any]]) -> list[dict[
     out = []
     for (sched, n), g in df.groupby(["schedule", "n_train"], sort=True):
         ok = g[g["status"] == "ok"]
-        logs = np.log(ok["test_mse"].to_numpy(dtype=float))
-        m = float(np.mean(logs)) if logs.size else np.nan
-        se = float(np.std(logs, ddof=1) / np.sqrt(logs.size)) if logs.size > 1 else np.nan
+        gm, lo, hi = geomean_band(ok["test_mse"].to_numpy(dtype=float))
         out.append(
             {
                 "schedule": sched,
                 "n_train": int(n),
                 "n_ok": int(len(ok)),
                 "n_total": int(len(g)),
-                "gmean_test_mse": float(np.exp(m)),
-                "gmean_lo": float(np.exp(m - se)),
-                "gmean_hi": float(np.exp(m + se)),
+                "gmean_test_mse": gm,
+                "gmean_lo": lo,
+                "gmean_hi": hi,
                 "mean_steps": float(ok["steps"].mean()) if len(ok) else np.nan,
                 "mean_epochs": float(ok["epochs"].mean()) if len(ok) else np.nan,
             }

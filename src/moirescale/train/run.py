@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from moirescale import rundir as rd
 from moirescale.data.store import nested_subset
 from moirescale.data.torch_data import store_channels
 from moirescale.errors import UserError
@@ -230,7 +231,7 @@ def run_spec(
     for t in trained:
         rel = ""
         if t.realization in keep:
-            rel = f"checkpoints/{run_id(spec, t.realization)}.pt"
+            rel = rd.checkpoint_rel(run_id(spec, t.realization))
             meta = _checkpoint_meta(rs, t, store_path, manifest)
             _save_checkpoint(Path(rundir) / rel, t.state, meta)
         rows.append(results_row(spec, t.realization, dev.type, trained=t, checkpoint=rel))

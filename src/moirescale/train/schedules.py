@@ -46,9 +46,42 @@ class ScheduleConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def scaled(self, factor: float) -> ScheduleConfig:
+        """This schedule with ``factor`` times the step budget (a convergence check), the settings that
+        follow from the budget (validation interval, warm-up and patience of the adjustable schedule, the
+        cosine warm-up) derived again by the same rules; whatever set the budget (``max_epochs``,
+        ``max_steps``, ``min_steps``/``min_epochs``) is scaled with it."""
+        if not 0 < factor < math.inf:
+            raise UserError(f"a budget factor must be a finite number > 0, got {factor}")
+        budget = max(1, math.ceil(self.budget * factor))
+        if self.kind == "adjustable":
+            return replace(self, budget=budget, eval_every=max(10, budget // 50),
+                           warmup=min(100, budget // 20), patience=max(250, budget // 10))
+        if self.kind == "cosine":
+            return replace(self, budget=budget, warmup=min(100, budget // 20))
+        return replace(self, budget=budget)
+
 
 # The adjustable schedule's budget defaults: max(min_steps, min_epochs * steps per epoch) optimiser steps.
 ADJUSTABLE_DEFAULTS: dict[str, float] = {"min_steps": 2000, "min_epochs": 20}
+
+
+def budget_check_options(
+    schedule_kw: dict[str, Any], max_epochs: int | None, factor: float
+) -> dict[str, Any]:
+    """The schedule options of a convergence check: the same schedule with ``factor`` times its budget.
+
+    Where the budget is the adjustable schedule's ``max(min_steps, min_epochs * steps per epoch)``, the check
+    scales those two options (the form every check so far was run with, so its run ids stay the same); where
+    ``max_epochs`` or ``max_steps`` sets it, it adds ``budget_factor``, which :func:`schedule_config` applies
+    with :meth:`ScheduleConfig.scaled` after the budget is known (scaling ``min_*`` alone changed nothing).
+    """
+    if max_epochs is None and "max_steps" not in schedule_kw and "budget_factor" not in schedule_kw:
+        kw = {**ADJUSTABLE_DEFAULTS, **schedule_kw}
+        kw["min_steps"] = math.ceil(float(kw["min_steps"]) * factor)
+        kw["min_epochs"] = float(kw["min_epochs"]) * factor
+        return kw
+    return {**schedule_kw, "budget_factor": float(schedule_kw.get("budget_factor", 1.0)) * factor}
 
 
 def schedule_config(
@@ -71,11 +104,15 @@ def schedule_config(
     min_steps = int(kw.pop("min_steps", ADJUSTABLE_DEFAULTS["min_steps"]))
     min_epochs = float(kw.pop("min_epochs", ADJUSTABLE_DEFAULTS["min_epochs"]))
     max_steps = kw.pop("max_steps", None)
+    budget_factor = float(kw.pop("budget_factor", 1.0))
+    if budget_factor <= 0:
+        raise UserError(f"schedule option budget_factor must be > 0, got {budget_factor}")
     names = {f.name for f in fields(ScheduleConfig)} - {"kind", "lr"}
     bad = sorted(set(kw) - names)
     if bad:
         raise UserError(
             f"unknown schedule option(s) {', '.join(bad)}; known: min_steps, min_epochs, max_steps, "
+            "budget_factor, "
             + ", ".join(sorted(names))
         )
     budget = max(min_steps, math.ceil(min_epochs * spe)) if kind == "adjustable" else 100 * spe
@@ -107,6 +144,8 @@ def schedule_config(
         cfg = ScheduleConfig(kind, lr, budget, spe, warmup=min(100, budget // 20), min_lr=lr * 1e-2)
     else:
         cfg = ScheduleConfig(kind, lr, budget, spe, stop_patience=20 * spe)
+    if budget_factor != 1.0:
+        cfg = cfg.scaled(budget_factor)
     cfg = replace(cfg, **kw)
     if (
         cfg.eval_every < 1

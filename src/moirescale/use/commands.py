@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from moirescale import rundir as rd
+
 
 def _floats(text: str, what: str) -> list[float]:
     from moirescale.errors import UserError
@@ -23,7 +25,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def predict(
-        rundir: Path = typer.Argument(..., help="Run directory of a sweep (results.parquet + checkpoints/)."),
+        rundir: Path = typer.Argument(
+            ..., help=f"Run directory of a sweep ({rd.RESULTS} + {rd.CHECKPOINTS}/)."
+        ),
         image: str = typer.Argument(
             ..., help="Image: .npy ((H,W) top layer or (C,H,W)), a picture (.png), or STORE_DIR::split:index."
         ),
@@ -74,7 +78,7 @@ def register(app: typer.Typer) -> None:
             select=select, seed=seed, n_test=n_test, n_train=n_train, progress=True,
         )
         summarize_noise(table)
-        print(f"wrote {rundir / 'noise.parquet'} ({len(table)} rows)")
+        print(f"wrote {rd.noise_path(rundir)} ({len(table)} rows)")
 
     @app.command()
     def demo(

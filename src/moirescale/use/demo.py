@@ -4,15 +4,15 @@ Stages (each skips or resumes what is already done):
 
 1. dataset: :func:`moirescale.data.generate.ensure_store` of the dataset the sweep config names (what
    ``moirescale generate`` runs; resumes an unfinished store);
-2. sweep: ``moirescale sweep CONFIG --out DIR`` (skips run ids already in the results table);
+2. sweep: :func:`moirescale.sweep.runner.run_sweep` (what ``moirescale sweep CONFIG --out DIR`` runs; skips
+   run ids already in the results table);
 3. noise: :func:`moirescale.use.noise.evaluate_noise` (skips rows already in ``DIR/noise.parquet``);
 4. examples: ``DIR/figures/examples.png`` (the paper's Fig. 2: top-layer images at several theta, J, D);
-5. fit + report: ``moirescale fit DIR`` and ``moirescale report DIR`` (redone when any input is newer);
+5. fit + report: :func:`moirescale.analysis.report.fit_and_report` (what ``moirescale report DIR`` runs;
+   redone when any input is newer);
 
-then it prints where the report is and the fitted alpha_D with their intervals.
-
-The sweep, fit and report stages run as subprocesses of the ``moirescale`` command: the demo exercises exactly
-what a user would type, and a failing stage stops the demo with that stage's own message and exit code.
+then it prints where the report is and the fitted alpha_D with their intervals. Every stage is a library call,
+the one the matching ``moirescale`` command makes; a failing stage stops the demo with its own message.
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,37 +28,21 @@ from typing import Any
 
 import numpy as np
 
+from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_path, atomic_write, is_empty, real_dir, temp_target
-from moirescale.readback import read_json
-from moirescale.results import TABLE_NAME
+from moirescale.models import model_label
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
-EXAMPLES = Path("figures") / "examples.png"
 # Written when the demo creates its run directory; `--fresh` removes nothing from a directory without it.
-MARKER = ".moirescale-demo"
+MARKER = rd.DEMO_MARKER
 MARKER_TEXT = "This directory was created by `moirescale demo`; `moirescale demo --fresh` may clear it.\n"
-# Top-level entries the demo (and the sweep, fit, report and noise stages it runs) write in its run directory.
-OWN_FILES = frozenset({
-    MARKER, "config.yaml", "dataset.json", "heartbeat.json", ".sweep.lock", "noise.parquet", "fits.json",
-    "report.html", "demo_timing.json",
-})
-OWN_DIRS = frozenset({"logs", "checkpoints", "results.parquet", "figures"})
 
 
 def _log(msg: str) -> None:
     from rich.console import Console
 
     Console(stderr=True).print(f"[bold cyan]demo[/bold cyan] {msg}")
-
-
-def _cli(*args: str) -> None:
-    """Run one ``moirescale`` sub-command; a failure ends the demo with its exit code."""
-    cmd = [sys.executable, "-m", "moirescale.cli", *args]
-    _log("$ moirescale " + " ".join(args))
-    rc = subprocess.call(cmd)
-    if rc != 0:
-        raise SystemExit(rc)
 
 
 def _store_is_complete(path: Path) -> bool:
@@ -82,15 +63,11 @@ def ensure_dataset(config: Path) -> Path:
     if _store_is_complete(store):
         _log(f"dataset {store}: already complete")
         return store
-    gen = loaded.cfg.dataset.generate
-    if gen is None:
+    req = loaded.dataset_request()
+    if req is None:
         raise UserError(f"{config}: dataset {store} is missing and the config has no dataset.generate")
-    from moirescale.data.generate import ensure_store
-
-    dcfg = loaded.resolve(gen.config)
-    _log(f"generating the dataset {store} from {dcfg}")
-    return ensure_store(dcfg, store, pool=gen.pool, n_val=gen.n_val, n_test=gen.n_test,
-                        seed=gen.seed if gen.seed is not None else loaded.cfg.seed, workers=gen.workers)
+    _log(f"generating the dataset {store} from {req.config}")
+    return req.make()
 
 
 def pick_examples(labels: np.ndarray, n: int = 4) -> list[tuple[str, int]]:
@@ -162,26 +139,15 @@ def examples_figure(store_path: str | os.PathLike[str], out: str | os.PathLike[s
 
 def alpha_table(rundir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The data-scaling fits (variable n_train) of ``RUNDIR/fits.json``, sorted for printing."""
-    path = Path(rundir) / "fits.json"
+    path = rd.fits_path(rundir)
     if not path.is_file():
         return []
-    doc = _read_fits(path)
-    if doc is None:
-        raise UserError(f"{path} is not a fits.json written by `moirescale fit`; delete it and rerun")
+    try:
+        doc = rd.read_fits(path)
+    except UserError:
+        raise UserError(f"{path} is not a {rd.FITS} written by `moirescale fit`; delete it, rerun") from None
     fits = [f for f in doc["fits"] if f.get("variable") == "n_train"]
     return sorted(fits, key=lambda f: (f.get("target") or "", f.get("arch") or "", f.get("n_params") or 0))
-
-
-def _read_fits(path: Path) -> dict[str, Any] | None:
-    """``fits.json`` as written by ``moirescale fit`` (a mapping with a list of fit mappings), else None."""
-    try:
-        doc = read_json(path, "fits file")
-    except UserError:
-        return None
-    fits = doc.get("fits") if isinstance(doc, dict) else None
-    if not isinstance(fits, list) or not all(isinstance(f, dict) for f in fits):
-        return None
-    return doc
 
 
 def print_alphas(rundir: str | os.PathLike[str]) -> None:
@@ -197,12 +163,10 @@ def print_alphas(rundir: str | os.PathLike[str]) -> None:
     for col in ("target", "model", "N_M", "α_D", "95% interval", "points"):
         t.add_column(col, justify="right" if col in ("N_M", "α_D", "points") else "left")
     for f in fits:
-        w = f" {f['width']}" if f.get("width") is not None else ""
-        nl = f"x{f['n_layers']}" if f.get("n_layers") is not None else ""
         lo, hi = f.get("alpha_lo"), f.get("alpha_hi")
         interval = f"[{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
         alpha = f.get("alpha")
-        t.add_row(str(f.get("target")), f"{f.get('arch')}{w}{nl}",
+        t.add_row(str(f.get("target")), model_label(f.get("arch"), f.get("n_layers"), f.get("width")),
                   f"{f['n_params']:.3g}" if f.get("n_params") else "",
                   f"{alpha:.2f}" if alpha is not None else "", interval, str(f.get("n_points", "")))
     console.print(t)
@@ -210,10 +174,14 @@ def print_alphas(rundir: str | os.PathLike[str]) -> None:
 
 def _up_to_date(out: Path) -> bool:
     """Whether fits.json and report.html are newer than everything they are made from."""
-    made = [out / "fits.json", out / "report.html"]
-    if not all(p.is_file() for p in made) or _read_fits(made[0]) is None:
-        return False  # missing, or a corrupt fits.json: fit and report again
-    inputs = [*(out / "results.parquet").glob("part-*.parquet"), out / "noise.parquet", out / EXAMPLES]
+    made = [rd.fits_path(out), rd.report_path(out)]
+    if not all(p.is_file() for p in made):
+        return False
+    try:
+        rd.read_fits(made[0])
+    except UserError:
+        return False  # a corrupt fits.json: fit and report again
+    inputs = [*rd.results_path(out).glob("part-*.parquet"), rd.noise_path(out), rd.examples_path(out)]
     newest = max((p.stat().st_mtime_ns for p in inputs if p.is_file()), default=0)
     return min(p.stat().st_mtime_ns for p in made) > newest
 
@@ -227,7 +195,7 @@ def _marker_text(out: Path) -> str:
 
 def _is_ours(out: Path) -> bool:
     """Whether ``out`` carries the marker :func:`claim_rundir` wrote there (a regular file, not a link)."""
-    marker = out / MARKER
+    marker = rd.marker_path(out)
     try:
         return not marker.is_symlink() and marker.is_file() and marker.read_text() == _marker_text(out)
     except (OSError, UnicodeDecodeError):
@@ -243,34 +211,19 @@ def claim_rundir(out: Path) -> None:
     if out.is_dir() and (_is_ours(out) or not is_empty(out)):
         return
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / MARKER, _marker_text(out))
-
-
-_STAMP = re.compile(r"^config\.\d{8}T\d{6}\.yaml$")  # a config adopted with --force (sweep.runner)
-_CHECKPOINT = re.compile(r"^[0-9a-f]{16}-r\d{4,}\.pt$")  # train.spec.run_id + ".pt"
-_PART = re.compile(r"^part-[0-9a-f]{32}\.parquet$")  # results.append_rows
+    atomic_write(rd.marker_path(out), _marker_text(out))
 
 
 def _figure_names() -> frozenset[str]:
     from moirescale.analysis.figures import FIGURES
 
     stems = [*FIGURES, "fig9_noise"]
-    return frozenset({EXAMPLES.name, *(f"{s}.{ext}" for s in stems for ext in ("png", "svg"))})
+    return frozenset(f"{s}.{ext}" for s in stems for ext in ("png", "svg"))
 
 
 def _own_file(folder: str, name: str) -> bool:
     """Whether ``folder/name`` (``folder`` "" for the top level) is a file name the demo's stages write."""
-    if folder == "":
-        return name in OWN_FILES or bool(_STAMP.match(name))
-    if folder == "logs":
-        return name == "sweep.log"
-    if folder == "checkpoints":
-        return bool(_CHECKPOINT.match(name))
-    if folder == TABLE_NAME:
-        return bool(_PART.match(name))
-    if folder == "figures":
-        return name in _figure_names()
-    return False
+    return rd.is_own(folder, name, _figure_names() if folder == rd.FIGURES else frozenset())
 
 
 def _demo_files(out: Path) -> tuple[list[Path], list[Path], list[str]]:
@@ -285,7 +238,7 @@ def _demo_files(out: Path) -> tuple[list[Path], list[Path], list[str]]:
         return _own_file(folder, final if final is not None else name)
 
     for top in sorted(out.iterdir()):
-        if top.name in OWN_DIRS and top.is_dir() and not top.is_symlink():
+        if top.name in rd.FOLDERS and top.is_dir() and not top.is_symlink():
             folders.append(top)
             for p in sorted(top.iterdir()):
                 if (p.is_symlink() or not p.is_dir()) and ours(top.name, p.name):
@@ -302,7 +255,7 @@ def _demo_files(out: Path) -> tuple[list[Path], list[Path], list[str]]:
 @contextlib.contextmanager
 def _sweep_lock_free(out: Path) -> Iterator[None]:
     """Hold ``out/.sweep.lock`` (when there is one) for the block; UserError while a sweep holds it."""
-    lock = out / ".sweep.lock"
+    lock = rd.lock_path(out)
     try:
         fd = os.open(lock, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -350,7 +303,7 @@ def _fresh(out: Path) -> None:
     with _sweep_lock_free(out):
         _log(f"--fresh: removing the demo's files in {out}")
         for p in files:
-            if p.name not in (MARKER, ".sweep.lock"):
+            if p.name not in (MARKER, rd.LOCK):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
         for d in folders:
@@ -401,7 +354,10 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     stage("dataset", t)
 
     t = time.perf_counter()
-    _cli("sweep", str(config), "--out", str(out))
+    from moirescale.sweep.runner import run_sweep
+
+    _log(f"sweep {config} into {out}")
+    run_sweep(config, out, progress=True)
     stage("sweep", t)
 
     t = time.perf_counter()
@@ -412,8 +368,8 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     stage("noise", t)
 
     t = time.perf_counter()
-    ex = out / EXAMPLES
-    real_dir(out, "figures")  # a link planted at RUNDIR/figures is refused, not followed
+    ex = rd.examples_path(out)
+    real_dir(out, rd.FIGURES)  # a link planted at RUNDIR/figures is refused, not followed
     if ex.is_file():
         _log(f"{ex}: already there")
     else:
@@ -425,13 +381,15 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     if _up_to_date(out):
         _log("fits.json and report.html are newer than every result: kept")
     else:
-        _cli("fit", str(out))
-        _cli("report", str(out))
+        from moirescale.analysis.report import fit_and_report
+
+        _log(f"fit and report {out}")
+        fit_and_report(out)
     stage("fit+report", t)
 
     total = time.perf_counter() - t0
-    atomic_write(out / "demo_timing.json", json.dumps({**stamps, "total": total}, indent=2) + "\n")
+    atomic_write(rd.timing_path(out), json.dumps({**stamps, "total": total}, indent=2) + "\n")
     print_alphas(out)
-    report = out / "report.html"
+    report = rd.report_path(out)
     print(f"report: {report.resolve()}  (demo took {total / 60:.1f} min)")
     return report

@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_path
 from moirescale.results import read_parquet_file
+from moirescale.stats import geomean
 
 GAUSSIAN_LEVELS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3)  # sigma, as in Lee et al. 2024
 FLIP_LEVELS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2)  # fraction of pixels with flipped sign
 KINDS = ("clean", "gaussian", "flip")  # the table stores "clean" as level 0 of each kind
-NOISE_TABLE = "noise.parquet"
 MAX_LEVELS = 64  # per noise kind: each level is a corrupted copy of the test set, seen by every network
 MAX_NOISY_BYTES = 4 << 30  # the corrupted test sets held together in memory
 GRID_KEY = ("arch", "width", "n_layers", "target", "n_train")
@@ -131,7 +132,7 @@ def noise_settings(
 
 
 def noise_table_path(rundir: str | os.PathLike[str]) -> Path:
-    return Path(rundir) / NOISE_TABLE
+    return rd.noise_path(rundir)
 
 
 def read_noise(rundir: str | os.PathLike[str]) -> pd.DataFrame:
@@ -340,10 +341,9 @@ def summarize_noise(table: pd.DataFrame, print_table: bool = True) -> pd.DataFra
         return pd.DataFrame(columns=["target", "noise_kind", "noise_level", "gmean_mse", "factor"])
     t = table[np.isfinite(table["mse"]) & (table["mse"] > 0)].copy()
     clean = t[t["noise_level"] == 0].drop_duplicates("run_id").set_index("run_id")["mse"]
-    t["log_mse"] = np.log(t["mse"])
-    t["log_factor"] = np.log(t["mse"] / t["run_id"].map(clean))
-    s = t.groupby(["target", "noise_kind", "noise_level"])[["log_mse", "log_factor"]].mean()
-    s = np.exp(s).rename(columns={"log_mse": "gmean_mse", "log_factor": "factor"}).reset_index()
+    t["gmean_mse"] = t["mse"]
+    t["factor"] = t["mse"] / t["run_id"].map(clean)
+    s = t.groupby(["target", "noise_kind", "noise_level"])[["gmean_mse", "factor"]].agg(geomean).reset_index()
     if print_table:
         from rich.console import Console
         from rich.table import Table

@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.labels import LABELS, UNITS, LabelScaler, target_index
 from moirescale.limits import MAX_INPUT_PIXELS, check_input_pixels, check_resampled_pixels
-from moirescale.readback import dumps_strict, read_json
+from moirescale.models import model_label
+from moirescale.readback import dumps_strict
 
 RANGE_TOL = 1e-3  # values may exceed [-1, 1] by this much (float round-off) and are clipped
 STORE_SEP = "::"  # STORE_DIR::split:index
@@ -306,8 +308,8 @@ def rank_groups(
 
     Columns: group key, target, val_gmean, n_members, run_ids, checkpoints (absolute paths).
     """
-    from moirescale.analysis.stats import geomean
     from moirescale.results import checkpointed_rows
+    from moirescale.stats import geomean
 
     if df.empty:
         raise UserError(f"{rundir}: no trained networks (no results.parquet rows); run a sweep first")
@@ -451,16 +453,7 @@ def training_grid(checkpoint: str, rundir: str | os.PathLike[str], store: str | 
 
 def _store_from_rundir(rundir: str | os.PathLike[str]) -> str | None:
     """The dataset a sweep used, from ``RUNDIR/dataset.json`` (written by ``moirescale sweep``)."""
-    r = Path(rundir)
-    info = r / "dataset.json"
-    if info.is_file():
-        try:
-            store = read_json(info, "dataset record", max_bytes=1 << 20).get("store")
-        except (UserError, AttributeError):
-            store = None
-        if isinstance(store, str) and store:
-            return store
-    return None
+    return rd.dataset_store(rundir)
 
 
 def find_store(rundir: str | os.PathLike[str], store: str | None = None) -> str:
@@ -585,9 +578,7 @@ def render_table(preds: list[Prediction], inp: InputImage) -> None:
     for name in ("model", "N_D", "N_r", "val MSE"):
         table.add_column(name, justify="left" if name == "model" else "right", no_wrap=True)
     for p in preds:
-        size = f" {p.width}x{p.n_layers}" if p.width is not None and p.n_layers is not None else (
-            f" w{p.width}" if p.width is not None else "")
-        model = f"{p.arch}{size}" + (" [all]" if p.target == "all" else "")
+        model = model_label(p.arch, p.n_layers, p.width) + (" [all]" if p.target == "all" else "")
         row = [p.label if p.rank == 1 else f"  #{p.rank}", f"{p.value:.4g} ± {p.std:.2g} {p.unit}"]
         if inp.truth is not None:
             row.append(f"{p.truth:.4g}" if p.truth is not None else "")

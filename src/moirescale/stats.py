@@ -1,4 +1,6 @@
-"""Statistics over network realizations: one row per grid point, plus the Fig. 3(e) subset bootstrap.
+"""Statistics over network realizations: the geometric mean and its errors, one row per grid point, and the
+Fig. 3(e) subset bootstrap. The one home of these numbers (issue 28): training summaries, fits, figures, noise
+tables and ``predict`` all ask this module.
 
 The test loss of a regressor varies over orders of magnitude between seeds (a few networks land in poor
 minima), so the paper's main statistic is the geometric mean ``exp(mean(log MSE))``. Everything downstream
@@ -90,6 +92,26 @@ def geomean(values: Any, empty: float = float("nan")) -> float:
     return float(np.exp(np.log(v).mean())) if v.size else float(empty)
 
 
+def mean_log(logs: Any) -> tuple[float, float]:
+    """(mean, standard error of the mean) of a sample of log losses; the SE is NaN below 2 values and the
+    mean NaN for none."""
+    v = np.asarray(logs, dtype=float).ravel()
+    m = float(v.mean()) if v.size else float("nan")
+    return m, float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
+
+
+def geomean_of_logs(logs: Any) -> float:
+    """``exp(mean(logs))``: the geometric mean of a sample given as its logs."""
+    return float(np.exp(mean_log(logs)[0]))
+
+
+def geomean_band(values: Any, k: float = 1.0) -> tuple[float, float, float]:
+    """(geometric mean, lower, upper): the band ``exp(mean log ± k SE)`` of the positive ``values``
+    (a multiplicative band; NaN bounds below 2 values)."""
+    m, se = mean_log(np.log(np.asarray(values, dtype=float)))
+    return float(np.exp(m)), float(np.exp(m - k * se)), float(np.exp(m + k * se))
+
+
 def geometric_stats(values: np.ndarray) -> dict[str, float]:
     """The paper's statistics of one sample of test losses.
 
@@ -103,7 +125,7 @@ def geometric_stats(values: np.ndarray) -> dict[str, float]:
         raise UserError("empty group: no successful realizations to average")
     lx = np.log(x)
     sd_log = float(lx.std(ddof=1)) if n > 1 else float("nan")
-    gm = float(np.exp(lx.mean()))
+    gm = geomean_of_logs(lx)
     med = float(np.median(x))
     return {
         "n_r": n,
