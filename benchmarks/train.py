@@ -111,18 +111,21 @@ def paper_estimate(rates: dict[str, float], gpu_eff: dict[str, float]) -> list[s
     """Wall time of configs/paper.yaml from FLOPs: FLOPs / measured (CPU) or assumed (GPU) rate."""
     try:
         from moirescale.sweep.config import load_config
-        from moirescale.sweep.estimate import flops_per_sample, steps
-        from moirescale.sweep.expand import jobs
+        from moirescale.sweep.estimate import DEFAULT_IMAGE, flops_per_sample
+        from moirescale.sweep.expand import unique_points
+        from moirescale.train.resolve import resolve
     except ImportError as exc:  # the sweep package is another module; say so rather than guess
         return [f"(paper estimate unavailable: {exc})"]
     cfg = load_config(ROOT / "configs" / "paper.yaml").cfg
     flops: dict[str, float] = {}
     nets: dict[str, int] = {}
-    for spec in jobs(cfg):
+    for point in unique_points(cfg):  # each grid point resolved once, all its realizations
+        spec = point.spec
+        rs = resolve(spec, DEFAULT_IMAGE)
         n_r = len(spec.realizations)
-        per_net_train = flops_per_sample(spec) * steps(spec) * min(spec.batch_size, spec.n_train)
+        per_net_train = flops_per_sample(rs) * rs.budget * min(spec.batch_size, spec.n_train)
         # validation: budget/50 passes over 4096 samples (forward = 1/3 of a training sample's FLOPs)
-        per_net_val = flops_per_sample(spec) / 3 * 4096 * 50
+        per_net_val = flops_per_sample(rs) / 3 * 4096 * 50
         flops[spec.arch] = flops.get(spec.arch, 0.0) + n_r * (per_net_train + per_net_val)
         nets[spec.arch] = nets.get(spec.arch, 0) + n_r
     out = [

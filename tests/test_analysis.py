@@ -11,7 +11,9 @@ import pytest
 import synthetic as syn
 from moirescale import results
 from moirescale import stats as S
+from moirescale.analysis import extrapolate as X
 from moirescale.analysis import fits as F
+from moirescale.analysis import joint as J
 from moirescale.analysis import pipeline as A
 from moirescale.errors import UserError
 
@@ -193,7 +195,7 @@ def test_joint_fit_recovers_parameters_and_extrapolates():
     df = pd.DataFrame(rows)
     st = S.point_stats(df)
     nm, nd = st["n_params"].to_numpy(float), st["n_train"].to_numpy(float)
-    j = F.fit_joint(nm, nd, list(st["logs"]), n_boot=60)
+    j = J.fit_joint(nm, nd, list(st["logs"]), n_boot=60)
     d = j.to_dict()
     # The joint intervals cover at ~85-90 % in repeated draws (see docs/analysis.md), so allow 2.5 half-widths
     # (an error of ~2.5 sigma, rare if the intervals are roughly right, common if they are far too narrow).
@@ -202,7 +204,7 @@ def test_joint_fit_recovers_parameters_and_extrapolates():
         assert abs(d[name] - truth) <= 2.5 * half + 1e-12, (name, d)
     assert abs(d["b"] - 1.4) < 0.2 and abs(d["a"] - 0.6) < 0.15
     # fitted on the smaller N_D only, the law still predicts the held-out largest points
-    _, rows_x = F.extrapolate_joint(st["n_params"].to_numpy(float), st["n_train"].to_numpy(float),
+    _, rows_x = X.extrapolate_joint(st["n_params"].to_numpy(float), st["n_train"].to_numpy(float),
                                     list(st["logs"]), n_boot=40)
     assert len(rows_x) == 4 * 2  # two largest N_D x four model sizes
     assert np.median([abs(r["log_error"]) for r in rows_x]) < 0.2
@@ -212,8 +214,8 @@ def test_joint_fit_recovers_parameters_and_extrapolates():
 def test_extrapolation_flags_a_missed_floor():
     rng = np.random.default_rng(11)
     logs = _draw_logs(rng, ND, alpha=1.5, E=1e-4, sigma=0.1, n_r=20)
-    good = F.extrapolate_power_law(ND, logs, floor=True, n_boot=100)
-    bad = F.extrapolate_power_law(ND, logs, floor=False, n_boot=300)
+    good = X.extrapolate_power_law(ND, logs, floor=True, n_boot=100)
+    bad = X.extrapolate_power_law(ND, logs, floor=False, n_boot=300)
     assert len(bad) == 2 and all(r["n"] >= 14336 for r in bad)
     # a pure power law fitted on the steep part under-predicts the floor-limited largest points
     assert all(r["log_error"] < -0.1 and not r["inside"] for r in bad)

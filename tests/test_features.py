@@ -105,6 +105,7 @@ def test_sweep_with_a_features_grid(tiny_store, tmp_path):
     from moirescale.sweep.expand import jobs
     from moirescale.sweep.plan import SweepOptions
     from moirescale.sweep.runner import run_sweep
+    from moirescale.train.resolve import resolve
 
     cfg = tmp_path / "features.yaml"
     cfg.write_text(yaml.safe_dump({
@@ -114,7 +115,8 @@ def test_sweep_with_a_features_grid(tiny_store, tmp_path):
     }))
     specs = jobs(load_config(cfg).cfg)
     assert len(specs) == 6 and all(len(s.realizations) == 3 for s in specs)  # one job per grid point
-    assert 5 < job_cost(specs[0], (2, 32, 32)).cpu_s < 20  # a fixed cost per job, no step budget
+    rs = resolve(specs[0], (2, 32, 32))
+    assert 5 < job_cost(rs).cpu_s < 20  # a fixed cost per job, no step budget
     out = tmp_path / "run"
     run_sweep(cfg, out, SweepOptions(workers=1), progress=False)
     df = results.read_results(out)

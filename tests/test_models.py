@@ -85,7 +85,7 @@ def test_init_is_seeded():
         ("fcn", (1, 32, 32), {"width": 0}, "width"),
         ("vit", (1, 100, 100), {"patch": 7}, "divide"),
         ("vit", (1, 32, 32), {"width": 30, "heads": 4, "patch": 8}, "divisible"),
-        ("resnet18", (1, 16, 16), {}, "32x32"),
+        ("resnet18", (1, 4, 4), {}, "8x8"),
         ("fcn", (32, 32), {}, "(C, H, W)"),
     ],
 )

@@ -17,8 +17,10 @@ from scipy import optimize
 
 import synthetic as syn
 from moirescale.analysis import fits as F
+from moirescale.analysis import joint as J
 from moirescale.analysis import pipeline as P
 from moirescale.analysis import robust
+from moirescale.analysis import trend as T
 from moirescale.errors import UserError
 
 ND = np.array([224 * 2**k for k in range(8)], dtype=float)
@@ -161,8 +163,8 @@ def test_joint_law_with_outliers_one_realization_per_point():
             logs.append(np.array([math.log(law) + 0.05 * rng.standard_normal()]))
     for i in (5, 17):
         logs[i] = logs[i] + math.log(4.0)
-    l2 = F.fit_joint(nm, nd, logs, n_boot=30).to_dict()
-    hu = F.fit_joint(nm, nd, logs, n_boot=200, loss="huber").to_dict()
+    l2 = J.fit_joint(nm, nd, logs, n_boot=30).to_dict()
+    hu = J.fit_joint(nm, nd, logs, n_boot=200, loss="huber").to_dict()
     assert l2["loss"] == "soft_l1" and hu["loss"] == "huber"
     assert abs(l2["b"] - truth["b"]) > 0.1
     for k, v in truth.items():
@@ -179,8 +181,8 @@ def test_alpha_vs_size_with_one_unconverged_size():
         alpha = 0.3 * math.log10(p / 1e6) + 1.5 + (0.6 if i == 1 else 0.0)
         logs, labels = _curve(rng, alpha=alpha)
         fits.append(F.fit_power_law(ND, logs, labels=labels, n_boot=200))
-    l2 = F.fit_alpha_vs_size(sizes, fits).to_dict()
-    hu = F.fit_alpha_vs_size(sizes, fits, loss="huber").to_dict()
+    l2 = T.fit_alpha_vs_size(sizes, fits).to_dict()
+    hu = T.fit_alpha_vs_size(sizes, fits, loss="huber").to_dict()
     assert abs(l2["a_D"] - 0.3) > 0.08
     assert hu["a_D_lo"] <= 0.3 <= hu["a_D_hi"] and hu["b_D_lo"] <= 1.5 <= hu["b_D_hi"]
     assert hu["loss"] == "huber" and l2["loss"] == "l2"

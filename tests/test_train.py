@@ -19,7 +19,6 @@ from moirescale.train import (
     TrainSpec,
     compare_schedules,
     data_seed,
-    make_subsets,
     realization_seed,
     schedule_config,
     train_arrays,
@@ -27,6 +26,7 @@ from moirescale.train import (
 from moirescale.train.data import BatchStream, MemberStreams
 from moirescale.train.engines import FCNEnsemble
 from moirescale.train.loop import Tensors, fit
+from moirescale.train.resolve import resolve
 from moirescale.train.rows import results_row
 from moirescale.train.run import _threads
 
@@ -116,7 +116,8 @@ def test_divergence_is_caught_and_marked(data, ensemble):
     for t in out:
         assert t.result.status == "diverged"
         assert "non-finite" in t.result.error
-        row = results_row(spec, t.realization, "cpu", trained=t, checkpoint="")
+        row = results_row(resolve(spec, data.in_shape, sliced=True), t.realization, "cpu", trained=t,
+                          checkpoint="")
         assert set(row) <= set(COLUMNS)
         assert row["status"] == "diverged" and row["test_mse"] is None and row["error"]
 
@@ -299,7 +300,7 @@ def test_own_data_ensemble_equals_each_member_trained_alone(data):
     exactly as a lone network on r's subset and order (fp64)."""
     spec = small_spec(realizations=(0, 1, 2, 3), schedule_kw={"patience": 4, "threshold": 0.2}, max_epochs=8)
     assert not spec.shared_data
-    subsets = make_subsets(spec, len(data.x_train))
+    subsets = subsets_of(spec, data)
     assert len({tuple(s) for s in subsets}) == 4 and len({data_seed(spec, r) for r in spec.realizations}) == 4
     ens = train_arrays(spec, data, dtype=torch.float64, ensemble=True)
     for r, t in zip(spec.realizations, ens, strict=True):
@@ -313,7 +314,7 @@ def test_own_data_ensemble_equals_each_member_trained_alone(data):
 
 def test_shared_data_stays_an_option(data):
     spec = small_spec(shared_data=True, max_epochs=3)
-    assert len(make_subsets(spec, len(data.x_train))) == 1
+    assert len(subsets_of(spec, data)) == 1
     ens = train_arrays(spec, data, dtype=torch.float64, ensemble=True)
     seq = train_arrays(spec, data, dtype=torch.float64, ensemble=False)
     for a, b in zip(ens, seq, strict=True):
@@ -322,8 +323,9 @@ def test_shared_data_stays_an_option(data):
 
 def test_rows_carry_the_data_seed(data):
     spec = small_spec(realizations=(0, 1), max_epochs=1)
-    ok = [results_row(spec, t.realization, "cpu", trained=t, checkpoint="") for t in train_arrays(spec, data)]
-    bad = failed_rows(spec, "boom " * 2000)
+    rs = resolve(spec, data.in_shape, sliced=True)
+    ok = [results_row(rs, t.realization, "cpu", trained=t, checkpoint="") for t in train_arrays(spec, data)]
+    bad = failed_rows(spec, rs, "boom " * 2000)
     same = ["run_id", "group_id", "grid", "arch", "n_layers", "width", "target", "n_train", "realization",
             "seed", "data_seed", "schedule", "noise_train"]  # fmt: skip
     for a, b in zip(ok, bad, strict=True):  # ok and failed rows of a grid point: one builder, same identity
@@ -333,10 +335,17 @@ def test_rows_carry_the_data_seed(data):
         assert b["status"] == "failed" and len(b["error"]) == 4000 and b["checkpoint"] is None
         assert all(b[c] is None for c in ("n_params", "test_mse", "val_mse", "steps", "wall_time_s"))
     # a failed row names the model as an ok row does, defaults included
-    (default,) = failed_rows(replace(spec, model_kw={}, realizations=(0,)), "boom")
+    one = replace(spec, model_kw={}, realizations=(0,))
+    (default,) = failed_rows(one, resolve(one, data.in_shape, sliced=True), "boom")
     opts = model_options("fcn")
     assert (default["n_layers"], default["width"]) == (opts["n_layers"], opts["width"])
     assert ok[0]["data_seed"] != ok[1]["data_seed"]
     shared = replace(spec, shared_data=True)
-    rows = [results_row(shared, t.realization, "cpu", trained=t) for t in train_arrays(shared, data)]
+    rs = resolve(shared, data.in_shape, sliced=True)
+    rows = [results_row(rs, t.realization, "cpu", trained=t) for t in train_arrays(shared, data)]
     assert rows[0]["data_seed"] == rows[1]["data_seed"] == spec.seed
+
+
+def subsets_of(spec: TrainSpec, data: TrainData) -> list[np.ndarray]:
+    """The training subsets of ``spec`` in ``data``'s pool (the resolved spec's, as training draws them)."""
+    return resolve(spec, data.in_shape, sliced=True).subsets(len(data.x_train))

@@ -36,7 +36,7 @@ SCHEMA = pa.schema(
         ("n_layers", pa.int64()),  # FCN hidden layers (or depth knob); null where not meaningful
         ("width", pa.int64()),  # FCN neurons per layer (or width knob)
         ("n_params", pa.int64()),  # trainable parameters = the paper's N_M
-        ("target", pa.string()),  # theta / J / D / all
+        ("target", pa.string()),  # a label name of the store (theta / J / D when simulated) or all
         ("n_train", pa.int64()),  # N_D
         ("realization", pa.int64()),
         ("seed", pa.int64()),  # the config's seed
@@ -47,6 +47,7 @@ SCHEMA = pa.schema(
         ("test_mse_theta", pa.float64()),
         ("test_mse_J", pa.float64()),
         ("test_mse_D", pa.float64()),
+        ("test_mse_labels", pa.string()),  # JSON {label: test MSE} of the regressed labels, any store's names
         ("epochs", pa.int64()),
         ("steps", pa.int64()),
         ("final_lr", pa.float64()),

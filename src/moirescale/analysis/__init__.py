@@ -10,11 +10,11 @@ from moirescale._lazy import lazy_exports
 
 _EXPORTS = {
     "FitSettings": "fits",
-    "JointFit": "fits",
+    "JointFit": "joint",
     "PowerLawFit": "fits",
-    "SizeTrendFit": "fits",
-    "fit_alpha_vs_size": "fits",
-    "fit_joint": "fits",
+    "SizeTrendFit": "trend",
+    "fit_alpha_vs_size": "trend",
+    "fit_joint": "joint",
     "fit_power_law": "fits",
     "Analysis": "pipeline",
     "advise": "pipeline",

@@ -11,7 +11,7 @@ import typer
 
 from moirescale import rundir as rd
 from moirescale.errors import UserError
-from moirescale.labels import LABELS
+from moirescale.labels import check_target_name
 from moirescale.models import model_label
 
 RUNDIR = typer.Argument(..., help="Run directory holding results.parquet.")
@@ -192,7 +192,9 @@ def report(
 
 def advise(
     rundir: Path = RUNDIR,
-    target: str = typer.Option(..., "--target", help="theta, J, D or all."),
+    target: str = typer.Option(
+        ..., "--target", help="a label name of the run's store (theta, J, D when simulated) or all."
+    ),
     mse: float = typer.Option(..., "--mse", help="Target test MSE (scaled label units)."),
     arch: str | None = typer.Option(None, "--arch", help="Only this architecture (fcn, resnet18, vit)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
@@ -208,8 +210,7 @@ def advise(
 
     if not 0 < mse < float("inf"):
         raise UserError(f"--mse must be a finite number > 0, got {mse}")
-    if target not in (*LABELS, "all"):
-        raise UserError(f"--target must be one of {', '.join(LABELS)} or all, got {target!r}")
+    check_target_name(target)  # a label of the run's store (theta, J, D when simulated) or all
     settings = _settings(None, False, bootstrap, bootstrap_nonlinear, seed, loss, huber_delta)
     an = analyze_rundir(rundir, settings)
     adv = _advise(an, target, mse, arch)
@@ -226,7 +227,7 @@ def dimension(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Intrinsic dimension of a store's images (TwoNN and MLE, scikit-dimension), 95 % bootstrap intervals."""
-    from moirescale.analysis.dimension import store_dimension
+    from moirescale.data.dimension import store_dimension
 
     if not 20 <= bootstrap <= MAX_BOOT:
         raise UserError(f"--bootstrap must be between 20 and {MAX_BOOT}, got {bootstrap}")

@@ -24,6 +24,7 @@ from moirescale import rundir as rd
 from moirescale.analysis.fits import PowerLawFit  # noqa: E402
 from moirescale.analysis.pipeline import Analysis  # noqa: E402
 from moirescale.fsio import atomic_path  # noqa: E402
+from moirescale.labels import order_targets
 from moirescale.models import ARCH_NAMES, model_label  # noqa: E402
 from moirescale.results import read_parquet_file  # noqa: E402
 from moirescale.stats import bootstrap_gm, geomean, geometric_stats, mean_log  # noqa: E402
@@ -55,7 +56,7 @@ def main_slice(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def _targets(st: pd.DataFrame) -> list[str]:
-    ts = [t for t in ("theta", "J", "D") if t in set(st["target"])]
+    ts = [t for t in order_targets(st["target"]) if t != "all"]  # a store's own label names
     return ts or sorted(set(st["target"]))
 
 
@@ -353,7 +354,7 @@ def fig5(an: Analysis) -> plt.Figure:
     if not fcn_trends:
         raise NotEnoughData("needs alpha_D fits for at least 4 model sizes of one family")
     have = {m["target"] for m, _ in fcn_trends}
-    targets = [t for t in ("theta", "J", "D", "all") if t in have] or sorted(have)  # a table's own names
+    targets = order_targets(have)  # a store's own label names
     fig, axes = _panels(len(targets))
     for ax, tg in zip(axes, targets, strict=True):
         m, tr = next((m, t) for m, t in fcn_trends if m["target"] == tg)
@@ -609,7 +610,7 @@ def fig_alpha_vs_dimension(points: pd.DataFrame) -> plt.Figure:
         raise NotEnoughData("no (variant, target, family) point")
     fams = list(dict.fromkeys(points["family"]))
     variants = list(dict.fromkeys(points["variant"]))
-    targets = [t for t in ("theta", "J", "D", "all") if t in set(points["target"])]
+    targets = order_targets(points["target"])
     fig, axes = _panels(len(fams), w=4.6, h=4.2)
     top = 1.15 * max(points["alpha_hi"].max(), points["four_over_d_hi"].max(), 2.0)
     for ax, fam in zip(axes, fams, strict=True):

@@ -17,8 +17,11 @@ import numpy as np
 import pandas as pd
 
 from moirescale import rundir as rd
-from moirescale.analysis import fits as F
 from moirescale.analysis.convergence import convergence_table, curve_check, split_checks
+from moirescale.analysis.extrapolate import extrapolate_joint, extrapolate_power_law
+from moirescale.analysis.fits import FitSettings, PowerLawFit, _to_python, fit_power_law, invert_power_law
+from moirescale.analysis.joint import JointFit, fit_joint, invert_joint
+from moirescale.analysis.trend import SizeTrendFit, fit_alpha_vs_size
 from moirescale.errors import UserError
 from moirescale.stats import load_results, point_stats
 
@@ -42,12 +45,12 @@ def _meta(keys: list[str], values: tuple) -> dict[str, Any]:
 @dataclass
 class Analysis:
     stats: pd.DataFrame
-    settings: F.FitSettings
-    curves_d: list[tuple[dict[str, Any], F.PowerLawFit]] = field(default_factory=list)
-    curves_m: list[tuple[dict[str, Any], F.PowerLawFit]] = field(default_factory=list)
-    size_trends: list[tuple[dict[str, Any], F.SizeTrendFit]] = field(default_factory=list)
-    joints: list[tuple[dict[str, Any], F.JointFit]] = field(default_factory=list)
-    joint_extrap: list[tuple[dict[str, Any], F.JointFit, list[dict[str, Any]]]] = field(default_factory=list)
+    settings: FitSettings
+    curves_d: list[tuple[dict[str, Any], PowerLawFit]] = field(default_factory=list)
+    curves_m: list[tuple[dict[str, Any], PowerLawFit]] = field(default_factory=list)
+    size_trends: list[tuple[dict[str, Any], SizeTrendFit]] = field(default_factory=list)
+    joints: list[tuple[dict[str, Any], JointFit]] = field(default_factory=list)
+    joint_extrap: list[tuple[dict[str, Any], JointFit, list[dict[str, Any]]]] = field(default_factory=list)
     extrapolation: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     convergence: list[dict[str, Any]] = field(default_factory=list)  # budget checks (analysis/convergence.py)
@@ -109,7 +112,7 @@ class Analysis:
         }
 
 
-def _loss(st: F.FitSettings) -> dict[str, Any]:
+def _loss(st: FitSettings) -> dict[str, Any]:
     """The loss keywords of every fit function, from the settings."""
     return {"loss": st.loss, "huber_delta": st.huber_delta}
 
@@ -132,13 +135,13 @@ def interval_covers(g: pd.DataFrame) -> str:
     return "training subset and initialisation"
 
 
-def analyze(df: pd.DataFrame, settings: F.FitSettings | None = None) -> Analysis:
+def analyze(df: pd.DataFrame, settings: FitSettings | None = None) -> Analysis:
     """Statistics and every fit the results support. UserError if no curve at all can be fitted.
 
     Gather (per-point statistics of the curve rows), then compute: the N_D curves (alpha_D and their
     extrapolation), the model-size curves (alpha_M), and per family alpha_D vs N_M and the joint law.
     """
-    st = settings or F.FitSettings()
+    st = settings or FitSettings()
     curve_rows, _ = split_checks(df)  # budget-check rows are compared with their curve, never fitted
     stats = point_stats(curve_rows)
     an = Analysis(stats=stats, settings=st, convergence=convergence_table(df))
@@ -159,7 +162,7 @@ def _fit_data_curves(an: Analysis, stats: pd.DataFrame) -> None:
         meta = _meta(CURVE_D_KEYS, key)
         n, logs, labels = _curve_arrays(g, "n_train")
         try:
-            fit = F.fit_power_law(
+            fit = fit_power_law(
                 n, logs, floor=st.floor, n_boot=n_boot, fit_range=st.fit_range, seed=st.seed, level=st.level,
                 labels=labels, **_loss(st),
             )
@@ -173,7 +176,7 @@ def _fit_data_curves(an: Analysis, stats: pd.DataFrame) -> None:
         if st.fit_range is not None:
             inside = (n >= st.fit_range[0]) & (n <= st.fit_range[1])
         try:
-            rows = F.extrapolate_power_law(
+            rows = extrapolate_power_law(
                 n[inside],
                 [v for v, k in zip(logs, inside, strict=True) if k],
                 floor=st.floor,
@@ -198,7 +201,7 @@ def _fit_size_curves(an: Analysis, stats: pd.DataFrame) -> None:
         if np.unique(n).size < 2:
             continue  # a single model size is not a model-size curve; nothing to report
         try:
-            fit = F.fit_power_law(
+            fit = fit_power_law(
                 n, logs, n_boot=st.n_boot, seed=st.seed, level=st.level, labels=labels, **_loss(st)
             )
         except UserError as e:
@@ -228,7 +231,7 @@ def _fit_size_trend(an: Analysis, meta: dict[str, Any]) -> None:
         return
     try:
         sizes, fits = [m["n_params"] for m, _ in members], [f for _, f in members]
-        t = F.fit_alpha_vs_size(sizes, fits, seed=an.settings.seed, **_loss(an.settings))
+        t = fit_alpha_vs_size(sizes, fits, seed=an.settings.seed, **_loss(an.settings))
         an.size_trends.append((meta, t))
     except UserError as e:
         an.skipped.append({"what": "alpha_D vs N_M", **meta, "reason": str(e)})
@@ -245,7 +248,7 @@ def _fit_joint_family(an: Analysis, meta: dict[str, Any], g: pd.DataFrame) -> No
     nm, nd, logs = g["n_params"].to_numpy(float), g["n_train"].to_numpy(float), list(g["logs"])
     labels = list(g["labels"])
     try:
-        j = F.fit_joint(
+        j = fit_joint(
             nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=st.seed, level=st.level, labels=labels, **_loss(st)
         )
         an.joints.append((meta, j))
@@ -253,7 +256,7 @@ def _fit_joint_family(an: Analysis, meta: dict[str, Any], g: pd.DataFrame) -> No
         an.skipped.append({"what": "joint", **meta, "reason": str(e)})
         return
     try:
-        jx, rows = F.extrapolate_joint(
+        jx, rows = extrapolate_joint(
             nm, nd, logs, n_boot=st.n_boot_nonlinear, seed=st.seed, level=st.level, labels=labels, **_loss(st)
         )
         an.joint_extrap.append((meta, jx, rows))
@@ -291,7 +294,7 @@ def _json_default(v: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(v)}")
 
 
-def analyze_rundir(rundir: str | os.PathLike[str], settings: F.FitSettings | None = None) -> Analysis:
+def analyze_rundir(rundir: str | os.PathLike[str], settings: FitSettings | None = None) -> Analysis:
     """:func:`analyze` on ``RUNDIR/results.parquet``."""
     return analyze(load_results(rundir), settings)
 
@@ -328,11 +331,11 @@ def advise(an: Analysis, target: str, mse: float, arch: str | None = None) -> di
         joint = next((j for m, j in an.joints if all(m[k] == meta[k] for k in meta)), None)
         curves = [(m, f) for m, f in an.curves_d if all(m[k] == meta[k] for k in meta)]
         if joint is not None:
-            ans = F.invert_joint(joint, mse, [m["n_params"] for m, _ in curves])
+            ans = invert_joint(joint, mse, [m["n_params"] for m, _ in curves])
         else:
             ans = {"method": "power_law", "per_model": []}
             for m, f in curves:
-                r = F.invert_power_law(f, mse)
+                r = invert_power_law(f, mse)
                 ans["per_model"].append(
                     {
                         "n_params": m["n_params"],
@@ -359,7 +362,7 @@ def _clean_json(v: Any) -> Any:
         return {k: _clean_json(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [_clean_json(x) for x in v]
-    return F._to_python(v)
+    return _to_python(v)
 
 
 def format_advice(adv: dict[str, Any]) -> str:

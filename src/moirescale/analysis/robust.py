@@ -1,6 +1,7 @@
 """Robust losses for the scaling-law fits: the Huber loss on standardised log residuals.
 
-Every fit of :mod:`moirescale.analysis.fits` compares a law with the mean log loss of each point through the
+Every fit (:mod:`~moirescale.analysis.fits`, :mod:`~moirescale.analysis.trend`,
+:mod:`~moirescale.analysis.joint`) compares a law with the mean log loss of each point through the
 standardised residual ``r_i = (log law_i - y_i) / s_i`` (``s_i``: the SE of the point's mean log).
 ``loss="l2"`` minimises ``sum r_i^2 / 2``; ``loss="huber"`` minimises ``sum rho(r_i)`` with Huber's
 

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from moirescale import rundir as rd
 from moirescale.analysis.convergence import curve_check
-from moirescale.analysis.dimension import ESTIMATORS
+from moirescale.data.dimension import ESTIMATORS
 from moirescale.errors import UserError
 from moirescale.models import model_label
 
@@ -186,7 +186,7 @@ def _store_keys(store: Path | None) -> dict[str, Any]:
 
 def gather(spec: CompareSpec, base: Path, log: Any = None) -> list[Variant]:
     """Read (or estimate) every variant's d and read its fits. ``log``: a callable for progress lines."""
-    from moirescale.analysis.dimension import store_dimension
+    from moirescale.data.dimension import store_dimension
 
     out = []
     for v in spec.variants:

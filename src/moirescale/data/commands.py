@@ -96,6 +96,33 @@ def show_cmd(
     print(path)
 
 
+@data_app.command("import")
+def import_cmd(
+    src: Path = typer.Argument(..., help="a folder of images (PNG, TIFF, .npy) or one .npz/.h5/.npy file"),
+    labels: Path = typer.Option(
+        None, "--labels",
+        help="CSV: a 'file' column naming each image (folder source) and one numeric column per label",
+    ),
+    out: Path = typer.Option(..., "--out", help="store directory (new, empty, or an unfinished import)"),
+    val: str = typer.Option(None, "--val", help="validation samples: a count N or a fraction (default 0.1)"),
+    test: str = typer.Option(None, "--test", help="test samples: a count N or a fraction (default 0.1)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the split into train/val/test"),
+    shard_size: int = typer.Option(1024, "--shard-size", help="samples per shard file"),
+) -> None:
+    """Make a store from your own images and labels (any label names, any image shape)."""
+    from moirescale.data.importer import import_store
+    from moirescale.data.store import read_manifest
+
+    path = import_store(src, labels, out, val=val, test=test, seed=seed, shard_size=shard_size)
+    m = read_manifest(path)
+    n = {s: m["splits"][s]["n"] for s in ("train", "val", "test")}
+    pm = m["pixel_map"]
+    print(f"store {path}: train {n['train']}, val {n['val']}, test {n['test']} samples; "
+          f"images {' x '.join(map(str, m['image_shape']))} (C x H x W); "
+          f"labels {', '.join(m['label_names'])}; "
+          f"pixels [{pm['lo']:g}, {pm['hi']:g}] -> [-1, 1] ({pm['kind']})")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``generate`` and ``data verify|show`` to the main app."""
     app.command("generate")(generate_cmd)

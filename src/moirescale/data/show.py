@@ -8,6 +8,15 @@ from moirescale.data.store import Store
 from moirescale.errors import UserError
 
 
+def label_text(store: Store, values) -> str:
+    """A sample's labels for a title: a simulated store's θ_eff, J, D with units, else each label by name."""
+    names = store.label_names
+    if tuple(names) == ("theta", "J", "D"):
+        theta, J, D = values
+        return f"θ_eff = {theta:.3f}°   J = {J:.3f} meV   D = {D:.3f} meV"
+    return "   ".join(f"{k} = {v:.4g}" for k, v in zip(names, values, strict=True))
+
+
 def plot_sample(store: Store, split: str, index: int, out: str | Path) -> Path:
     """Save a PNG of sample ``index`` of ``split``; returns its path."""
     from moirescale.physics.render import figure_format, plot_channels
@@ -20,6 +29,5 @@ def plot_sample(store: Store, split: str, index: int, out: str | Path) -> Path:
     images, labels = store.read(split, [index])
     seed = int(store.read_meta(split, [index])["seeds"][0])
     names = store.manifest.get("image_channels") or [f"channel {c}" for c in range(images.shape[1])]
-    theta, J, D = labels[0]
-    title = f"{split}[{index}]  θ_eff = {theta:.3f}°   J = {J:.3f} meV   D = {D:.3f} meV   (seed {seed})"
+    title = f"{split}[{index}]  {label_text(store, labels[0])}   (seed {seed})"
     return plot_channels(images[0], out, title, names=names)

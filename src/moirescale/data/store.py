@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from moirescale.errors import UserError
 from moirescale.fsio import TMP_PREFIX as TMP_PREFIX  # re-exported: the store's temporary names
 from moirescale.fsio import atomic_write
+from moirescale.labels import LABELS, store_label_names
 from moirescale.readback import read_json
 
 FORMAT = "moirescale-store"
@@ -84,7 +85,8 @@ def write_shard(
     ----------
     path : the final shard path (``root/<split>-<index>.h5``); a temporary sibling is written first.
     images : (N, C, H, W) float in [-1, 1]; stored as int16 codes.
-    labels : (N, 3) physical labels (theta_eff deg, J meV, D meV); stored as float64.
+    labels : (N, k) labels in the manifest's ``label_names`` order (a simulated store: theta_eff deg, J meV,
+        D meV); stored as float64.
     seeds : (N,) per-sample seeds (int64).
     energies : (N,) final energies (meV); stored as float64.
     attrs : small scalar attributes to store on the file (must be deterministic).
@@ -94,7 +96,7 @@ def write_shard(
     n = images.shape[0]
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
-    labels = np.asarray(labels, dtype=np.float64).reshape(n, 3)
+    labels = np.asarray(labels, dtype=np.float64).reshape(n, -1)
     seeds = np.asarray(seeds, dtype=np.int64).reshape(n)
     energies = np.asarray(energies, dtype=np.float64).reshape(n)
     # libver pinned and track_times off: identical inputs give identical bytes (resume == uninterrupted run).
@@ -162,7 +164,8 @@ class Manifest(_Loose):
     shard_size: Positive
     config_hash: str
     complete: bool = False
-    label_bounds: dict[Literal["theta", "J", "D"], tuple[Finite, Finite]]
+    label_bounds: dict[str, tuple[Finite, Finite]]
+    label_names: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -176,8 +179,9 @@ class Manifest(_Loose):
                 raise ValueError(f"shard {r.file}: split or count disagree with the store layout")
             if r.start + r.count > self.splits[r.split].n:
                 raise ValueError(f"shard {r.file}: samples beyond its split's {self.splits[r.split].n}")
-        if set(self.label_bounds) != {"theta", "J", "D"}:
-            raise ValueError("label_bounds must give theta, J and D")
+        names = self.label_names or list(LABELS)
+        if len(set(names)) != len(names) or set(self.label_bounds) != set(names):
+            raise ValueError(f"label_bounds must give {', '.join(names)}")
         if self.complete and self.image_shape is None:
             raise ValueError("a complete store needs image_shape")
         return self
@@ -236,6 +240,7 @@ class Store:
         self.checksum = checksum
         self.image_shape: tuple[int, int, int] = tuple(int(v) for v in manifest["image_shape"])  # type: ignore
         self.shard_size = int(manifest["shard_size"])
+        self.label_names: tuple[str, ...] = store_label_names(manifest)
         self._shards: dict[str, list[dict]] = {s: [] for s in SPLITS}
         for rec in manifest["shards"]:
             self._shards[rec["split"]].append(rec)
@@ -299,7 +304,7 @@ class Store:
             f = h5py.File(path, "r")
         except OSError as exc:
             raise UserError(f"shard {path} cannot be read: {str(exc).splitlines()[0]}") from None
-        problem = _layout_problem(f, rec["count"], self.image_shape)
+        problem = _layout_problem(f, rec["count"], self.image_shape, len(self.label_names))
         if problem:
             f.close()
             raise UserError(f"shard {path} is not the one its manifest lists: {problem}")
@@ -329,7 +334,8 @@ class Store:
         channels: slice | Sequence[int] | None = None,
         codes: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Images float32 (N, C, H, W) in [-1, 1] and labels float64 (N, 3) in physical units.
+        """Images float32 (N, C, H, W) in [-1, 1] and labels float64 (N, k) in physical units (k labels,
+        :attr:`label_names`; a simulated store's theta_eff, J, D).
 
         ``indices`` (any order, repeats allowed) select samples of the split; ``None`` reads all of it. Reads
         are grouped by shard and sorted within each, so any subset is loaded in one pass. ``channels`` (a
@@ -348,7 +354,7 @@ class Store:
         ch = slice(None) if channels is None else channels
         n_ch = len(range(*ch.indices(self.image_shape[0])))
         images = np.empty((idx.size, n_ch, *self.image_shape[1:]), dtype=np.int16 if codes else np.float32)
-        labels = np.empty((idx.size, 3), dtype=np.float64)
+        labels = np.empty((idx.size, len(self.label_names)), dtype=np.float64)
         if idx.size == 0:
             return images, labels
         # Sorted unique order: each shard is read once; `order` maps it back to the order asked.
@@ -451,11 +457,11 @@ def open_store(path: str | os.PathLike, checksum: bool = True) -> Store:
     return Store(path, m, checksum=checksum)
 
 
-def _layout_problem(f: h5py.File, n: int, shape: tuple[int, ...]) -> str | None:
+def _layout_problem(f: h5py.File, n: int, shape: tuple[int, ...], k: int = 3) -> str | None:
     """What is wrong with an open shard's datasets (names, shapes, dtypes) for ``n`` samples, or None."""
     spec = {
         "images": ((n, *shape), np.int16),
-        "labels": ((n, 3), np.float64),
+        "labels": ((n, k), np.float64),
         "seeds": ((n,), np.int64),
         "energies": ((n,), np.float64),
     }
@@ -482,7 +488,7 @@ def verify_store(path: str | os.PathLike) -> list[str]:
     if not m.get("complete"):
         problems.append(f"store is incomplete: {len(m['shards'])} of {m.get('n_shards', '?')} shards written")
     shape = tuple(m["image_shape"] or ())
-    bounds = np.array([m["label_bounds"][k] for k in ("theta", "J", "D")], dtype=np.float64)
+    bounds = np.array([m["label_bounds"][k] for k in store_label_names(m)], dtype=np.float64)
     size = int(m["shard_size"])
     for split in SPLITS:
         recs = sorted((r for r in m["shards"] if r["split"] == split), key=lambda r: r["index"])
@@ -526,7 +532,7 @@ def _verify_shard(
         with h5py.File(path, "r") as f:
             spec = {
                 "images": ((n, *shape), np.int16),
-                "labels": ((n, 3), np.float64),
+                "labels": ((n, len(bounds)), np.float64),
                 "seeds": ((n,), np.int64),
                 "energies": ((n,), np.float64),
             }

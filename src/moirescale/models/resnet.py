@@ -40,8 +40,10 @@ def create_resnet18(in_shape: tuple[int, ...], n_outputs: int, width: int = 64) 
     c, h, w = in_shape
     if int(width) < 1:
         raise UserError(f"resnet18 needs width >= 1, got {width}")
-    if min(h, w) < 32:  # five stride-2 stages: smaller images collapse before the pooling
-        raise UserError(f"resnet18 needs images of at least 32x32 pixels, got {h}x{w}")
+    # Five stride-2 stages: below 32 px the last stages see 1 x 1 maps (padding keeps them 1 x 1), which
+    # works but wastes depth (an imported store's small images); below 8 px there is too little to pool.
+    if min(h, w) < 8:
+        raise UserError(f"resnet18 needs images of at least 8x8 pixels, got {h}x{w}")
     return WideResNet18(c, n_outputs, int(width))
 
 

@@ -24,7 +24,11 @@ def create_vit(
 
     c, h, w = in_shape
     if int(patch) < 1 or h % int(patch) or w % int(patch):
-        raise UserError(f"vit patch size {patch} must divide the image size {h}x{w}")
+        fits = [p for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]
+        raise UserError(
+            f"vit patch size {patch} must divide the image size {h}x{w} (--patch one of "
+            f"{', '.join(map(str, fits[-6:]))})"
+        )
     if int(n_layers) < 1 or int(heads) < 1 or int(width) < 1 or int(width) % int(heads):
         raise UserError(
             f"vit needs n_layers, heads >= 1 and width divisible by heads, got "

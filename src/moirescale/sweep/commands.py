@@ -38,8 +38,9 @@ def register(app: typer.Typer) -> None:
             from moirescale.sweep.status import dry_run_table
 
             # The same checks as a real run (nothing is written): a dry run accepts what the run accepts.
-            loaded, _, _ = preflight(config, out, options)
-            Console(width=160).print(dry_run_table(loaded, out if rd.config_path(out).is_file() else None))
+            loaded, _, plan = preflight(config, out, options)
+            rundir = out if rd.config_path(out).is_file() else None
+            Console(width=160).print(dry_run_table(loaded, rundir, plan))
             return
         from moirescale.sweep.runner import run_sweep
 

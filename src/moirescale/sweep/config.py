@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,7 +32,8 @@ from moirescale.results import BUDGET_CHECK_SUFFIX
 
 ARCHS = ("fcn", "resnet18", "vit", "features")
 SCHEDULES = ("constant", "cosine", "plateau", "adjustable")
-TARGETS = ("theta", "J", "D", "all")
+TARGETS = ("theta", "J", "D", "all")  # a simulated store's; an imported store's targets are its label names
+TargetName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
 LADDER_BASE = 224  # N_D = 224 * 2**k (PAPER.md)
 MAX_K = 20  # 224 * 2**20 is ~2e8 images: anything above is a typo
 
@@ -183,7 +185,7 @@ class Grid(_Strict):
     description: str = ""
     model: ModelGrid
     n_train: NTrain
-    targets: list[Literal[TARGETS]]  # type: ignore[valid-type]
+    targets: list[TargetName]  # label names of the store or all: checked against it (check_targets)
     realizations: Annotated[int, Field(gt=0, le=MAX_REALIZATIONS)]  # N_r: realization indices 0..N_r-1
     group_size: PosInt | None = None  # realizations per job (None: all for FCN = one ensemble, 1 otherwise)
     train: Recipe = Field(default_factory=Recipe)
@@ -394,15 +396,48 @@ def _first_error(exc: ValidationError) -> str:
     return "; ".join(shown[:3]) + (f" (and {len(shown) - 3} more)" if len(shown) > 3 else "")
 
 
-def parse_config(data: Any, where: str = "config") -> SweepConfig:
-    """Validate a parsed YAML mapping; raise UserError naming the key path of the first problems."""
+def parse_config(
+    data: Any, where: str = "config", label_names: Sequence[str] | None = TARGETS[:3]
+) -> SweepConfig:
+    """Validate a parsed YAML mapping; raise UserError naming the key path of the first problems.
+
+    ``label_names``: the store's labels the grids' targets must name (default a simulated store's theta, J,
+    D; None: not checked here)."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: the top level must be a mapping (name:, dataset:, grids:, ...)")
     try:
         cfg = SweepConfig.model_validate(data)
     except ValidationError as exc:
         raise UserError(f"{where}: {_first_error(exc)}") from None
+    if label_names is not None:
+        check_targets(cfg, label_names, where)
     return cfg
+
+
+def check_targets(cfg: SweepConfig, label_names: Sequence[str], where: str = "config") -> None:
+    """Every grid's targets name a label of the store (or all)."""
+    allowed = (*label_names, "all")
+    for i, g in enumerate(cfg.grids):
+        for j, t in enumerate(g.targets):
+            if t not in allowed:
+                raise UserError(
+                    f"{where}: grids[{i}].targets[{j}]: unknown target {t!r}; "
+                    f"choose one of {', '.join(allowed)}"
+                )
+
+
+def store_labels(store: Path) -> tuple[str, ...]:
+    """The label names of the config's store: its manifest's, or a simulated store's when it is not made
+    yet (``dataset.generate`` makes simulated stores)."""
+    from moirescale.data.store import MANIFEST, read_manifest
+    from moirescale.labels import store_label_names
+
+    if not (store / MANIFEST).is_file():
+        return TARGETS[:3]
+    try:
+        return store_label_names(read_manifest(store))
+    except UserError:  # a broken store is reported where it is opened, with its own message
+        return TARGETS[:3]
 
 
 def config_warnings(cfg: SweepConfig) -> list[str]:
@@ -419,6 +454,8 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
     p = Path(path)
     # Bounded (size, nesting, aliases), duplicate keys refused (a second `grids:` would replace the first).
     data, text = load_yaml_mapping(p, "sweep config")
-    cfg = parse_config(data, where=str(p))
-    return LoadedConfig(cfg, p.resolve(), data, text)
+    cfg = parse_config(data, where=str(p), label_names=None)
+    loaded = LoadedConfig(cfg, p.resolve(), data, text)
+    check_targets(cfg, store_labels(loaded.store_path), str(p))
+    return loaded
 

@@ -4,7 +4,9 @@ FLOPs per training sample: an FCN costs 4·P₁ for its first layer (forward + w
 no gradient) plus 6·P for the rest; ResNet/ViT cost 3× a forward pass, counted by torch's ``FlopCounterMode``
 on a meta-device model (no memory, no time). Input shape, parameter count and steps per network (the
 schedule's step budget, an upper bound: early stopping often ends sooner) come from the resolved spec
-(:func:`moirescale.train.resolve.resolve`), the same object training uses.
+(:func:`moirescale.train.resolve.resolve`), the same object training uses: every function here takes a
+:class:`~moirescale.train.resolve.ResolvedSpec` (the sweep's plan resolves each grid point once) and none
+resolves again.
 Wall time = FLOPs / an effective rate (:data:`RATES`, from the figures in ``docs/benchmarks.md``).
 """
 
@@ -14,8 +16,6 @@ import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from moirescale.train.spec import TrainSpec
 
 if TYPE_CHECKING:
     from moirescale.train.resolve import ResolvedSpec
@@ -34,12 +34,6 @@ RATES: dict[str, dict[str, float]] = {
 # (15 jobs of the 32 px pilot, 1536 val + test images each, took 160 s on a busy 2-core machine).
 FEATURES_JOB_S = 10.0
 DEFAULT_IMAGE = (2, 100, 100)  # MODEL.md §4: two layers, 100 x 100 px
-
-
-def _resolved(spec: TrainSpec, image_shape: tuple[int, ...]) -> ResolvedSpec:
-    from moirescale.train.resolve import resolve
-
-    return resolve(spec, image_shape)
 
 
 @functools.lru_cache(maxsize=256)
@@ -68,20 +62,10 @@ def _flops(arch: str, kw_items: tuple[tuple[str, Any], ...], shape: tuple[int, i
     return 3.0 * counter.get_total_flops() / 2
 
 
-def flops_per_sample(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> float:
+def flops_per_sample(rs: ResolvedSpec) -> float:
     """Training FLOPs for one sample through one network (forward + backward)."""
-    rs = _resolved(spec, image_shape)
+    spec = rs.spec
     return _flops(spec.arch, tuple(sorted(spec.model_kw.items())), rs.in_shape, rs.n_outputs)
-
-
-def n_params(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> int:
-    """N_M of the spec's network for a store of ``image_shape`` (the resolved spec's count)."""
-    return _resolved(spec, image_shape).n_params
-
-
-def steps(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> int:
-    """Optimiser steps of one network: the schedule's step budget (training's own rule)."""
-    return _resolved(spec, image_shape).budget
 
 
 @dataclass(frozen=True)
@@ -91,31 +75,16 @@ class JobCost:
     gpu_s: float  # on one GPU
 
 
-def check_models(specs: list[TrainSpec], image_shape: tuple[int, ...]) -> None:
-    """Build every distinct model of ``specs`` on the meta device: bad knobs fail now, naming the grid,
-    instead of in every job later (e.g. a ViT width that its heads do not divide)."""
-    from moirescale.errors import UserError
-
-    seen = set()
-    for s in specs:
-        key = (s.arch, tuple(sorted(s.model_kw.items())), s.channels, s.target)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            n_params(s, image_shape)
-        except UserError as exc:
-            raise UserError(f"grid {s.grid}: {exc}") from None
-
-
-def job_cost(spec: TrainSpec, image_shape: tuple[int, ...] = DEFAULT_IMAGE) -> JobCost:
+def job_cost(rs: ResolvedSpec, n_networks: int | None = None) -> JobCost:
+    """The cost of a job of ``n_networks`` realizations of the resolved point (default: all of its own)."""
+    spec = rs.spec
+    n = len(spec.realizations) if n_networks is None else int(n_networks)
     if spec.arch == "features":  # one feature pass over the subset (shared by the realizations); no steps
-        total = flops_per_sample(spec, image_shape) * spec.n_train
+        total = flops_per_sample(rs) * spec.n_train
         rate = RATES["cpu2"][spec.arch], RATES["gpu"][spec.arch]
         return JobCost(total, FEATURES_JOB_S + total / rate[0], FEATURES_JOB_S + total / rate[1])
-    per_net = (flops_per_sample(spec, image_shape) * steps(spec, image_shape)
-               * min(spec.batch_size, spec.n_train))
-    total = per_net * len(spec.realizations)
+    per_net = flops_per_sample(rs) * rs.budget * min(spec.batch_size, spec.n_train)
+    total = per_net * n
     return JobCost(total, total / RATES["cpu2"][spec.arch], total / RATES["gpu"][spec.arch])
 
 

@@ -5,19 +5,28 @@ command-line options, the dataset (the store, or the dataset config that will ma
 (recipe, schedule options, channels, model knobs, model size against memory, N_D against the training pool).
 So a grid that can only fail is refused with one message instead of being written as failed rows, and
 ``--dry-run`` accepts exactly what the run accepts. Nothing here writes a file.
+
+Each unique grid point is resolved here once (:func:`moirescale.train.resolve.resolve`, against the store's
+image shape, channels and pool); the :class:`Plan` holds those :class:`~moirescale.train.resolve.ResolvedSpec`
+objects, and the size checks, the cost estimates (:mod:`moirescale.sweep.estimate`) and the driver's failed
+rows read them instead of resolving again.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moirescale.errors import UserError
 from moirescale.limits import check_training_size, physical_memory
 from moirescale.sweep.config import GenerateSpec, LoadedConfig
-from moirescale.sweep.expand import unique_points
-from moirescale.train.spec import TrainSpec
+from moirescale.sweep.expand import Point, unique_points
+from moirescale.train.spec import TrainSpec, group_id
+
+if TYPE_CHECKING:
+    from moirescale.train.resolve import ResolvedSpec
 
 EXECUTORS = ("local", "ray")
 MAX_WORKERS = 4096  # jobs in flight on a Ray cluster
@@ -39,6 +48,18 @@ class DatasetFacts:
     pool: int
     channels: tuple[str, ...]
     exists: bool  # the store is there (else the sweep will generate it)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked sweep: the dataset facts and every unique grid point resolved against them, by group id."""
+
+    facts: DatasetFacts
+    resolved: dict[str, ResolvedSpec]
+
+    def of(self, spec: TrainSpec) -> ResolvedSpec:
+        """The resolved grid point of a spec or of one of its jobs (any subset of its realizations)."""
+        return self.resolved[group_id(spec)]
 
 
 def no_store_error(exc: UserError) -> UserError:
@@ -125,64 +146,67 @@ def dataset_facts(loaded: LoadedConfig) -> DatasetFacts:
     return DatasetFacts(shape, cfg.splits.train, tuple(image.channels), False)
 
 
-def check_point(spec: TrainSpec, facts: DatasetFacts) -> None:
-    """One grid point's recipe: what ``run_spec`` would refuse, refused now (model not built)."""
-    from moirescale.data.torch_data import channel_positions
-    from moirescale.train.run import validate_spec
+def resolve_point(
+    spec: TrainSpec,
+    image_shape: Sequence[int],
+    channels: Sequence[str] | None = None,
+    pool: int | None = None,
+    exists: bool = True,
+) -> ResolvedSpec:
+    """One grid point resolved against the dataset: what ``run_spec`` would refuse, refused now, naming the
+    grid (the model is built on the meta device only: bad knobs fail here instead of in every job)."""
+    from moirescale.train.resolve import resolve
 
     try:
-        validate_spec(spec)
-        channel_positions(facts.channels, spec.channels)
-    except UserError as exc:
+        rs = resolve(spec, image_shape, channels or None)
+    except (UserError, TypeError, ValueError) as exc:  # e.g. a schedule option of the wrong type
         raise UserError(f"grid {spec.grid}: {exc}") from None
-    except (TypeError, ValueError) as exc:  # e.g. a schedule option of the wrong type
-        raise UserError(f"grid {spec.grid}: {exc}") from None
-    if spec.n_train > facts.pool:
+    if pool is None:
+        return rs
+    if spec.n_train > pool:
         raise UserError(
-            f"grid {spec.grid}: N_D = {spec.n_train} is larger than the training pool of {facts.pool} "
-            f"samples ({'the store' if facts.exists else 'dataset.generate'}); lower N_D or make more data"
+            f"grid {spec.grid}: N_D = {spec.n_train} is larger than the training pool of {pool} "
+            f"samples ({'the store' if exists else 'dataset.generate'}); lower N_D or make more data"
         )
+    return replace(rs, pool=int(pool))
 
 
-def check_size(spec: TrainSpec, group_size: int, facts: DatasetFacts, memory: int | None) -> None:
-    """Refuse a model too large to train (:func:`moirescale.limits.check_training_size`)."""
-    from moirescale.sweep.estimate import n_params
+def resolve_points(
+    points: Iterable[Point], image_shape: Sequence[int], channels: Sequence[str] | None = None,
+    pool: int | None = None, exists: bool = True,
+) -> dict[str, ResolvedSpec]:
+    """Every unique grid point resolved once (:func:`resolve_point`), by group id."""
+    return {p.gid: resolve_point(p.spec, image_shape, channels, pool, exists) for p in points}
 
+
+def check_size(rs: ResolvedSpec, group_size: int, memory: int | None) -> None:
+    """Refuse a model too large to train in groups of ``group_size``
+    (:func:`moirescale.limits.check_training_size`)."""
+    spec = rs.spec
     try:
-        check_training_size(n_params(spec, facts.image_shape), group_size, f"{spec.arch} {spec.model_kw}",
-                            memory)
+        check_training_size(rs.n_params, group_size, f"{spec.arch} {spec.model_kw}", memory)
     except UserError as exc:
         raise UserError(f"grid {spec.grid}: {exc}") from None
 
 
-def check_plan(loaded: LoadedConfig, facts: DatasetFacts, executor: str = "local") -> None:
+def check_plan(loaded: LoadedConfig, facts: DatasetFacts, executor: str = "local") -> Plan:
     """Every grid point of the config against the dataset and this machine (see the module docstring)."""
-    from moirescale.sweep.estimate import check_models
-
     try:
         points = unique_points(loaded.cfg)
     except (TypeError, ValueError) as exc:  # e.g. a schedule option that is not a number
         raise UserError(f"{loaded.path}: {exc}") from None
-    seen: set[Any] = set()
-    for p in points:
-        key = (p.spec.arch, tuple(sorted(p.spec.model_kw.items())), p.spec.channels, p.spec.target,
-               p.spec.n_train, p.spec.schedule, repr(sorted(p.spec.schedule_kw.items())))
-        if key not in seen:
-            seen.add(key)
-            check_point(p.spec, facts)
-    check_models([p.spec for p in points], facts.image_shape)  # knobs that cannot build (meta device)
+    resolved = resolve_points(points, facts.image_shape, facts.channels, facts.pool, facts.exists)
     memory = physical_memory() if executor == "local" else None
     sized: set[Any] = set()
     for p in points:
+        rs = resolved[p.gid]
         group = min(p.group_size, len(p.spec.realizations))
-        key = (p.spec.arch, tuple(sorted(p.spec.model_kw.items())), p.spec.channels, p.spec.target, group)
-        if key not in sized:
-            sized.add(key)
-            check_size(replace(p.spec, realizations=p.spec.realizations[:1]), group, facts, memory)
+        if (rs.n_params, group) not in sized:
+            sized.add((rs.n_params, group))
+            check_size(rs, group, memory)
+    return Plan(facts, resolved)
 
 
-def plan(loaded: LoadedConfig, executor: str = "local") -> DatasetFacts:
-    """Check the whole sweep before anything is written; return the dataset facts it was checked against."""
-    facts = dataset_facts(loaded)
-    check_plan(loaded, facts, executor)
-    return facts
+def plan(loaded: LoadedConfig, executor: str = "local") -> Plan:
+    """Check the whole sweep before anything is written; return the plan (dataset facts, resolved points)."""
+    return check_plan(loaded, dataset_facts(loaded), executor)

@@ -30,9 +30,8 @@ from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_write, is_empty, open_nofollow, real_dir, remove_stale_temps
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
-from moirescale.sweep.estimate import check_models
-from moirescale.sweep.expand import jobs, spec_run_ids, unique_points
-from moirescale.sweep.plan import DatasetFacts, SweepOptions, check_store_size, no_store_error, plan
+from moirescale.sweep.expand import jobs, spec_run_ids
+from moirescale.sweep.plan import Plan, SweepOptions, check_store_size, no_store_error, plan
 from moirescale.sweep.worker import (
     DEFAULT_TRAIN_FN,
     failed_rows,
@@ -221,6 +220,7 @@ class SweepSummary:
 def drive(
     executor: Any,
     todo: list[TrainSpec],
+    the_plan: Plan,
     rundir: Path,
     retries: int,
     heartbeat: Heartbeat,
@@ -229,7 +229,8 @@ def drive(
 ) -> SweepSummary:
     """Run ``todo`` on ``executor`` with at most ``max_in_flight`` jobs at once; append rows after each job.
 
-    A job that raises is resubmitted up to ``retries`` times, then recorded as ``failed`` with its error.
+    A job that raises is resubmitted up to ``retries`` times, then recorded as ``failed`` with its error (its
+    rows built from the grid point ``the_plan`` resolved).
     """
     summary = SweepSummary(jobs=len(todo))
     queue = list(reversed(todo))  # pop() from the end keeps the config's order
@@ -268,7 +269,8 @@ def drive(
                     summary.retries += 1
                     queue.append(spec)  # retried next
                     continue
-                rows = failed_rows(spec, format_error(exc), device=getattr(handle, "device", executor.name))
+                rows = failed_rows(spec, the_plan.of(spec), format_error(exc),
+                                   device=getattr(handle, "device", executor.name))
             results.append_rows(rundir, rows)
             for r in rows:
                 key = r.get("status", "failed")
@@ -312,7 +314,7 @@ def run_sweep(
     """
     opts = options or SweepOptions()
     executor, force = opts.executor, opts.force
-    loaded, rundir, _ = preflight(config, out, opts)
+    loaded, rundir, the_plan = preflight(config, out, opts)
     # What this run creates; a refusal before the first job removes it again (RUNDIR as it was found).
     created = [p for p in (rundir, rd.lock_path(rundir), rd.config_path(rundir), rd.log_path(rundir).parent,
                            rd.log_path(rundir), rd.dataset_path(rundir), rd.heartbeat_path(rundir))
@@ -335,7 +337,9 @@ def run_sweep(
         log.info("sweep %s (%s) into %s, executor %s", loaded.cfg.name, loaded.path, rundir, executor)
         info = ensure_dataset(loaded, rundir, force=force)
         _warn_pool(loaded, info)
-        check_models([p.spec for p in unique_points(loaded.cfg)], tuple(info["image_shape"]))
+        if tuple(info["image_shape"]) != tuple(the_plan.facts.image_shape):  # not the store planned for
+            raise UserError(f"{info['store']}: images of shape {tuple(info['image_shape'])}, planned for "
+                            f"{tuple(the_plan.facts.image_shape)}; run the sweep again")
         for w in config_warnings(loaded.cfg):  # after every refusal: a refused run prints one line
             log.warning(w)
             print(f"warning: {w}", file=sys.stderr)
@@ -371,7 +375,7 @@ def run_sweep(
         killed = False
         started = True
         try:
-            summary = drive(ex, todo, rundir, opts.retries, hb, max_in_flight, on_rows)
+            summary = drive(ex, todo, the_plan, rundir, opts.retries, hb, max_in_flight, on_rows)
         except (UserError, OSError):
             killed = True  # a full disk: stop the jobs in flight now, they cannot write either
             raise
@@ -415,8 +419,9 @@ def _undo(created: list[Path]) -> None:
 
 def preflight(
     config: str | os.PathLike[str], out: str | os.PathLike[str], options: SweepOptions | None = None
-) -> tuple[LoadedConfig, Path, DatasetFacts]:
-    """Every check of a sweep that needs nothing written: options, config, RUNDIR, dataset and grid points.
+) -> tuple[LoadedConfig, Path, Plan]:
+    """Every check of a sweep that needs nothing written: options, config, RUNDIR, dataset and grid points
+    (each resolved once: the returned :class:`~moirescale.sweep.plan.Plan`).
 
     ``--dry-run`` runs exactly this, so it accepts what the run accepts (issue 11).
     """
@@ -440,8 +445,7 @@ def preflight(
                 f"adopt {loaded.path.name} there (finished runs are kept)"
             )
     results.check_appendable(rundir)
-    facts = plan(loaded, opts.executor)
-    return loaded, rundir, facts
+    return loaded, rundir, plan(loaded, opts.executor)
 
 
 def _same_config(dest: Path, loaded: LoadedConfig) -> bool:

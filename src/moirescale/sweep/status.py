@@ -2,7 +2,8 @@
 
 A run is *done* when its latest row is ok or diverged, *failed* when it is failed, *running* when a live
 sweep's heartbeat lists it (the heartbeat is fresh and not marked finished), *pending* otherwise. A run that
-two grids share counts in both.
+two grids share counts in both. Estimates read each unique grid point resolved once (the sweep's
+:class:`~moirescale.sweep.plan.Plan`, or :func:`~moirescale.sweep.plan.resolve_points` here).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
@@ -21,8 +22,13 @@ from moirescale import results
 from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.sweep.config import LoadedConfig, load_config
-from moirescale.sweep.estimate import DEFAULT_IMAGE, RATES, check_models, human_time, job_cost, n_params
+from moirescale.sweep.estimate import DEFAULT_IMAGE, RATES, human_time, job_cost
 from moirescale.sweep.expand import default_group_size, grid_points, jobs, spec_run_ids, unique_points
+from moirescale.sweep.plan import resolve_points
+from moirescale.train.spec import group_id
+
+if TYPE_CHECKING:
+    from moirescale.sweep.plan import Plan
 
 STALE_AFTER_S = 60.0  # a heartbeat older than this belongs to a sweep that is gone
 
@@ -61,15 +67,19 @@ def _image_shape(rundir: Path | None, loaded: LoadedConfig | None) -> tuple[int,
     return DEFAULT_IMAGE
 
 
-def dry_run_table(loaded: LoadedConfig, rundir: Path | None = None) -> Table:
-    """One row per grid: points, networks, jobs, parameters, FLOPs and time on 2 CPU cores and one GPU."""
+def dry_run_table(loaded: LoadedConfig, rundir: Path | None = None, plan: Plan | None = None) -> Table:
+    """One row per grid: points, networks, jobs, parameters, FLOPs and time on 2 CPU cores and one GPU.
+
+    ``plan``: the checked sweep (``preflight``), whose resolved grid points the estimates read; without it
+    each unique point is resolved here, once, for the image shape of the run directory or the store.
+    """
     cfg = loaded.cfg
-    shape = _image_shape(rundir, loaded)
+    shape = plan.facts.image_shape if plan is not None else _image_shape(rundir, loaded)
+    resolved = plan.resolved if plan is not None else resolve_points(unique_points(cfg), shape)
     done = results.done_ids(rundir) if rundir is not None and results.table_path(rundir).exists() else set()
     t = Table(title=f"sweep {cfg.name}: image {tuple(shape)}, {len(done)} runs already done")
     for col in ("grid", "arch", "points", "networks", "todo", "N_M range", "PFLOP", "2 CPU cores", "1 GPU"):
         t.add_column(col, justify="left" if col in ("grid", "arch") else "right")
-    check_models([p.spec for p in unique_points(cfg)], shape)
     for grid in cfg.grids:
         pts = grid_points(cfg, grid)
         nets = sum(len(p.realizations) for p in pts)
@@ -79,8 +89,8 @@ def dry_run_table(loaded: LoadedConfig, rundir: Path | None = None) -> Table:
             if left:
                 g = default_group_size(grid)
                 todo_specs += [replace(p, realizations=left[i : i + g]) for i in range(0, len(left), g)]
-        costs = [job_cost(s, shape) for s in todo_specs]
-        nm = [n_params(p, shape) for p in pts]
+        costs = [job_cost(resolved[group_id(s)], len(s.realizations)) for s in todo_specs]
+        nm = [resolved[group_id(p)].n_params for p in pts]
         t.add_row(grid.name, grid.model.arch, str(len(pts)), str(nets),
                   str(sum(len(s.realizations) for s in todo_specs)), f"{min(nm):.2g}–{max(nm):.2g}",
                   f"{sum(c.flops for c in costs) / 1e15:.3g}", human_time(sum(c.cpu_s for c in costs)),
@@ -88,7 +98,7 @@ def dry_run_table(loaded: LoadedConfig, rundir: Path | None = None) -> Table:
     # The total trains each shared network once.
     uniq = unique_points(cfg)
     todo = jobs(cfg, done)
-    costs = [job_cost(s, shape) for s in todo]
+    costs = [job_cost(resolved[group_id(s)], len(s.realizations)) for s in todo]
     t.add_section()
     t.add_row("all (unique)", "", str(len(uniq)), str(sum(len(p.spec.realizations) for p in uniq)),
               str(sum(len(s.realizations) for s in todo)), "", f"{sum(c.flops for c in costs) / 1e15:.3g}",
@@ -177,39 +187,27 @@ def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[s
     if recent.empty:
         return
     rate = len(recent) / elapsed * 3600
-    shape = _image_shape(rundir, None)
+    resolved = resolve_points(unique_points(loaded.cfg), _image_shape(rundir, None))
     left = jobs(loaded.cfg, results.done_ids(rundir))
     # Per family: estimated FLOPs done / wall seconds of the jobs that did them (the rows of one ensemble job
     # share its wall time, so each job is counted once).
     flops: dict[str, float] = {}
     secs: dict[str, float] = {}
     ok = fin[fin["status"].isin(["ok", "diverged"])]
-    for job, rows in ok.groupby(["group_id", "wall_time_s"]):
-        spec = _spec_of(next(rows.itertuples()), loaded)
-        if spec is None or not job[1] > 0:
+    for (gid, wall), rows in ok.groupby(["group_id", "wall_time_s"]):
+        rs = resolved.get(gid)
+        if rs is None or not wall > 0:
             continue
-        flops[spec.arch] = flops.get(spec.arch, 0.0) + job_cost(spec, shape).flops * len(rows)
-        secs[spec.arch] = secs.get(spec.arch, 0.0) + float(job[1])
+        arch = rs.spec.arch
+        flops[arch] = flops.get(arch, 0.0) + job_cost(rs, len(rows)).flops
+        secs[arch] = secs.get(arch, 0.0) + float(wall)
     workers = max(1, int((hb or {}).get("workers") or 1))
     eta = 0.0
     for s in left:
         per_worker = flops[s.arch] / secs[s.arch] if secs.get(s.arch) else RATES["cpu2"][s.arch] / workers
-        eta += job_cost(s, shape).flops / (per_worker * workers)
+        eta += job_cost(resolved[group_id(s)], len(s.realizations)).flops / (per_worker * workers)
     n_left = sum(len(s.realizations) for s in left)
     tail = human_time(eta) if hb else f"- (no live sweep; with {workers} worker(s): {human_time(eta)})"
     console.print(f"throughput: {rate:.1f} networks/h over {human_time(elapsed)}; "
                   f"ETA for {n_left} networks: {tail}")
 
-
-_SPECS: dict[int, dict[str, Any]] = {}
-
-
-def _spec_of(row: Any, loaded: LoadedConfig) -> Any:
-    """The (one-realization) TrainSpec of a result row, via its run id."""
-    key = id(loaded)
-    if key not in _SPECS:
-        _SPECS.clear()
-        _SPECS[key] = {rid: replace(p.spec, realizations=(r,))
-                       for p in unique_points(loaded.cfg)
-                       for r, rid in zip(p.spec.realizations, p.run_ids(), strict=True)}
-    return _SPECS[key].get(row.run_id)

@@ -15,10 +15,13 @@ import sys
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moirescale.train.rows import results_row
 from moirescale.train.spec import TrainSpec, group_id, run_id
+
+if TYPE_CHECKING:
+    from moirescale.train.resolve import ResolvedSpec
 
 DEFAULT_TRAIN_FN = "moirescale.train:run_spec"
 
@@ -74,9 +77,12 @@ def check_rows(spec: TrainSpec, rows: list[dict[str, Any]]) -> list[dict[str, An
     return out
 
 
-def failed_rows(spec: TrainSpec, error: str, device: str = "") -> list[dict[str, Any]]:
-    """Rows recording that every realization of ``spec`` failed (after its retries)."""
-    return [results_row(spec, r, device, error=error) for r in spec.realizations]
+def failed_rows(
+    spec: TrainSpec, resolved: ResolvedSpec, error: str, device: str = ""
+) -> list[dict[str, Any]]:
+    """Rows recording that every realization of the job ``spec`` failed (after its retries); ``resolved`` is
+    its grid point as the sweep's plan resolved it (:class:`moirescale.sweep.plan.Plan`)."""
+    return [results_row(resolved, r, device, error=error) for r in spec.realizations]
 
 
 def format_error(exc: BaseException) -> str:

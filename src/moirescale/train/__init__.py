@@ -14,7 +14,6 @@ _EXPORTS = {
     "TrainData": "data",
     "load_train_data": "data",
     "load_checkpoint": "run",
-    "make_subsets": "run",
     "run_spec": "run",
     "train_arrays": "run",
     "SCHEDULES": "schedules",

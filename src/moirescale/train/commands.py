@@ -37,7 +37,10 @@ def train(
     width: int | None = typer.Option(None, "--width", help="FCN neurons / ResNet base width / ViT embed dim"),
     heads: int | None = typer.Option(None, "--heads", help="ViT attention heads"),
     patch: int | None = typer.Option(None, "--patch", help="ViT patch size"),
-    target: str = typer.Option("J", "--target", help="theta, J, D or all"),
+    target: str = typer.Option(
+        None, "--target", help="a label name of the store (theta, J, D when simulated) or all; default: J, "
+        "or the first label of an imported store",
+    ),
     n_train: int = typer.Option(..., "--n-train", help="N_D: training subset size"),
     realizations: int = typer.Option(1, "--realizations", help="N_r: independently initialised networks"),
     first_realization: int = typer.Option(0, "--first-realization", help="index of the first realization"),
@@ -51,9 +54,9 @@ def train(
     batch_size: int = typer.Option(64, "--batch-size"),
     max_epochs: int | None = typer.Option(None, "--max-epochs", help="fix the budget in epochs"),
     channels: str = typer.Option(
-        "top", "--channels",
-        help="channel names of the store, comma-separated: top (the paper's images), bottom, net, afm; "
-        "both = top,bottom",
+        None, "--channels",
+        help="channel names of the store, comma-separated: top (the paper's images; the default), bottom, "
+        "net, afm; both = top,bottom; an imported store's gray or c0,c1,... (default: all of them)",
     ),
     seed: int = typer.Option(0, "--seed"),
     shared_data: bool = typer.Option(
@@ -84,6 +87,7 @@ def train(
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
     check_appendable(out)
+    target, channels = _store_defaults(data, target, channels)
     kw = {"n_layers": n_layers, "width": width, "heads": heads, "patch": patch}
     spec = TrainSpec(
         arch=model,
@@ -120,6 +124,24 @@ def train(
         f"{len(rows)} networks ({len(ok)} ok, {n_div} diverged), N_M={rows[0]['n_params']}, "
         f"geometric-mean test MSE {gm:.4g} -> {rd.results_path(out)}"
     )
+
+
+def _store_defaults(data: Path, target: str | None, channels: str | None) -> tuple[str, str]:
+    """``--target`` and ``--channels`` when not given: J and top for a simulated store; an imported store's
+    first label and all its channels."""
+    if target is not None and channels is not None:
+        return target, channels
+    from moirescale.data.store import read_manifest
+    from moirescale.labels import LABELS, store_label_names
+
+    m = read_manifest(data)
+    names = store_label_names(m)
+    stored = list(m.get("image_channels") or ["top", "bottom"])
+    if target is None:
+        target = "J" if names == LABELS else names[0]
+    if channels is None:
+        channels = "top" if "top" in stored else ",".join(stored)
+    return target, channels
 
 
 def _refuse_other_precision(spec, out: Path) -> None:

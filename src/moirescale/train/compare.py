@@ -74,6 +74,7 @@ def compare_schedules(
     the figure-ready summary of :func:`summarize_schedules` and the per-network rows.
     """
     from moirescale.errors import UserError
+    from moirescale.train.resolve import resolve
     from moirescale.train.rows import results_row
     from moirescale.train.run import resolve_device, run_spec, train_arrays
     from moirescale.train.spec import run_id
@@ -87,9 +88,10 @@ def compare_schedules(
         for n in n_trains:
             spec = replace(base, schedule=sched, n_train=int(n))
             if data is not None:
-                trained = train_arrays(spec, data, device=resolve_device(device))
+                rs = resolve(spec, data.in_shape, sliced=True)
+                trained = train_arrays(spec, data, device=resolve_device(device), resolved=rs)
                 dev = str(device)
-                rows += [results_row(spec, t.realization, dev, trained=t, checkpoint="") for t in trained]
+                rows += [results_row(rs, t.realization, dev, trained=t, checkpoint="") for t in trained]
                 continue
             from moirescale.results import append_rows, read_results
 

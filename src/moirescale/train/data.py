@@ -17,7 +17,9 @@ from moirescale.errors import UserError
 
 @dataclass
 class TrainData:
-    """Images (N, C, H, W) and min-max scaled labels (N, 3) float32 of the three splits.
+    """Images (N, C, H, W) and min-max scaled labels (N, k) float32 of the three splits.
+
+    ``label_names`` names the k label columns (a store's ``label_names``); None: theta, J, D when k = 3.
 
     Images are float32 in [-1, 1], or the store's int16 codes (what :func:`load_train_data` gives: half the
     memory, exact; :func:`moirescale.train.precision.decode_images` turns them into floats).
@@ -32,13 +34,19 @@ class TrainData:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    label_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        k = self.y_train.shape[1] if self.y_train.ndim == 2 else -1
+        if self.label_names is not None:
+            self.label_names = tuple(self.label_names)
+            k = len(self.label_names)
         for name in ("train", "val", "test"):
             x, y = getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
-            if x.ndim != 4 or y.ndim != 2 or y.shape[1] != 3 or len(x) != len(y):
+            if x.ndim != 4 or y.ndim != 2 or y.shape[1] != k or k < 1 or len(x) != len(y):
                 raise UserError(
-                    f"{name} data must be x (N, C, H, W) and y (N, 3); got {x.shape} and {y.shape}"
+                    f"{name} data must be x (N, C, H, W) and y (N, k) with the same k labels in every "
+                    f"split; got {x.shape} and {y.shape}"
                 )
             if len(x) == 0:
                 raise UserError(f"the {name} split is empty")
@@ -81,7 +89,7 @@ def load_train_data(
     for s in subsets:
         local.append(inverse[pos : pos + len(s)].astype(np.int64))
         pos += len(s)
-    return TrainData(x_tr, y_tr, x_va, y_va, x_te, y_te), local
+    return TrainData(x_tr, y_tr, x_va, y_va, x_te, y_te, label_names=store.label_names), local
 
 
 class BatchStream:

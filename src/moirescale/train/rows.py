@@ -2,28 +2,31 @@
 
 A trained network's row (status ok or diverged, from :mod:`moirescale.train.run`) and the rows of a job that
 failed (from the sweep driver, :func:`moirescale.sweep.worker.failed_rows`) come from the same function, so
-they fill the same columns the same way (model knobs with their defaults, seed columns, error text).
+they fill the same columns the same way (model knobs with their defaults, seed columns, error text). Both
+read the grid point's :class:`~moirescale.train.resolve.ResolvedSpec` (the worker's, or the sweep plan's for a
+failed job): nothing is derived from the spec again here.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from moirescale.errors import UserError
-from moirescale.labels import LABELS, target_index
-from moirescale.train.spec import TrainSpec, group_id, run_id, seed_columns
+from moirescale.labels import LABELS
+from moirescale.train.spec import group_id, run_id
 
 if TYPE_CHECKING:
+    from moirescale.train.resolve import ResolvedSpec
     from moirescale.train.run import Trained
 
 MAX_ERROR_CHARS = 4000  # error text kept in the table; the full traceback goes to the log
 
 
 def results_row(
-    spec: TrainSpec,
+    rs: ResolvedSpec,
     realization: int,
     device: str,
     *,
@@ -35,7 +38,8 @@ def results_row(
 
     Parameters
     ----------
-    spec, realization : the grid point and which of its networks.
+    rs, realization : the grid point, resolved (:func:`moirescale.train.resolve.resolve`: its label columns,
+        model options and seeds are read from there), and which of its networks.
     device : where it ran (``cpu``, ``cuda``; a failed job's executor when no device is known).
     trained : the network, when it trained to the end (status ``ok`` or ``diverged``): its MSEs, steps,
         size and wall time fill the row. ``None``: the job failed; status ``failed`` and ``error`` says why,
@@ -47,12 +51,7 @@ def results_row(
     -------
     dict with columns of :data:`moirescale.results.SCHEMA` (the missing ones are null when appended).
     """
-    from moirescale.models import model_options  # torch: imported only once a row is made
-
-    try:
-        opts = {**model_options(spec.arch), **spec.model_kw}
-    except UserError:  # a failed row must be writable whatever went wrong, even an unknown arch
-        opts = dict(spec.model_kw)
+    spec, opts = rs.spec, rs.model_options
     res = trained.result if trained is not None else None
     ok = res is not None and res.status == "ok"
     row: dict[str, Any] = {
@@ -66,7 +65,7 @@ def results_row(
         "target": spec.target,
         "n_train": int(spec.n_train),
         "realization": int(realization),
-        **seed_columns(spec, realization),
+        **rs.seed_columns(realization),
         "schedule": spec.schedule,
         "test_mse": float(np.mean(res.test_mse)) if ok else None,
         "val_mse": float(np.mean(res.val_mse)) if ok else None,
@@ -84,7 +83,11 @@ def results_row(
     }
     for lab in LABELS:
         row[f"test_mse_{lab}"] = None
+    row["test_mse_labels"] = None
     if ok:
-        for j, c in enumerate(target_index(spec.target)):
-            row[f"test_mse_{LABELS[c]}"] = float(res.test_mse[j])
+        per = {name: float(res.test_mse[j]) for j, name in enumerate(rs.target_labels)}
+        row["test_mse_labels"] = json.dumps(per, sort_keys=True)  # any store's labels, by name
+        if tuple(rs.label_names) == LABELS:  # a simulated store: its fixed columns too
+            for name, v in per.items():
+                row[f"test_mse_{name}"] = v
     return row

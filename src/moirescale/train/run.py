@@ -17,24 +17,18 @@ import numpy as np
 import torch
 
 from moirescale import rundir as rd
-from moirescale.data.store import nested_subset
 from moirescale.data.torch_data import store_channels
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_path
-from moirescale.labels import LABELS, LabelScaler
+from moirescale.labels import LabelScaler
 from moirescale.models import FCN, create_model
 from moirescale.train.data import TrainData, load_train_data
 from moirescale.train.engines import FCNEnsemble, ModuleEngine
 from moirescale.train.loop import NetResult, Tensors, fit
 from moirescale.train.precision import check_precision, images_for, matmul_mode
-from moirescale.train.resolve import ResolvedSpec, check_fields, check_pool, resolve, schedule_of, seeds_of
+from moirescale.train.resolve import ResolvedSpec, resolve
 from moirescale.train.rows import results_row
-from moirescale.train.spec import (
-    TrainSpec,
-    data_seed,
-    realization_seed,
-    run_id,
-)
+from moirescale.train.spec import TrainSpec, realization_seed, run_id
 
 SMALL_STEP_FLOPS = 2e8  # below this many FLOPs per step a CPU trains single-threaded (see _threads)
 CHANNELS_LAST_ARCHS = ("resnet18", "vit")  # convolutional stems: NHWC is oneDNN's and cuDNN's fast layout
@@ -80,29 +74,20 @@ def _threads(dev: torch.device, step_flops: float):
         torch.set_num_threads(old)
 
 
-def make_subsets(spec: TrainSpec, pool: int) -> list[np.ndarray]:
-    """The training subsets of ``spec`` in a pool of ``pool`` samples, one per subset seed
-    (:func:`moirescale.data.store.nested_subset`, what ``Store.subset_indices`` returns)."""
-    check_pool(spec, pool)
-    return [nested_subset(pool, spec.n_train, s) for s in seeds_of(spec)[0]]
-
-
-def validate_spec(spec: TrainSpec, in_shape: tuple[int, ...] | None = None) -> int:
-    """Check a spec at the boundary (one clear UserError); return N_M when the model's input shape is known.
-
-    A thin face of :func:`moirescale.train.resolve.resolve` for callers that only check.
-    """
-    if in_shape is None:
-        check_fields(spec)
-        schedule_of(spec)
-        return 0
-    return resolve(spec, in_shape, sliced=True).n_params
-
-
 def use_ensemble(spec: TrainSpec, ensemble: bool | str = "auto") -> bool:
     if ensemble == "auto":
         return spec.arch == "fcn" and len(spec.realizations) > 1
     return bool(ensemble) and spec.arch == "fcn"
+
+
+def ensemble_groups(rs: ResolvedSpec, ensemble: bool | str = "auto") -> list[list[int]]:
+    """The networks trained together, as positions in ``rs.spec.realizations``: ensembles of at most
+    :data:`ENSEMBLE_PARAM_LIMIT` stacked parameters, or one network at a time (the one chunking rule)."""
+    n = len(rs.spec.realizations)
+    if not use_ensemble(rs.spec, ensemble):
+        return [[j] for j in range(n)]
+    per = max(1, ENSEMBLE_PARAM_LIMIT // max(1, rs.n_params))
+    return [list(range(i, min(i + per, n))) for i in range(0, n, per)]
 
 
 def train_arrays(
@@ -120,13 +105,14 @@ def train_arrays(
     Parameters
     ----------
     subsets : rows of ``data.x_train`` to train on: one array shared by all realizations, or one per
-        realization. Default: :func:`make_subsets` over all of ``data.x_train``.
+        realization. Default: :meth:`ResolvedSpec.subsets` over all of ``data.x_train``.
     ensemble : "auto" (FCNs with several realizations), True or False (one network after another).
     progress : a callable ``(done_steps_delta, description)`` or None.
     resolved : ``spec`` resolved for ``data.in_shape`` (:func:`moirescale.train.resolve.resolve`); default:
         resolved here.
     """
-    rs = resolved if resolved is not None else resolve(spec, data.in_shape, sliced=True)
+    rs = resolved if resolved is not None else resolve(spec, data.in_shape, sliced=True,
+                                                       label_names=data.label_names)
     cols = list(rs.columns)
     n_params = rs.n_params
     if subsets is None:
@@ -148,13 +134,8 @@ def train_arrays(
         torch.manual_seed(realization_seed(spec, r))  # the realization's initialisation
         return create_model(spec.arch, data.in_shape, len(cols), **spec.model_kw).to(dev, dtype)
 
-    if use_ensemble(spec, ensemble):
-        per = max(1, ENSEMBLE_PARAM_LIMIT // max(1, n_params))
-        groups = [list(range(i, min(i + per, len(reals)))) for i in range(0, len(reals), per)]
-    else:
-        groups = [[j] for j in range(len(reals))]
     out: list[Trained] = []
-    for g in groups:
+    for g in ensemble_groups(rs, ensemble):
         t0 = time.perf_counter()
         models = [build(reals[j]) for j in g]
         if len(g) > 1 or (spec.arch == "fcn" and ensemble is True):
@@ -234,7 +215,7 @@ def run_spec(
             rel = rd.checkpoint_rel(run_id(spec, t.realization))
             meta = _checkpoint_meta(rs, t, store_path, manifest)
             _save_checkpoint(Path(rundir) / rel, t.state, meta)
-        rows.append(results_row(spec, t.realization, dev.type, trained=t, checkpoint=rel))
+        rows.append(results_row(rs, t.realization, dev.type, trained=t, checkpoint=rel))
     return rows
 
 
@@ -248,7 +229,7 @@ def resolve_on_store(
     store = open_store(store_path)
     try:
         rs = resolve(spec, store.image_shape, store_channels(store), pool=store.split_len("train"),
-                     where=str(store_path))
+                     where=str(store_path), label_names=store.label_names)
         for split in ("val", "test"):
             if store.split_len(split) == 0:
                 raise UserError(f"{store_path}: the {split} split is missing or empty")
@@ -263,12 +244,7 @@ def _progress_bar(rs: ResolvedSpec) -> tuple[Any, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     spec = rs.spec
-    n_groups = 1
-    if not use_ensemble(spec):
-        n_groups = len(spec.realizations)
-    else:
-        per = max(1, ENSEMBLE_PARAM_LIMIT // max(1, rs.n_params))
-        n_groups = -(-len(spec.realizations) // per)
+    n_groups = len(ensemble_groups(rs))
     bar = Progress(
         TextColumn("[bold]train[/] {task.description}"),
         BarColumn(),
@@ -311,16 +287,18 @@ def _checkpoint_meta(
         "target": spec.target,
         "columns": cols,
         "channels": spec.channels,
-        "labels": [LABELS[c] for c in cols],
+        "labels": list(rs.target_labels),
+        "label_names": list(rs.label_names),  # every label of the store: "columns" index them
         "label_ranges": LabelScaler.from_manifest(manifest).to_dict(),  # the units of every MSE here
-        "val_mse": {LABELS[c]: float(t.result.val_mse[j]) for j, c in enumerate(cols)},
-        "test_mse": {LABELS[c]: float(t.result.test_mse[j]) for j, c in enumerate(cols)},
+        "val_mse": {rs.label_names[c]: float(t.result.val_mse[j]) for j, c in enumerate(cols)},
+        "test_mse": {rs.label_names[c]: float(t.result.test_mse[j]) for j, c in enumerate(cols)},
+        "pixel_map": manifest.get("pixel_map"),  # an imported store: how a new image's pixels are mapped
         "n_params": t.n_params,
         "precision": spec.precision,
         "realization": t.realization,
         "seed": spec.seed,
         "init_seed": realization_seed(spec, t.realization),
-        "data_seed": data_seed(spec, t.realization),
+        "data_seed": rs.data_seed(t.realization),
         "spec": _jsonable(asdict(spec)),
         "store": str(Path(store_path).resolve()),
         "image": manifest.get("image"),

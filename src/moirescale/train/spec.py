@@ -95,8 +95,3 @@ def data_seed(spec: TrainSpec, realization: int) -> int:
 def order_seed(spec: TrainSpec, realization: int) -> int:
     """Seed of a realization's batch order: its data seed, or one order for all with ``shared_data``."""
     return _hash_seed(f"{spec.seed}:batches") if spec.shared_data else data_seed(spec, realization)
-
-
-def seed_columns(spec: TrainSpec, realization: int) -> dict[str, int]:
-    """The seed columns of a realization's results row (the same for ok, diverged and failed rows)."""
-    return {"seed": int(spec.seed), "data_seed": int(data_seed(spec, realization))}

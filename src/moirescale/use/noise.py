@@ -349,7 +349,9 @@ def summarize_noise(table: pd.DataFrame, print_table: bool = True) -> pd.DataFra
         from rich.table import Table
 
         order = {"gaussian": 1, "flip": 2}
-        targets = [x for x in ("theta", "J", "D", "all") if x in set(s["target"])]
+        from moirescale.labels import order_targets
+
+        targets = order_targets(s["target"])
         rt = Table(title="noise: geometric-mean test MSE (scaled labels) and × clean, over all networks")
         rt.add_column("noise")
         for x in targets:

@@ -1,4 +1,5 @@
-"""Predict (theta, J, D) of one image with the trained networks of a run directory.
+"""Predict the labels of one image with the trained networks of a run directory (theta, J, D when the
+networks were trained on a simulated store; an imported store's own labels otherwise).
 
 Pipeline: read the image (``.npy``, ``.png``/other picture, or a store sample ``STORE_DIR::split:index``)
 -> check it is a valid magnetisation map in [-1, 1] -> resample it to the training grid (the training pixel
@@ -47,7 +48,7 @@ class InputImage:
 
     image: np.ndarray
     nm_per_px: float | None = None
-    truth: np.ndarray | None = None  # (3,) physical (theta_eff, J, D)
+    truth: np.ndarray | None = None  # (k,) physical labels of a store sample (theta_eff, J, D when simulated)
     source: str = ""
     notes: list[str] = field(default_factory=list)
     channels: list[str] | None = None  # channel names, known for a store sample (else: the network's order)
@@ -102,7 +103,7 @@ def read_store_sample(ref: str) -> InputImage:
     images, labels = store.read(split, [index])
     return InputImage(
         image=np.asarray(images[0], dtype=np.float32),
-        nm_per_px=store_nm_per_px(store.manifest),
+        nm_per_px=None if "pixel_map" in store.manifest else store_nm_per_px(store.manifest),
         truth=np.asarray(labels[0], dtype=np.float64),
         source=ref,
         channels=store_channels(store),
@@ -329,17 +330,19 @@ def rank_groups(
     return ranked
 
 
-def choose_models(ranked: pd.DataFrame, top: int = 1) -> dict[str, pd.DataFrame]:
-    """Per label: the ``top`` best grid points trained on that label alone, or else on 'all' three labels."""
+def choose_models(
+    ranked: pd.DataFrame, top: int = 1, names: tuple[str, ...] = LABELS
+) -> dict[str, pd.DataFrame]:
+    """Per label of ``names``: the ``top`` best grid points trained on that label alone, or else on 'all'."""
     out: dict[str, pd.DataFrame] = {}
-    for label in LABELS:
+    for label in names:
         cand = ranked[ranked["target"] == label]
         if cand.empty:
             cand = ranked[ranked["target"] == "all"]
         if not cand.empty:
             out[label] = cand.head(top)
     if not out:
-        raise UserError("no trained network predicts theta, J or D")
+        raise UserError(f"no trained network predicts {', '.join(names)}")
     return out
 
 
@@ -387,8 +390,9 @@ def check_checkpoint(path: str, model: Any, meta: Any) -> None:
     if not (isinstance(shape, list | tuple) and len(shape) == 3
             and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 16 for v in shape)):
         raise UserError(f"checkpoint {path}: its metadata gives no valid input shape (C, H, W): {shape!r}")
-    if not (isinstance(n_out, int) and n_out in (1, 3)):
-        raise UserError(f"checkpoint {path}: its metadata gives {n_out!r} outputs (a network has 1 or 3)")
+    k = len(meta.get("label_names") or LABELS) if isinstance(meta, dict) else 3
+    if not (isinstance(n_out, int) and n_out in (1, k)):
+        raise UserError(f"checkpoint {path}: its metadata gives {n_out!r} outputs (a network has 1 or {k})")
     with torch.no_grad():
         weights = [t for t in model.state_dict().values() if t.is_floating_point()]
         if not all(bool(torch.isfinite(t).all()) for t in weights):
@@ -401,10 +405,11 @@ def predict_group(image: np.ndarray, checkpoints: list[str], target: str, source
     network's output un-scaled by the label ranges saved in its checkpoint (its dataset's own)."""
     import torch
 
-    cols = target_index(target)
     outs = []
     for path in checkpoints:
         model, meta = _load(path, cache)
+        label_names = meta.get("label_names")
+        cols = target_index(target, label_names or LABELS)
         x = _channels_for(image, meta, source, names)
         in_shape = tuple(meta.get("in_shape") or x.shape)
         if tuple(x.shape[-2:]) != tuple(in_shape[-2:]):
@@ -419,7 +424,8 @@ def predict_group(image: np.ndarray, checkpoints: list[str], target: str, source
             )
         if not np.isfinite(y).all():
             raise UserError(f"checkpoint {path}: the network's output on {source} is not finite")
-        outs.append(LabelScaler.from_dict(meta.get("label_ranges")).unscale(y.reshape(-1), cols))
+        scaler = LabelScaler.from_dict(meta.get("label_ranges"), label_names)
+        outs.append(scaler.unscale(y.reshape(-1), cols))
     return np.stack(outs)
 
 
@@ -467,6 +473,58 @@ def find_store(rundir: str | os.PathLike[str], store: str | None = None) -> str:
     if found is None:
         raise UserError(f"{rundir}: the run directory does not name its dataset; pass --store DATASET_DIR")
     return found
+
+
+def _imported_meta(rundir: Path, cache: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint metadata of a run directory trained on an imported store (it records the store's
+    ``pixel_map`` and ``label_names``), or None (a simulated store, or nothing readable yet)."""
+    from moirescale.results import checkpointed_rows, read_results
+
+    try:
+        d = checkpointed_rows(read_results(rundir), rundir)
+        if d.empty:
+            return None
+        _, meta = _load(str(d.iloc[0]["abs_ckpt"]), cache)
+    except UserError:
+        return None
+    return meta if isinstance(meta.get("pixel_map"), dict) and meta.get("label_names") else None
+
+
+def read_imported_image(ref: str | os.PathLike[str], meta: dict[str, Any]) -> InputImage:
+    """An image for networks trained on an imported store: a sample of a store (already in [-1, 1]), or a
+    picture / ``.npy`` in the user's pixel values, mapped the way the store's images were
+    (:func:`moirescale.data.importer.apply_pixel_map` with the store's ``pixel_map``)."""
+    from moirescale.data.importer import _read_npy, _read_picture, apply_pixel_map
+
+    ref = str(ref)
+    if parse_store_ref(ref) is not None:
+        return read_store_sample(ref)
+    path = Path(ref)
+    if not path.is_file():
+        raise UserError(f"{ref}: no such file (give a .npy, a picture such as .png or STORE::split:index)")
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", *PICTURE_SUFFIXES):
+        raise UserError(f"{ref}: unknown image type {suffix!r}; give a .npy or a picture (.png, .tif)")
+    raw = _read_npy(path) if suffix == ".npy" else _read_picture(path)
+    check_input_pixels(raw.shape[1], raw.shape[2], ref)
+    if not np.isfinite(raw).all():
+        raise UserError(f"{ref}: the image has NaN or infinite values")
+    pm = meta["pixel_map"]
+    return InputImage(image=apply_pixel_map(raw, pm), source=ref,
+                      notes=[f"pixels mapped as the store's: [{pm['lo']:g}, {pm['hi']:g}] -> [-1, 1]"])
+
+
+def to_imported_grid(inp: InputImage, meta: dict[str, Any]) -> tuple[np.ndarray, list[str]]:
+    """The image at the networks' input size: channels as trained, resized when its H x W differ."""
+    c, h, w = (int(v) for v in meta["in_shape"])
+    img, notes = inp.image, []
+    if inp.channels is None and img.shape[0] != c:
+        raise UserError(f"{inp.source}: the image has {img.shape[0]} channel(s), the networks take {c}")
+    if tuple(img.shape[1:]) != (h, w):
+        check_resampled_pixels(h, w, inp.source)
+        img = np.stack([_resize_channel(ch, (h, w)) for ch in img])
+        notes.append(f"resized from {inp.image.shape[1]} x {inp.image.shape[2]} to the training {h} x {w} px")
+    return np.clip(img, -1.0, 1.0).astype(np.float32), notes
 
 
 @dataclass
@@ -524,24 +582,31 @@ def predict(
         from moirescale.data.store import read_manifest
 
         read_manifest(store)  # --store that names no dataset store is an error, even when unneeded
-    inp = read_image(image, nm_per_px)  # read before loading models: a bad image fails fast
-    ranked = rank_groups(read_results(rundir), rundir, arch, width, n_layers, n_train)
-    chosen = choose_models(ranked, top)
     cache: dict[str, Any] = {}
+    imported = _imported_meta(rundir, cache)  # a store of `data import`: its own labels and pixel map
+    if imported is None:
+        inp = read_image(image, nm_per_px)  # read before loading models: a bad image fails fast
+    ranked = rank_groups(read_results(rundir), rundir, arch, width, n_layers, n_train)
+    names = LABELS if imported is None else tuple(imported["label_names"])
+    chosen = choose_models(ranked, top, names)
     first_ckpt = next(iter(chosen.values())).iloc[0]["checkpoints"][0]
-    shape, train_nm = training_grid(first_ckpt, rundir, store, cache)
-    x, notes = to_training_grid(inp, shape, train_nm)
+    if imported is None:
+        shape, train_nm = training_grid(first_ckpt, rundir, store, cache)
+        x, notes = to_training_grid(inp, shape, train_nm)
+    else:
+        inp = read_imported_image(image, imported)
+        x, notes = to_imported_grid(inp, imported)
     inp.notes.extend(notes)
     preds: list[Prediction] = []
     for label, groups in chosen.items():
-        col = LABELS.index(label)
+        col = names.index(label)
         for rank, (_, g) in enumerate(groups.iterrows(), start=1):
             z = predict_group(x, g["checkpoints"], g["target"], inp.source, cache, inp.channels)
             phys = z[:, col] if g["target"] == "all" else z[:, 0]
             preds.append(Prediction(
                 label=label, value=float(phys.mean()),
                 std=float(phys.std(ddof=1)) if len(phys) > 1 else 0.0,
-                unit=UNITS[label], rank=rank, arch=str(g["arch"]),
+                unit=UNITS[label] if imported is None else "", rank=rank, arch=str(g["arch"]),
                 width=None if pd.isna(g["width"]) else int(g["width"]),
                 n_layers=None if pd.isna(g["n_layers"]) else int(g["n_layers"]),
                 target=str(g["target"]), n_train=int(g["n_train"]), n_members=int(g["n_members"]),
