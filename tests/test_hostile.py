@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from moirescale import fsio, results
@@ -542,58 +542,147 @@ JUNK = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6),
     st.lists(st.one_of(st.integers(-5, 10**7), st.floats(allow_nan=True)), max_size=3),
 )
-DATASET_KEYS = [
-    "seed", "backend", "cells_per_side", "shard_size", "splits.train", "splits.val", "splits.test",
-    "labels.theta", "labels.J", "labels.D", "params.J1", "params.lam", "params.B", "protocol.n_anneal",
-    "protocol.n_zero", "protocol.t_start", "protocol.t_end", "protocol.noise", "protocol.start",
-    "image.size_px", "image.fov_nm", "image.supersample", "image.channels", "image.origin", "jperp.mode",
-    "batch_size", "unknown_key",
-]
+# Values each key accepts (on top of the tiny config or the base grid, alone or together): a config made of
+# these must be accepted and must carry them. Keys without a list take any value to a refusal; keys listed
+# in neither (their validity depends on other keys) get junk only, and the test asks only for no traceback.
+VALID_DATASET = {
+    "seed": [0, 5, 12345], "backend": ["auto", "numba", "numpy", "torch"], "cells_per_side": [1, 2],
+    "shard_size": [1, 16, 64], "splits.train": [1, 32, 100], "splits.val": [0, 8], "splits.test": [0, 8],
+    "labels.theta": [[0.5, 2.0], [1.0, 1.0], [1.5, 3.0]], "labels.J": [[0.2, 1.0], [0.6, 0.6]],
+    "labels.D": [[0.0, 1.0], [0.0, 0.0]], "params.J1": [2.2, 1.0, -0.5], "params.lam": [0.0, 0.09],
+    "params.B": [0.0, 0.3], "protocol.n_anneal": [1, 60], "protocol.n_zero": [0, 30],
+    "protocol.t_start": [1.5, 3.0], "protocol.t_end": [0.02, 0.1], "protocol.noise": [0.0, 0.1],
+    "protocol.start": ["seeded", "shared"], "image.size_px": [8, 32, 100], "image.fov_nm": [51.2, 160.0],
+    "image.supersample": [1, 2], "image.channels": [["top"], ["net", "afm"], ["top", "bottom"]],
+    "image.origin": ["random", "fixed"], "jperp.mode": ["scale", "shift"], "batch_size": [1, 64],
+}
+DATASET_KEYS = [*VALID_DATASET, "unknown_key", "params.mu", "image.colour"]
+
+
+def _changes(keys: list[str], valid: dict[str, list]) -> st.SearchStrategy:
+    """``{key: (is_valid, value)}``: per key either one of its valid values or junk."""
+    def value(key: str) -> st.SearchStrategy:
+        good = st.sampled_from(valid[key]).map(lambda v: (True, v)) if key in valid else st.nothing()
+        return st.one_of(good, JUNK.map(lambda v: (False, v)))
+    return st.sampled_from(keys).flatmap(lambda k: value(k).map(lambda v: (k, v)))
+
+
+def _same(got, want) -> bool:
+    def norm(v):
+        return list(v) if isinstance(v, (list, tuple)) else v
+
+    return norm(got) == norm(want)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(DATASET_KEYS), JUNK, max_size=4))
+@given(st.lists(_changes(DATASET_KEYS, VALID_DATASET), max_size=4, unique_by=lambda kv: kv[0]))
+@example([])
+@example([("image.size_px", (True, 32)), ("protocol.start", (True, "shared")),
+          ("labels.J", (True, [0.6, 0.6]))])
+@example([("unknown_key", (False, 1))])
 def test_property_dataset_configs_are_valid_or_refused(changes):
-    """Random values in a dataset config: a valid config, or one UserError; never another exception."""
-    from moirescale.data.config import validate_config
+    """Random values in a dataset config: one UserError or a valid config, never another exception; a config
+    of valid values is accepted and reads back as given, one with an unknown key is refused."""
+    from moirescale.data.config import resolve_physics, validate_config
 
-    with contextlib.suppress(UserError):
-        validate_config(_tiny_dataset(**changes), "cfg.yaml")
+    doc = _tiny_dataset(**{k: v for k, (_, v) in changes})
+    all_valid = all(ok for _, (ok, _) in changes)
+    unknown = any(k not in VALID_DATASET for k, _ in changes)
+    try:
+        cfg = validate_config(doc, "cfg.yaml")
+    except UserError as exc:
+        assert not all_valid, f"a valid config was refused: {exc}"
+        assert str(exc).startswith("cfg.yaml: ")
+        return
+    assert not unknown, "an unknown key was accepted"
+    sections = dict(zip(("params", "protocol", "image", "jperp"), resolve_physics(cfg), strict=True))
+    for key, (ok, value) in changes:
+        if not ok or key == "batch_size":  # batch_size is a speed option: not part of the config
+            continue
+        head, _, leaf = key.partition(".")
+        got = getattr(sections.get(head) or getattr(cfg, head), leaf) if leaf else getattr(cfg, head)
+        assert _same(got, value), (key, got, value)
 
 
-GRID_KEYS = [
-    "model.width", "model.n_layers", "model.heads", "model.patch", "n_train", "realizations", "targets",
-    "group_size", "train.lr", "train.batch_size", "train.max_epochs", "train.weight_decay",
-    "train.noise_train", "train.channels", "train.schedule", "train.schedule_kw.min_steps",
-    "train.schedule_kw.min_epochs", "train.optimizer", "bogus",
-]
+VALID_GRID = {
+    "model.width": [4, 8, [4, 8]], "model.n_layers": [1, 2, [1, 3]], "n_train": [[32], [16, 128]],
+    "realizations": [1, 3], "targets": [["J"], ["theta", "D"], ["all"]], "group_size": [1, 2],
+    "train.lr": [1e-3, 0.01], "train.batch_size": [16, 64], "train.max_epochs": [1, 5],
+    "train.weight_decay": [0.0, 1e-4], "train.noise_train": [0.0, 0.1],
+    "train.channels": ["top", "bottom", "top,bottom"], "train.schedule": ["constant", "cosine", "plateau"],
+    "train.optimizer": ["adam", "adamw"],
+}
+# model.heads / model.patch are not knobs of the FCN grid: refused whatever the value (null: not set)
+GRID_KEYS = [*VALID_GRID, "model.heads", "model.patch", "bogus", "train.schedule_kw.min_steps",
+             "train.schedule_kw.min_epochs"]
+NO_VALID_VALUE = {"model.heads", "model.patch", "bogus"}
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(GRID_KEYS), JUNK, max_size=3), st.one_of(st.none(), JUNK))
+@given(st.lists(_changes(GRID_KEYS, VALID_GRID), max_size=3, unique_by=lambda kv: kv[0]),
+       st.one_of(st.none(), st.sampled_from([0, 7]).map(lambda v: (True, v)), JUNK.map(lambda v: (False, v))))
+@example([], None)
+@example([("model.width", (True, [4, 8])), ("targets", (True, ["all"])),
+          ("train.schedule", (True, "cosine"))], (True, 7))
+@example([("model.heads", (False, 2))], None)
 def test_property_sweep_configs_are_planned_or_refused(changes, seed):
-    """Random grid values through the sweep's validators and planner: accepted, or one UserError."""
+    """Random grid values through the sweep's validators and planner: one UserError or a plan, never another
+    exception; a grid of valid values is planned and reads back as given, a knob FCNs lack is refused."""
     from moirescale.sweep.config import LoadedConfig, parse_config
     from moirescale.sweep.plan import DatasetFacts, check_plan
 
     doc = _sweep_doc(Path("/nonexistent/store"))
     if seed is not None:
-        doc["seed"] = seed
+        doc["seed"] = seed[1]
     grid = doc["grids"][0]
-    for key, value in changes.items():
+    for key, (_, value) in changes:
         node = grid
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {}) if isinstance(node.get(p, {}), dict) else {}
         node[leaf] = value
+    all_valid = all(ok for _, (ok, _) in changes) and (seed is None or seed[0])
+    always_refused = any(k in NO_VALID_VALUE and (k == "bogus" or v is not None) for k, (_, v) in changes)
     facts = DatasetFacts((2, 32, 32), 128, ("top", "bottom"), True)
-    with contextlib.suppress(UserError):
+    try:
         cfg = parse_config(doc, "sweep.yaml")
         check_plan(LoadedConfig(cfg, Path("/nonexistent/sweep.yaml"), doc, ""), facts)
+    except UserError as exc:
+        assert not all_valid, f"a valid grid was refused: {exc}"
+        return
+    assert not always_refused, "a knob the FCN does not have was accepted"
+    g = cfg.grids[0]
+    for key, (ok, value) in changes:
+        if not ok:
+            continue
+        head, _, leaf = key.partition(".")
+        got = g.n_train.sizes() if key == "n_train" else getattr(getattr(g, head), leaf) if leaf else \
+            getattr(g, head)
+        assert _same(got, value if isinstance(value, list) or head != "model" else [value]), (key, got, value)
+    if seed is not None and seed[0]:
+        assert cfg.seed == seed[1]
 
 
 ARG = st.one_of(st.integers(-(2**65), 2**65).map(str), st.floats(allow_nan=True).map(str),
                 st.sampled_from(["", "abc", "-1", "0", "1e309", "nan", "inf", "all", "J", "fcn", "both"]))
+
+
+def outcome(result: tuple[int, str, str], ok_marker: str) -> str:
+    """What a CLI run was: ``ok`` (exit 0, its normal output), ``refused`` (exit 2, one ``error:`` line: a
+    UserError, or an OSError docs/reliability.md names) or ``usage`` (exit 2, typer's usage error for an
+    option it could not parse). Anything else fails the test. (A crash in the code raises out of
+    :func:`run_cli`: the entry point maps only UserError and the named OSErrors to exit 2.)"""
+    code, out, err = result
+    assert "Traceback" not in err, err[-2000:]
+    if code == 0:
+        assert ok_marker in out, out[-2000:]
+        return "ok"
+    assert code == 2, (code, err[-2000:])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if len(lines) == 1 and lines[0].startswith("error:"):
+        return "refused"
+    assert "─ Error ─" in err and not any(ln.startswith("error:") for ln in lines), err[-2000:]
+    return "usage"
 
 
 @pytest.fixture(scope="module")
@@ -605,31 +694,68 @@ def sweep_cfg(tiny_store, tmp_path_factory) -> Path:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["--workers", "--retries", "--device", "--executor", "--address"]),
                           ARG), max_size=3))
+@example([])
+@example([("--workers", "1"), ("--retries", "0")])
 def test_property_sweep_dry_run_arguments(sweep_cfg, opts):
-    """Random options of ``sweep --dry-run``: exit 0 or 2 (refused, or a usage error), never a traceback,
-    never a file written."""
+    """Random options of ``sweep --dry-run``: the plan (exit 0), a one-line refusal or a usage error (exit 2),
+    never a traceback, never a file written; without options, or with valid ones, the plan."""
     out = sweep_cfg.parent / "run"
-    code, _, _ = run_cli("sweep", sweep_cfg, "--out", out, "--dry-run", *[x for o in opts for x in o])
-    assert code in (0, 2) and not out.exists()
+    kind = outcome(run_cli("sweep", sweep_cfg, "--out", out, "--dry-run", *[x for o in opts for x in o]),
+                   "all (unique)")
+    if all((o, v) in {("--workers", "1"), ("--retries", "0")} for o, v in opts):
+        assert kind == "ok", opts
+    assert not out.exists()
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["--top", "--nm-per-px", "--width", "--n-layers", "--n-train",
                                            "--arch", "--store"]), ARG), max_size=3))
+@example([])
+@example([("--arch", "fcn"), ("--top", "1")])
 def test_property_predict_arguments(trained_run, tiny_store, opts):
-    """Random options of ``predict`` on a store sample: a prediction (exit 0) or exit 2, never a traceback."""
-    code, _, _ = run_cli("predict", trained_run, f"{tiny_store}::test:0", *[x for o in opts for x in o])
-    assert code in (0, 2)
+    """Random options of ``predict`` on a store sample: a prediction (exit 0), a one-line refusal or a usage
+    error (exit 2), never a traceback; without options, or with valid ones, a prediction."""
+    kind = outcome(run_cli("predict", trained_run, f"{tiny_store}::test:0", *[x for o in opts for x in o]),
+                   "theta")
+    if all((o, v) in {("--arch", "fcn"), ("--top", "1")} for o, v in opts):
+        assert kind == "ok", opts
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["--target", "--mse", "--bootstrap", "--bootstrap-nonlinear",
                                            "--seed", "--arch"]), ARG), max_size=3))
+@example([])
+@example([("--target", "J"), ("--seed", "0")])
 def test_property_advise_arguments(synthetic_run, opts):
-    """Random options of ``advise``: an answer or exit 2, never a traceback, nothing written."""
+    """Random options of ``advise``: an answer (exit 0), a one-line refusal or a usage error (exit 2), never a
+    traceback, nothing written; without options, or with valid ones, an answer."""
     args = ["--target", "J", "--mse", "0.1", "--bootstrap", "50", "--bootstrap-nonlinear", "20"]
-    code, _, _ = run_cli("advise", synthetic_run, *args, *[x for o in opts for x in o])
-    assert code in (0, 2) and not (synthetic_run / "fits.json").exists()
+    kind = outcome(run_cli("advise", synthetic_run, *args, *[x for o in opts for x in o]), "N_D")
+    if all((o, v) in {("--target", "J"), ("--seed", "0")} for o, v in opts):
+        assert kind == "ok", opts
+    assert not (synthetic_run / "fits.json").exists()
+
+
+def test_cli_maps_only_the_named_os_errors_to_exit_2(monkeypatch):
+    """The entry point turns the OSErrors docs/reliability.md names (full disk, quota, read-only, permission,
+    a planted link) into one line and exit 2; any other OSError is a bug and escapes as a traceback."""
+    import errno
+
+    from moirescale.sweep import status
+
+    def failing(code: int | None):
+        def raise_it(*_a, **_k):
+            raise OSError(code, os.strerror(code) if code else "something odd", "/x/y")
+        return raise_it
+
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ELOOP):
+        monkeypatch.setattr(status, "status_report", failing(code))
+        line = refused(run_cli("status", "/x"), f"/x/y: {os.strerror(code)}")
+        assert ("free some space" in line) == (code in (errno.ENOSPC, errno.EDQUOT)), line
+    for code in (errno.ENOENT, errno.EISDIR, errno.EIO, errno.EBADF, None):
+        monkeypatch.setattr(status, "status_report", failing(code))
+        with pytest.raises(OSError):
+            run_cli("status", "/x")
 
 
 # --------------------------------------------------------------------------------------------- full disk

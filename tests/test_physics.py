@@ -491,3 +491,194 @@ def test_npz_writer_rejects_bad_paths(tmp_path):
         load_npz(tmp_path / "absent.npz")
     assert load_npz(save_npz(s, tmp_path / "a.npz"))["seed"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temp files left
+
+
+# ---------------------------------------------------------------- MODEL.md by hand: energies, heat bath
+# Everything below is rebuilt here from MODEL.md's text, not imported from the package, so a sign or a factor
+# that the package gets wrong everywhere at once (the field, the energy and the sweeps all share one helper)
+# still fails a test.
+S2_HAND = 9 / 4  # S = 3/2
+A1_HAND = np.array([1.0, 0.0])
+A2_HAND = np.array([0.5, math.sqrt(3) / 2])
+DELTA_HAND = (A1_HAND + A2_HAND) / 3
+# bonds of A(i, j): B(i, j), B(i-1, j), B(i, j-1); bond vector A -> B
+BONDS_HAND = [((0, 0), DELTA_HAND), ((-1, 0), DELTA_HAND - A1_HAND), ((0, -1), DELTA_HAND - A2_HAND)]
+ZHAT = np.array([0.0, 0.0, 1.0])
+
+
+def hand_energy(spins: np.ndarray, jperp: np.ndarray, D: float, J1: float = 2.2, lam: float = 0.09,
+                B: float = 0.0) -> float:
+    """MODEL.md §2 summed bond by bond with explicit loops (slow: only for cells of a few unit cells)."""
+    n = spins.shape[1]
+    e = 0.0
+    for layer in range(2):
+        for i in range(n):
+            for j in range(n):
+                a = spins[layer, i, j, 0].astype(np.float64)
+                for (di, dj), vec in BONDS_HAND:
+                    b = spins[layer, (i + di) % n, (j + dj) % n, 1].astype(np.float64)
+                    e_hat = np.array([vec[0], vec[1], 0.0]) / np.linalg.norm(vec)
+                    e -= S2_HAND * (J1 * a @ b + lam * a[2] * b[2])
+                    e += S2_HAND * D * np.cross(ZHAT, e_hat) @ np.cross(a, b)
+    e -= S2_HAND * np.sum(jperp * np.sum(spins[0] * spins[1], axis=-1))
+    e -= 1.5 * B * np.sum(spins[..., 2])
+    return float(e)
+
+
+def neel_spiral(n: int, chirality: int) -> tuple[np.ndarray, np.ndarray]:
+    """A Néel (cycloidal) spiral n(r) = cos(q.r) z + chirality sin(q.r) q^ on the n x n cell, both layers
+    alike, with q.a1 = 2 pi / n and q.a2 = 0 (commensurate); returns (spins, q)."""
+    q = (2 * math.pi / n) * np.array([1.0, -1.0 / math.sqrt(3)])  # the dual vector of a1, times 2 pi / n
+    qh = np.array([*q / np.linalg.norm(q), 0.0])
+    s = np.empty((2, n, n, 2, 3))
+    for i in range(n):
+        for j in range(n):
+            for sub in (0, 1):
+                phase = q @ (i * A1_HAND + j * A2_HAND + sub * DELTA_HAND)
+                s[:, i, j, sub] = math.cos(phase) * ZHAT + chirality * math.sin(phase) * qh
+    return s, q
+
+
+@pytest.mark.parametrize("B", [0.0, 0.4])
+def test_energies_of_fm_and_layered_afm_states_by_hand(B):
+    """Closed forms of MODEL.md §2 (6 n^2 intralayer bonds, 2 n^2 vertical pairs, 4 n^2 spins): the package's
+    bond sum and its local-field energy agree with them (pins S^2 on exchange and J_perp, 3/2 on B)."""
+    from moirescale.physics.energy import energy
+
+    n, J1, lam = 5, 2.2, 0.09
+    jp = np.random.default_rng(0).uniform(-0.5, 1.0, (n, n, 2))
+    params = ModelParams(B=B)
+    intra = -S2_HAND * 6 * n * n * (J1 + lam)
+    for direction, want in (
+        ("+z", intra - S2_HAND * jp.sum() - 1.5 * B * 4 * n * n),
+        ("-z", intra - S2_HAND * jp.sum() + 1.5 * B * 4 * n * n),
+        ("+x", -S2_HAND * 6 * n * n * J1 - S2_HAND * jp.sum()),  # in plane: no lam, no Zeeman
+        ("afm", intra + S2_HAND * jp.sum()),  # top +z, bottom -z: the interlayer term flips, Zeeman cancels
+    ):
+        s = np.zeros((2, n, n, 2, 3))
+        if direction == "+x":
+            s[..., 0] = 1.0
+        else:
+            s[..., 2] = -1.0 if direction == "-z" else 1.0
+        if direction == "afm":
+            s[1, ..., 2] = -1.0
+        assert hand_energy(s, jp, 0.7, B=B) == pytest.approx(want, rel=1e-12)
+        for D in (0.0, 0.7):  # a uniform state has no DMI energy: n_i x n_j = 0
+            assert bond_energy(s, jp, D, params) == pytest.approx(want, rel=1e-12), direction
+            assert energy(s, jp, D, params) == pytest.approx(want, rel=1e-12), direction
+
+
+@pytest.mark.parametrize("chirality", [+1, -1])
+def test_neel_spiral_energies_by_hand_pin_the_dmi_sign(chirality):
+    """A commensurate Néel spiral n = cos(q.r) z + c sin(q.r) q^ on a 6 x 6 cell, in closed form per bond
+    k: exchange -S^2 J1 cos(q.e_k); anisotropy -S^2 lam cos(phi_A) cos(phi_B), which sums to half of
+    -S^2 lam cos(q.e_k) (the 2q harmonic cancels: 2 q.a1 = 4 pi / 6); DMI, since
+    n_A x n_B = c sin(q.e_k) (z x q^) and (z x e^).(z x q^) = e^.q^: + S^2 D c sin(q.e_k) (e^_k.q^). So for
+    D > 0 the spiral with c = -1 is the one the DMI favours; a flipped sign, a Bloch-type DMI (zero for a
+    Néel spiral) or a lost S^2 fails."""
+    from moirescale.physics.energy import energy
+
+    n, J1, lam, D = 6, 2.2, 0.09, 0.8
+    s, q = neel_spiral(n, chirality)
+    qh = q / np.linalg.norm(q)
+    jp = np.full((n, n, 2), 0.3)
+    per_layer = 0.0
+    dmi_per_layer = 0.0
+    for _, vec in BONDS_HAND:
+        qe = q @ vec
+        per_layer += -S2_HAND * n * n * (J1 * math.cos(qe) + 0.5 * lam * math.cos(qe))
+        dmi_per_layer += S2_HAND * D * chirality * n * n * math.sin(qe) * (vec / np.linalg.norm(vec)) @ qh
+    want = 2 * (per_layer + dmi_per_layer) - S2_HAND * jp.sum()  # layers parallel: n^t.n^b = 1
+    assert chirality * dmi_per_layer > 0  # the DMI lowers the energy of the c = -1 spiral (D > 0)
+    assert abs(dmi_per_layer) > 10  # and by a lot: the comparison below is not at the noise level
+    assert hand_energy(s, jp, D) == pytest.approx(want, rel=1e-12)
+    assert bond_energy(s, jp, D) == pytest.approx(want, rel=1e-12)
+    assert energy(s, jp, D) == pytest.approx(want, rel=1e-12)
+
+
+def dmi_chirality(spins: np.ndarray) -> float:
+    """The DMI energy per bond per unit S^2 D, sum (z x e^).(n_A x n_B) / bonds, from MODEL.md's bonds."""
+    tot, count = 0.0, 0
+    s = spins.astype(np.float64)
+    for layer in range(2):
+        a = s[layer, :, :, 0]
+        for (di, dj), vec in BONDS_HAND:
+            b = np.roll(s[layer, :, :, 1], shift=(-di, -dj), axis=(0, 1))  # b[i, j] = B(i + di, j + dj)
+            e_hat = np.array([vec[0], vec[1], 0.0]) / np.linalg.norm(vec)
+            tot += float(np.sum(np.cross(a, b) @ np.cross(ZHAT, e_hat)))
+            count += a.shape[0] * a.shape[1]
+    return tot / count
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_annealed_labyrinth_has_the_chirality_the_dmi_sign_selects(backend):
+    """The walls of an annealed labyrinth (D = 1 meV > 0) wind the way MODEL.md's
+    + S^2 D (z x e^).(n_i x n_j) favours (this sum negative), measured with the bonds rebuilt here: the
+    sweeps' sign, not only the energy's. It is about -0.18 here (seeds 1-3); a uniform state gives 0, a Néel
+    spiral of period 6 a of the favoured sense -0.33, of the other +0.33."""
+    s = simulate_sample(3.0, 0.37, 1.0, 1, backend=backend)["spins"]
+    assert np.mean(s[0, ..., 2] < 0) > 0.2  # a labyrinth, not a uniform state
+    c = dmi_chirality(s)
+    assert c < -0.1, c
+    assert dmi_chirality(neel_spiral(6, -1)[0]) < -0.3 < 0.3 < dmi_chirality(neel_spiral(6, +1)[0])
+
+
+def langevin(x: float) -> float:
+    """<cos theta> = coth x - 1/x of the distribution exp(x cos theta) on the sphere."""
+    return 1 / math.tanh(x) - 1 / x
+
+
+def _cos_cdf(c: np.ndarray, x: float) -> np.ndarray:
+    """CDF of cos theta under exp(x cos theta): (e^(x(c+1)) - 1) / (e^(2x) - 1), overflow-free."""
+    return np.exp(x * (c - 1)) * -np.expm1(-x * (c + 1)) / -np.expm1(-2 * x)
+
+
+# (direction of the start state, constant J_perp, B, x = |H|/T): x from nearly flat to far in the tail where
+# e^(-2x) is dropped; fields tilted, below the plane (the frame's other branch) and along z
+HEAT_BATH_CASES = [
+    ((0.3, -0.5, 0.8), 0.5, 0.0, 0.4),
+    ((-0.6, 0.2, -0.75), -0.3, 0.2, 2.5),
+    ((0.0, 0.0, 1.0), 0.4, 0.0, 12.0),
+    ((0.7, 0.7, -0.1), 0.8, -0.3, 60.0),
+]
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy", "torch"])
+@pytest.mark.parametrize("case", range(len(HEAT_BATH_CASES)))
+def test_heat_bath_draws_the_boltzmann_distribution(backend, case):
+    """One sweep at temperature T from a uniform state: the first colour's 2 n^2 spins are fresh draws in a
+    field known by hand (MODEL.md §2: H = S^2 [(3 J1 + J_perp) m + 3 lam m_z z] + (3/2) B z; the DMI cancels
+    in a uniform state). Their polar angle about H must follow exp(x cos theta), x = |H|/T (mean
+    coth x - 1/x, and the whole distribution by Kolmogorov-Smirnov), their azimuth about H must be uniform.
+    Tolerances follow from the sample size N: 5 standard errors for the means, the KS distance that chance
+    exceeds with probability 1e-6."""
+    from scipy import stats
+
+    direction, jperp, B, x = HEAT_BATH_CASES[case]
+    n = 80
+    N = 2 * n * n
+    m = np.array(direction) / np.linalg.norm(direction)
+    h = S2_HAND * ((3 * 2.2 + jperp) * m + 3 * 0.09 * m[2] * ZHAT) + 1.5 * B * ZHAT
+    temp = np.linalg.norm(h) / x
+    hh = h / np.linalg.norm(h)
+    s0 = np.broadcast_to(m, (2, n, n, 2, 3)).astype(np.float32)
+    out = anneal_spins(np.full((n, n, 2), jperp), 0.6, 7 + case, backend=backend, temps=np.array([temp]),
+                       spins0=s0, params=ModelParams(B=B))
+    # colour 0 = (layer + sublattice) even: top A and bottom B, both updated from the uniform start
+    drawn = np.concatenate([out[0, :, :, 0], out[1, :, :, 1]]).reshape(-1, 3).astype(np.float64)
+    assert drawn.shape == (N, 3)
+    np.testing.assert_allclose(np.linalg.norm(drawn, axis=1), 1.0, atol=1e-5)
+    cos = drawn @ hh
+    var = 1 / x**2 - 1 / math.sinh(x) ** 2  # d<cos>/dx
+    assert abs(cos.mean() - langevin(x)) < 5 * math.sqrt(var / N), (cos.mean(), langevin(x))
+    ks_crit = math.sqrt(math.log(2 / 1e-6) / (2 * N))  # P(D > crit) <= 2 exp(-2 N crit^2) = 1e-6
+    assert stats.kstest(cos, lambda c: _cos_cdf(c, x)).statistic < ks_crit
+    # azimuth in a fixed frame (b1, b2) about H
+    b1 = np.cross(hh, [1.0, 0.0, 0.0] if abs(hh[0]) < 0.9 else [0.0, 1.0, 0.0])
+    b1 /= np.linalg.norm(b1)
+    b2 = np.cross(hh, b1)
+    phi = np.arctan2(drawn @ b2, drawn @ b1)
+    for k in (1, 2):
+        assert abs(np.cos(k * phi).mean()) < 5 / math.sqrt(2 * N)
+        assert abs(np.sin(k * phi).mean()) < 5 / math.sqrt(2 * N)
+    assert stats.kstest((phi / (2 * math.pi)) % 1.0, "uniform").statistic < ks_crit

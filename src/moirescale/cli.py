@@ -52,19 +52,35 @@ def _register() -> None:
 _register()
 
 
+# The OSErrors that are the machine refusing, not a bug: docs/reliability.md names each. They print one line
+# and exit 2; any other OSError (a missing file the code should have checked, EISDIR, EIO...) is a bug or an
+# unforeseen case and surfaces as a traceback (exit 1), so tests can tell a refusal from a crash.
+REFUSING_ERRNOS = {
+    errno.ENOSPC: "a full disk",
+    errno.EDQUOT: "a disk quota exceeded",
+    errno.EROFS: "a read-only file system",
+    errno.EACCES: "no permission",
+    errno.EPERM: "an operation not permitted",
+    errno.ELOOP: "a link planted where a file is appended to (a lock, a log)",
+}
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
 def main() -> None:
-    """Entry point. Usage errors (bad options) exit 2 via typer; a UserError, or an OSError of the system
-    (a full disk, a permission), prints one line and exits 2."""
+    """Entry point. Usage errors (bad options) exit 2 via typer; a UserError, or one of the OSErrors of
+    :data:`REFUSING_ERRNOS` (a full disk, no permission), prints one line and exits 2."""
     try:
         app()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except OSError as exc:  # the machine refused (a full disk, no permission): its one line, not a traceback
+    except OSError as exc:
+        if exc.errno not in REFUSING_ERRNOS:
+            raise
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         what = exc.strerror or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        full = exc.errno == errno.ENOSPC
-        hint = "; free some space, then run the same command again to resume" if full else ""
+        hint = ("; free some space, then run the same command again to resume"
+                if exc.errno in OUT_OF_SPACE else "")
         print(f"error: {where}{what}{hint}", file=sys.stderr)
         sys.exit(2)
 

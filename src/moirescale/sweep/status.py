@@ -189,8 +189,8 @@ def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[s
     rate = len(recent) / elapsed * 3600
     resolved = resolve_points(unique_points(loaded.cfg), _image_shape(rundir, None))
     left = jobs(loaded.cfg, results.done_ids(rundir))
-    # Per family: estimated FLOPs done / wall seconds of the jobs that did them (the rows of one ensemble job
-    # share its wall time, so each job is counted once).
+    # Per family: estimated FLOPs done / wall seconds of the jobs that did them. A row's wall_time_s is its
+    # share of its job (the job's time / its ensemble size), so a job's rows together add up to its time.
     flops: dict[str, float] = {}
     secs: dict[str, float] = {}
     ok = fin[fin["status"].isin(["ok", "diverged"])]
@@ -200,7 +200,7 @@ def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[s
             continue
         arch = rs.spec.arch
         flops[arch] = flops.get(arch, 0.0) + job_cost(rs, len(rows)).flops
-        secs[arch] = secs.get(arch, 0.0) + float(wall)
+        secs[arch] = secs.get(arch, 0.0) + float(wall) * len(rows)
     workers = max(1, int((hb or {}).get("workers") or 1))
     eta = 0.0
     for s in left:
