@@ -98,11 +98,15 @@ def test_open_nofollow_and_stale_temps(tmp_path):
     with fsio.open_nofollow(tmp_path / "log") as fh:
         fh.write("two\n")
     assert (tmp_path / "log").read_text() == "one\ntwo\n" and victim.read_text() == "precious"
-    old, new = tmp_path / ".tmp-a.pt.x", tmp_path / ".tmp-b.pt.y"
-    old.write_bytes(b"")
-    new.write_bytes(b"")
+    # Only the exact temporary names of the atomic writer, for final names the caller owns, and only old ones.
+    old, new = tmp_path / ".tmp-a.pt.abcdefgh.pt", tmp_path / ".tmp-b.pt.abcdefgh.pt"
+    users = tmp_path / ".tmp-a.pt.x"  # not the writer's pattern: a user's file
+    for p in (old, new, users):
+        p.write_bytes(b"")
     os.utime(old, (1, 1))
-    assert fsio.remove_stale_temps(tmp_path) == 1 and new.exists() and not old.exists()
+    os.utime(users, (1, 1))
+    assert fsio.remove_stale_temps(tmp_path, {"a.pt", "b.pt"}.__contains__) == 1
+    assert new.exists() and users.exists() and not old.exists()
 
 
 def test_report_and_fits_never_follow_planted_links(tmp_path):
@@ -186,20 +190,24 @@ def test_demo_fresh_removes_only_what_the_demo_wrote(tmp_path):
     out = tmp_path / "demo"
     claim_rundir(out)
     assert (out / MARKER).is_file()
-    for d in ("results.parquet", "checkpoints", "logs", "figures"):
+    # Files with the names the demo writes (rundir.is_own): --fresh removes exactly these.
+    for d, name in (("results.parquet", "part-0123456789abcdef0123456789abcdef.parquet"),
+                    ("checkpoints", "0123456789abcdef-r0000.pt"), ("logs", "sweep.log"),
+                    ("figures", "examples.png")):
         (out / d).mkdir()
-        (out / d / "x").write_text("made by the demo")
+        (out / d / name).write_text("made by the demo")
     (out / "config.yaml").write_text("name: demo\n")
     (out / "report.html").write_text("<html>")
     (out / "notes.txt").write_text("the user's")
     with pytest.raises(UserError, match="notes.txt"):
         _fresh(out)
-    assert (out / "notes.txt").read_text() == "the user's" and (out / "results.parquet" / "x").exists()
+    assert (out / "notes.txt").read_text() == "the user's" and (out / "logs" / "sweep.log").exists()
     (out / "notes.txt").unlink()
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep").write_text("precious")
-    (out / "figures" / "link").symlink_to(victim)
+    (out / "figures" / "examples.png").unlink()
+    (out / "figures" / "examples.png").symlink_to(victim)  # a link with a demo name: removed, not followed
     _fresh(out)
     assert sorted(p.name for p in out.iterdir()) == [MARKER]
     assert (victim / "keep").read_text() == "precious"
@@ -468,7 +476,7 @@ def test_fit_report_advise_refuse_bad_numbers(synthetic_run):
     refused(run_cli("fit", synthetic_run, "--fit-range", "1", "inf"), "--fit-range")
     refused(run_cli("report", synthetic_run, "--subsets", str(10**12)), "--subsets")
     refused(run_cli("advise", synthetic_run, "--target", "J", "--mse", "inf"), "--mse")
-    refused(run_cli("advise", synthetic_run, "--target", "Q", "--mse", "0.1"), "--target")
+    refused(run_cli("advise", synthetic_run, "--target", "Q", "--mse", "0.1"), "target='Q'")
     assert not (synthetic_run / "fits.json").exists()
 
 

@@ -182,7 +182,9 @@ def test_dry_run_table_lists_every_grid():
 def test_demo_yaml_has_the_papers_shape():
     cfg = load_config(ROOT / "configs" / "demo.yaml").cfg
     archs = {g.model.arch: g for g in cfg.grids}
-    assert set(archs) == {"fcn", "resnet18", "vit"}
+    # The FCN widths and the ViT; ResNet-18 left the demo to make room for its second (nuisance-free) variant
+    # (it took 64 % of the sweep's time); the GPU config configs/paper-config/gpu-sweep.yaml holds it.
+    assert set(archs) == {"fcn", "vit"}
     assert len(archs["fcn"].model.knob_lists()["width"]) >= 2
     for g in cfg.grids:
         sizes = g.n_train.sizes()

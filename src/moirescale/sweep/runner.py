@@ -444,6 +444,8 @@ def preflight(
                 f"{rundir} holds a sweep of a different config ({dest}); use another --out, or --force to "
                 f"adopt {loaded.path.name} there (finished runs are kept)"
             )
+        if os.path.lexists(rd.dataset_path(rundir)):
+            rd.read_dataset(rundir)  # a damaged dataset record is refused now, as the run would refuse it
     results.check_appendable(rundir)
     return loaded, rundir, plan(loaded, opts.executor)
 
