@@ -202,10 +202,26 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     out += [f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | **{r[3]:.2f}** |" for r in own_rows]
+    out += ["", *goals(lines_fcn, conv, own_rows)]
     print("\n".join(out))
     if not args.no_write:
         write_section(out, "train-precision")
         print("wrote the train-precision section of docs/benchmarks.md")
+
+
+def goals(fcn: list[tuple], conv: list[tuple], own: list[tuple]) -> list[str]:
+    """Issue 27's goals against this run's ratios (the FCN goal is the ensemble's: sweeps train FCNs so)."""
+    def verdict(value: float, goal: float) -> str:
+        return f"{value:.2f} ({'met' if value >= goal else 'NOT met'}, goal ≥ {goal})"
+
+    ens = {r[0].split(", ")[2]: r[3] for r in fcn if "ensemble" in r[0]}
+    resnet = conv[0][1:5]
+    return [
+        "Goals (issue 27), this run: FCN 3 × 256 ensemble bf16 / fp32 at 48 px " + verdict(ens["48 px"], 1.7)
+        + ", at 100 px " + verdict(ens["100 px"], 1.4) + "; ResNet-18 width 8, bf16 channels-last / fp32 "
+        + verdict(resnet[3] / resnet[0], 1.5) + "; own-subset ensemble of width 16 / shared batch (bf16) "
+        + verdict(own[-1][3], 0.8) + ".",
+    ]
 
 
 def _cpu_name() -> str:

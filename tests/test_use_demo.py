@@ -27,12 +27,13 @@ def _cli(*args, timeout: int = 600, cwd: Path | None = None) -> subprocess.Compl
                           text=True, timeout=timeout, cwd=cwd, env=env)
 
 
-def _tiny_config(path: Path, store: Path) -> Path:
+def _tiny_config(path: Path, store: Path, channels: str = "top") -> Path:
     cfg = {
         "name": "demo-test",
+        "description": f"tiny store read through {channels}",
         "seed": 0,
         "dataset": {"store": str(store)},
-        "recipes": {"fcn": {"schedule": "constant", "max_epochs": 4, "batch_size": 16, "channels": "top"}},
+        "recipes": {"fcn": {"schedule": "constant", "max_epochs": 4, "batch_size": 16, "channels": channels}},
         "grids": [{
             "name": "fcn", "model": {"arch": "fcn", "n_layers": 2, "width": [4, 16]},
             "n_train": {"values": [32, 64, 128]}, "targets": ["theta"], "realizations": 2,
@@ -40,6 +41,16 @@ def _tiny_config(path: Path, store: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_fss_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The nuisance-free twin of the tiny store (configs/dataset-tiny-fss.yaml)."""
+    from moirescale.data.config import load_config
+    from moirescale.data.generate import generate
+
+    cfg, _ = load_config(ROOT / "configs" / "dataset-tiny-fss.yaml")
+    return generate(cfg, tmp_path_factory.mktemp("tiny_fss") / "store", progress=False)
 
 
 def test_pick_examples_sweeps_each_label():
@@ -81,20 +92,25 @@ def test_fresh_refuses_the_working_directory(tmp_path, monkeypatch):
     cfg = _tiny_config(tmp_path / "demo.yaml", tmp_path / "store")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="--fresh"):
-        run_demo(".", cfg, fresh=True)
+        run_demo(".", cfg, fresh=True, variant=None)
+    with pytest.raises(UserError, match="no such variant sweep config"):
+        run_demo(tmp_path / "out", cfg, variant=tmp_path / "missing.yaml")
+    assert not (tmp_path / "out").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")
     with pytest.raises(UserError, match="not a demo run directory"):
-        run_demo(tmp_path / "mine", cfg, fresh=True)
+        run_demo(tmp_path / "mine", cfg, fresh=True, variant=None)
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
     with pytest.raises(UserError, match="no such sweep config"):
         run_demo(tmp_path / "out", tmp_path / "missing.yaml")
 
 
-def test_demo_end_to_end_and_resume(tiny_store, tmp_path):
+def test_demo_end_to_end_and_resume(tiny_store, tiny_fss_store, tmp_path):
     cfg = _tiny_config(tmp_path / "demo.yaml", tiny_store)
+    fss = _tiny_config(tmp_path / "fss.yaml", tiny_fss_store, channels="net")
     out = tmp_path / "run"
-    r = _cli("demo", "--out", out, "--config", cfg, "--noise-n-test", "16")
+    args = ("demo", "--out", out, "--config", cfg, "--variant", fss, "--noise-n-test", "16")
+    r = _cli(*args)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for name in ("results.parquet", "noise.parquet", "figures/examples.png", "fits.json", "report.html",
                  "demo_timing.json"):
@@ -113,16 +129,47 @@ def test_demo_end_to_end_and_resume(tiny_store, tmp_path):
     html = (out / "report.html").read_text()
     assert "Noise robustness" in html and "no figures/examples.png" not in html
 
+    # The two variants: the nuisance-free run beside the default one, d of both, alpha_D vs 4/d, the finding.
+    for name in ("fss/results.parquet", "fss/fits.json", "fss/report.html", "variants/alpha_vs_dimension.png",
+                 "variants/curves.png", "variants/points.csv", "variants/dimension-default.json",
+                 "variants/dimension-fss.json"):
+        assert (out / name).exists(), name
+    lead = html[html.index("What the demo finds"):html.index("<h2>Runs</h2>")]
+    assert "tiny store read through top" in lead and "tiny store read through net" in lead
+    assert "alt='alpha_D vs 4/d'" in lead and "alt='learning curves of both variants'" in lead
+    dims = {v: json.loads((out / f"variants/dimension-{v}.json").read_text()) for v in ("default", "fss")}
+    for v, doc in dims.items():  # each d is in the text, as measured (not a number written into the code)
+        assert doc["channels"] == ("top" if v == "default" else "net")
+        assert f"d = {doc['estimators']['twonn']['d']:.1f}" in lead
+    points = pd.read_csv(out / "variants" / "points.csv")
+    assert set(points["variant"]) == {"default", "fss"} and set(points["family"]) == {"fcn"}
+    assert "two dataset variants" in r.stdout
+
     # Re-running reuses everything: no new training rows, the noise table and the figure are not rewritten.
     stamps = {p: (out / p).stat().st_mtime_ns
-              for p in ("noise.parquet", "figures/examples.png", "fits.json", "report.html")}
+              for p in ("noise.parquet", "figures/examples.png", "fits.json", "report.html", "fss/fits.json",
+                        "fss/report.html", "variants/points.csv", "variants/dimension-fss.json")}
     parts = sorted((out / "results.parquet").glob("part-*"))
-    r2 = _cli("demo", "--out", out, "--config", cfg, "--noise-n-test", "16")
+    r2 = _cli(*args)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert sorted((out / "results.parquet").glob("part-*")) == parts
     for p, t in stamps.items():
         assert (out / p).stat().st_mtime_ns == t, p
     assert "kept" in r2.stderr
+
+    # --fresh checks the nested variant run and the comparison folder by the same rules: a user's file there
+    # stops it; without it, everything the demo wrote goes (the lock files stay, as at the top).
+    from moirescale.use.demo import _fresh
+
+    for planted in ("variants/notes.md", "fss/figures/mine.png", "fss/thesis.tex"):
+        (out / planted).write_text("precious")
+        with pytest.raises(UserError, match="did not write"):
+            _fresh(out)
+        assert (out / planted).read_text() == "precious" and (out / "variants" / "points.csv").exists()
+        (out / planted).unlink()
+    _fresh(out)
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert set(left) <= {".moirescale-demo", ".sweep.lock", "fss", "fss/.sweep.lock"}, left
 
 
 def test_demo_bad_config_exits_2(tmp_path):

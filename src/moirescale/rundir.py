@@ -42,6 +42,8 @@ EXAMPLES = "examples.png"
 REPORT = "report.html"
 DEMO_MARKER = ".moirescale-demo"
 DEMO_TIMING = "demo_timing.json"
+DEMO_VARIANT = "fss"  # the demo's second (nuisance-free) variant: a run directory inside the demo's
+DEMO_COMPARE = "variants"  # the demo's two-variant comparison (`compare-variants` files) inside it
 
 STAMPED_CONFIG = re.compile(r"^config\.\d{8}T\d{6}\.yaml$")  # an old config kept by `sweep --force`
 CHECKPOINT_NAME = re.compile(r"^[0-9a-f]{16}-r\d{4,}\.pt$")  # train.spec.run_id + ".pt"
@@ -225,14 +227,79 @@ def write_fits(rundir: PathLike, text: str) -> Path:
     return atomic_write(fits_path(rundir), text)
 
 
+# Numbers as fits_json writes them: finite, null, or "inf"/"-inf" (strict JSON has no infinities).
+_Num = Annotated[float, Field(strict=False)] | None
+_Count = Annotated[int, Field(strict=True, ge=0)] | None
+
+
+class FitEntry(BaseModel):
+    """One curve's fit in ``fits.json``: the keys readers use, typed; the rest kept as written."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    arch: str
+    target: str
+    variable: str
+    grid: str | None = None
+    schedule: str | None = None
+    n_layers: _Count = None
+    width: _Count = None
+    n_params: _Count = None
+    n_points: _Count = None
+    n_min: _Count = None
+    n_max: _Count = None
+    noise_train: _Num = None
+    alpha: _Num = None
+    alpha_lo: _Num = None
+    alpha_hi: _Num = None
+
+
+class CheckEntry(BaseModel):
+    """One budget check of ``fits.json``'s ``convergence`` list (``convergence.convergence_table``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    grid: str
+    arch: str | None = None
+    target: str | None = None
+    n_layers: _Count = None
+    width: _Count = None
+    n_train: _Count = None
+    ratio: _Num = None
+    flagged: bool
+
+
+class FitsRecord(BaseModel):
+    """``RUNDIR/fits.json`` as a whole: its fits and budget checks typed, the other sections lists of
+    mappings, the settings a mapping."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    version: Annotated[int, Field(strict=True, ge=1)] | None = None
+    settings: dict[str, Any] | None = None
+    fits: list[FitEntry]
+    convergence: list[CheckEntry] = []
+    alpha_vs_size: list[dict[str, Any]] = []
+    joint: list[dict[str, Any]] = []
+    extrapolation: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+
+
 def read_fits(path: PathLike, what: str = "fits file") -> dict[str, Any]:
-    """A ``fits.json`` (``path``: the file, or the run directory holding it) as a mapping with a list of fit
-    mappings under ``fits``; UserError naming it when it is missing or is not one."""
+    """A ``fits.json`` (``path``: the file, or the run directory holding it) as a mapping, validated as a
+    whole (:class:`FitsRecord`: every fit's and budget check's keys typed); UserError naming it, and the
+    first bad key, when it is missing or is not one."""
     p = Path(path)
     if p.suffix != ".json":
         p = fits_path(p)
     doc = read_json(p, what)
-    fits = doc.get("fits") if isinstance(doc, dict) else None
-    if not isinstance(fits, list) or not all(isinstance(f, dict) for f in fits):
+    if not isinstance(doc, dict) or not isinstance(doc.get("fits"), list):
         raise UserError(f"{p} is not a fits.json written by `moirescale fit` (no list of fits)")
+    try:
+        FitsRecord.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise UserError(f"{p} is not a fits.json written by `moirescale fit` ({loc}: {err['msg']}); run "
+                        "`moirescale fit` on its run again") from None
     return doc

@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 from moirescale import rundir as rd
 from moirescale.analysis.fits import PowerLawFit  # noqa: E402
 from moirescale.analysis.pipeline import Analysis  # noqa: E402
-from moirescale.fsio import atomic_path  # noqa: E402
+from moirescale.fsio import atomic_path, real_dir  # noqa: E402
 from moirescale.labels import order_targets
 from moirescale.models import ARCH_NAMES, model_label  # noqa: E402
 from moirescale.results import read_parquet_file  # noqa: E402
@@ -665,8 +665,14 @@ FIGURES: dict[str, tuple[str, Callable[[Analysis], plt.Figure]]] = {
 }
 
 
-def _save(fig: plt.Figure, folder: Path, name: str) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
+def _save(fig: plt.Figure, folder: Path, name: str, rundir: Path | None = None) -> dict[str, str]:
+    """Write ``fig`` as ``folder/name.png`` and ``.svg``. With ``rundir`` (``folder`` is ``RUNDIR/figures``)
+    the folder is checked for each figure by :func:`moirescale.fsio.real_dir`: a link planted there while
+    the report runs is refused, not followed."""
+    if rundir is not None:
+        folder = real_dir(rundir, folder.name)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for ext, kw in (("png", {"dpi": 110}), ("svg", {})):
         path = folder / f"{name}.{ext}"
@@ -693,12 +699,13 @@ def make_figures(
         except NotEnoughData as e:
             out[name] = {"caption": caption, "skipped": f"not enough data: {e}"}
             continue
-        out[name] = {"caption": caption, **_save(fig, folder, name)}
+        out[name] = {"caption": caption, **_save(fig, folder, name, Path(rundir))}
     noise = rd.noise_path(rundir)
     cap = "Noise robustness: test MSE vs injected noise level"
     if noise.exists():
         try:
-            out["fig9_noise"] = {"caption": cap, **_save(fig_noise(noise_table(noise)), folder, "fig9_noise")}
+            out["fig9_noise"] = {"caption": cap, **_save(fig_noise(noise_table(noise)), folder, "fig9_noise",
+                                                               Path(rundir))}
         except NotEnoughData as e:
             out["fig9_noise"] = {"caption": cap, "skipped": f"not enough data: {e}"}
     else:

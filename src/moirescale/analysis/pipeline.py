@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ def analyze(df: pd.DataFrame, settings: FitSettings | None = None) -> Analysis:
     st = settings or FitSettings()
     curve_rows, _ = split_checks(df)  # budget-check rows are compared with their curve, never fitted
     stats = point_stats(curve_rows)
+    check_bootstrap_budget(st, stats, curve_rows)
     an = Analysis(stats=stats, settings=st, convergence=convergence_table(df))
     _fit_data_curves(an, stats)
     _fit_size_curves(an, stats)
@@ -152,6 +154,47 @@ def analyze(df: pd.DataFrame, settings: FitSettings | None = None) -> Analysis:
         reasons = sorted({s["reason"] for s in an.skipped}) or ["no curve has points with successful runs"]
         raise UserError("no scaling curve could be fitted: " + "; ".join(reasons[:3]))
     return an
+
+
+# What the bootstraps cost on this machine (2 busy cores): one nonlinear refit (a floor or the joint law)
+# measured at 2.5 ms, taken as 5 ms; a linear replicate's joint resampling holds ~3 (n_boot, K) float64 arrays
+# for K realizations.
+NONLINEAR_REFIT_S = 0.005
+MAX_BOOTSTRAP_S = 3600.0
+MAX_BOOTSTRAP_BYTES = 2 * 2**30
+NOTE_BOOTSTRAP_S = 60.0
+
+
+def check_bootstrap_budget(st: FitSettings, stats: pd.DataFrame, rows: pd.DataFrame) -> float:
+    """Refuse bootstrap settings whose time (the nonlinear refits) or memory (the joint resampling over
+    realizations) this machine cannot afford; say how long the fits take when it is over a minute.
+
+    Returns the estimated seconds of nonlinear refits. UserError naming the option and the limit otherwise.
+    """
+    k = int(rows["realization"].nunique()) if "realization" in rows and len(rows) else max(1, len(rows))
+    nbytes = 3 * 8 * max(st.n_boot, st.n_boot_nonlinear) * max(k, 1)
+    if nbytes > MAX_BOOTSTRAP_BYTES:
+        raise UserError(
+            f"--bootstrap {max(st.n_boot, st.n_boot_nonlinear)} over {k} realizations needs about "
+            f"{nbytes / 2**30:.1f} GiB for its resampling (limit {MAX_BOOTSTRAP_BYTES / 2**30:g} GiB); "
+            "lower --bootstrap/--bootstrap-nonlinear"
+        )
+    if stats.empty:
+        return 0.0
+    n_nonlinear = stats.groupby(FAMILY_KEYS, dropna=False).ngroups  # the joint law, one per family
+    if st.floor:
+        n_nonlinear += stats.groupby(CURVE_D_KEYS, dropna=False).ngroups
+        n_nonlinear += stats.groupby(CURVE_M_KEYS, dropna=False).ngroups
+    seconds = n_nonlinear * st.n_boot_nonlinear * NONLINEAR_REFIT_S
+    if seconds > MAX_BOOTSTRAP_S:
+        raise UserError(
+            f"--bootstrap-nonlinear {st.n_boot_nonlinear} over {n_nonlinear} nonlinear fits takes about "
+            f"{seconds / 60:.0f} min on this machine (limit {MAX_BOOTSTRAP_S / 60:.0f} min); lower it"
+        )
+    if seconds > NOTE_BOOTSTRAP_S:
+        print(f"note: {n_nonlinear} nonlinear fits x {st.n_boot_nonlinear} bootstrap refits: about "
+              f"{seconds / 60:.0f} min", file=sys.stderr, flush=True)
+    return seconds
 
 
 def _fit_data_curves(an: Analysis, stats: pd.DataFrame) -> None:

@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -190,9 +191,11 @@ def build_report(
     rundir: str | os.PathLike[str],
     figures: dict[str, dict[str, Any]],
     results_df: pd.DataFrame,
+    lead: list[str] | None = None,
 ) -> str:
-    """The report page as a string (see module docstring): the header, then one section after another, each
-    rendered by its own ``_section_*`` function from the analysis dict and the run directory's files."""
+    """The report page as a string (see module docstring): the header, ``lead`` (HTML parts a caller puts
+    first, e.g. the demo's two-variant finding), then one section after another, each rendered by its own
+    ``_section_*`` function from the analysis dict and the run directory's files."""
     rundir = Path(rundir)
     doc = an.to_dict()
     parts: list[str] = [
@@ -211,6 +214,7 @@ def build_report(
     source = (doc["settings"].get("extra") or {}).get("source")
     if source:
         parts.append(f"<p>Results from the table <code>{html.escape(str(source))}</code>.</p>")
+    parts += lead or []
 
     for section in (
         _section_runs(results_df),
@@ -535,16 +539,21 @@ def _section_provenance(rundir: Path, doc: dict[str, Any]) -> list[str]:
 
 
 def write_report(
-    an: Analysis, rundir: str | os.PathLike[str], figures: dict[str, dict[str, Any]], results_df: pd.DataFrame
+    an: Analysis,
+    rundir: str | os.PathLike[str],
+    figures: dict[str, dict[str, Any]],
+    results_df: pd.DataFrame,
+    lead: list[str] | None = None,
 ) -> Path:
     """Write ``RUNDIR/report.html`` atomically."""
     path = rd.report_path(rundir)
-    atomic_write(path, build_report(an, rundir, figures, results_df))
+    atomic_write(path, build_report(an, rundir, figures, results_df, lead))
     return path
 
 
 def fit_and_report(
-    rundir: str | os.PathLike[str], settings: Any = None, n_subsets: int = 50
+    rundir: str | os.PathLike[str], settings: Any = None, n_subsets: int = 50,
+    lead: Callable[[], list[str]] | None = None,
 ) -> tuple[Path, dict[str, dict[str, Any]]]:
     """Fit the results of ``rundir``, draw every figure the data supports and write ``fits.json`` and
     ``report.html``: what ``moirescale report`` runs, for callers in Python (the demo).
@@ -561,7 +570,7 @@ def fit_and_report(
     an = analyze(df, settings if settings is not None else FitSettings())
     write_fits(rundir, an)
     figs = make_figures(an, rundir, n_subsets=n_subsets)
-    return write_report(an, rundir, figs, df), figs
+    return write_report(an, rundir, figs, df, lead() if lead is not None else None), figs
 
 
 def build_variants_report(spec: Any, variants: pd.DataFrame, points: pd.DataFrame, png: str | Path) -> str:

@@ -239,6 +239,11 @@ def _family_fits(fits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
+def _fits_number(v: Any) -> float:
+    """A fits.json number (validated by :func:`moirescale.rundir.read_fits`; null: NaN)."""
+    return float("nan") if v is None else float(v)
+
+
 def _fit_model(f: dict[str, Any]) -> str:
     """A fit's model: :func:`moirescale.models.model_label`, with N_M for an arch named without its size."""
     label = model_label(f["arch"], f.get("n_layers"), f.get("width"))
@@ -261,8 +266,8 @@ def alpha_points(variants: list[Variant], estimator: str) -> pd.DataFrame:
                     "model": _fit_model(f),
                     "n_params": f.get("n_params"),
                     "alpha": float(f["alpha"]),
-                    "alpha_lo": float(f["alpha_lo"]),
-                    "alpha_hi": float(f["alpha_hi"]),
+                    "alpha_lo": _fits_number(f.get("alpha_lo")),
+                    "alpha_hi": _fits_number(f.get("alpha_hi")),
                     "n_range": f"{f.get('n_min')}-{f.get('n_max')}",
                     "budget_ratio": check.get("ratio"),
                     "converged": check.get("converged"),

@@ -7,10 +7,12 @@ sweep behaves the same on one machine and on a cluster.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import logging
 import multiprocessing as mp
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from moirescale.errors import UserError
@@ -110,17 +112,65 @@ def _cuda_devices() -> int:
         return 0
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Fail fast on a HOST:PORT nobody listens on (Ray itself retries for minutes before giving up)."""
+RAY_PROBE_S = 5.0  # how long joining a cluster may wait for its first answer
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # + empty SETTINGS
+
+
+def ray_address(address: str | None) -> tuple[str | None, str]:
+    """The cluster to join and how it was named: ``--address``, else Ray's own ``RAY_ADDRESS`` (Ray joins
+    that cluster whenever it is set, so it is honoured, and named in every message), else None (start a
+    local cluster)."""
+    if address:
+        return address, "--address"
+    env = os.environ.get("RAY_ADDRESS", "").strip()
+    return (env, "RAY_ADDRESS") if env else (None, "")
+
+
+def _check_reachable(address: str, named: str = "--address", timeout: float = RAY_PROBE_S) -> None:
+    """Fail fast, in at most ``timeout`` seconds, on a HOST:PORT that is not a Ray cluster's GCS: nobody
+    listening, or a listener that does not answer gRPC's HTTP/2 preface with a SETTINGS frame (Ray itself
+    retries such an address for many minutes, printing a warning every few seconds)."""
     if address in ("auto", "local") or "://" in address or ":" not in address:
-        return
+        return  # Ray finds or names these itself
+    if os.environ.get("RAY_USE_TLS", "0") not in ("", "0"):
+        return  # a TLS cluster does not answer a plain-text preface
     host, _, port = address.rpartition(":")
+    hint = f"start one with `ray start --head --port=6379` or check {named}"
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(_H2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = sock.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except TimeoutError:
+        raise UserError(f"the Ray cluster at {address} ({named}) did not answer in {timeout:g} s; "
+                        f"{hint}") from None
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot reach the Ray cluster at {address} ({exc}); start one with "
-                        "`ray start --head --port=6379` or check --address") from None
+        raise UserError(f"cannot reach the Ray cluster at {address} ({named}: {exc}); {hint}") from None
+    if len(head) < 9 or head[3] != 4:  # a gRPC server's first frame is SETTINGS (type 4)
+        raise UserError(f"{address} ({named}) is not a Ray cluster (it does not speak gRPC); {hint}")
+
+
+@contextlib.contextmanager
+def _quiet_ray() -> Iterator[None]:
+    """Ray's Python and C++ logging silenced while joining (the failure becomes our one line)."""
+    saved = os.environ.get("RAY_BACKEND_LOG_LEVEL")
+    os.environ["RAY_BACKEND_LOG_LEVEL"] = "fatal"
+    ray_log = logging.getLogger("ray")
+    level = ray_log.level
+    ray_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        ray_log.setLevel(level)
+        if saved is None:
+            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
+        else:
+            os.environ["RAY_BACKEND_LOG_LEVEL"] = saved
 
 
 # Default Ray resources per family when the grid gives none. Small FCN ensembles share a GPU four ways.
@@ -168,11 +218,15 @@ class RayExecutor:
         self.store_path, self.rundir, self.train_fn = store_path, rundir, train_fn
         self.resources = resources or {}
         self.started_here = False
+        self.joined = ""
+        address, named = ray_address(address)
         if not ray.is_initialized():
             if address:
-                _check_reachable(address)
+                _check_reachable(address, named)
                 try:
-                    ray.init(address=address, log_to_driver=False, include_dashboard=False)
+                    with _quiet_ray():
+                        ray.init(address=address, log_to_driver=False, include_dashboard=False,
+                                 configure_logging=False)
                 except (ConnectionError, RuntimeError, ValueError) as exc:
                     hint = ""
                     if "auth" in repr(exc.__cause__ or exc).lower() or not os.environ.get("RAY_AUTH_MODE"):
@@ -180,9 +234,13 @@ class RayExecutor:
                         hint = (" (if the cluster was started with `ray start`, it may need token "
                                 "authentication: export RAY_AUTH_MODE=token and make ~/.ray/auth_token the "
                                 "cluster's)")
-                    raise UserError(f"cannot connect to the Ray cluster at {address}: {exc}{hint}") from None
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise UserError(f"cannot connect to the Ray cluster at {address} ({named}): {first}{hint}"
+                                    ) from None
+                self.joined = f" at {address} ({named})"
             else:
                 ray.init(
+                    address="local",  # a new local cluster, whatever the environment says
                     num_cpus=workers or cpu_count(),
                     include_dashboard=False,
                     object_store_memory=object_store_mb * 2**20,
@@ -196,7 +254,7 @@ class RayExecutor:
         self._remote = ray.remote(max_retries=0)(_ray_train_job)  # the driver retries, as with the local pool
 
     def describe(self) -> str:
-        where = "a local Ray cluster" if self.started_here else "the Ray cluster"
+        where = "a local Ray cluster" if self.started_here else f"the Ray cluster{self.joined}"
         return f"{where}: {self.n_cpu:g} CPU(s), {self.n_gpu:g} GPU(s)"
 
     def task_resources(self, spec: TrainSpec) -> tuple[float, float]:

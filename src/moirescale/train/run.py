@@ -19,7 +19,7 @@ import torch
 from moirescale import rundir as rd
 from moirescale.data.torch_data import store_channels
 from moirescale.errors import UserError
-from moirescale.fsio import atomic_path
+from moirescale.fsio import atomic_path, real_dir
 from moirescale.labels import LabelScaler
 from moirescale.models import FCN, create_model
 from moirescale.train.data import TrainData, load_train_data
@@ -176,8 +176,12 @@ def train_arrays(
     return out
 
 
-def _save_checkpoint(path: Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _save_checkpoint(rundir: Path, rel: str, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write ``RUNDIR/rel`` (``checkpoints/<run_id>.pt``); the folder is checked by ``fsio.real_dir`` at each
+    write, so a link planted at ``RUNDIR/checkpoints`` while the run trains is refused, not followed."""
+    rundir.mkdir(parents=True, exist_ok=True)
+    folder, name = Path(rel).parent, Path(rel).name
+    path = real_dir(rundir, *folder.parts) / name
     with atomic_path(path) as tmp:  # a killed run never leaves a half-written checkpoint
         torch.save({"state_dict": state, "meta": meta}, tmp)
 
@@ -214,7 +218,7 @@ def run_spec(
         if t.realization in keep:
             rel = rd.checkpoint_rel(run_id(spec, t.realization))
             meta = _checkpoint_meta(rs, t, store_path, manifest)
-            _save_checkpoint(Path(rundir) / rel, t.state, meta)
+            _save_checkpoint(Path(rundir), rel, t.state, meta)
         rows.append(results_row(rs, t.realization, dev.type, trained=t, checkpoint=rel))
     return rows
 

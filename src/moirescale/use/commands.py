@@ -86,8 +86,11 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(Path("configs/demo.yaml"), "--config", help="Sweep config to run."),
         fresh: bool = typer.Option(False, "--fresh", help="Delete the run directory first (keeps data)."),
         noise_n_test: int = typer.Option(500, "--noise-n-test", help="Test images for the noise evaluation."),
+        variant: Path = typer.Option(Path("configs/demo-fss.yaml"), "--variant",
+                                     help="Sweep config of the second (nuisance-free) dataset variant."),
+        no_variant: bool = typer.Option(False, "--no-variant", help="Run the first variant alone."),
     ) -> None:
-        """Generate the demo dataset, sweep, evaluate noise, fit and report; resumes whatever is done."""
+        """Generate the demo datasets, sweep both variants, evaluate noise, fit and report; resumes."""
         from moirescale.use.demo import run_demo
 
-        run_demo(out, config, fresh=fresh, noise_n_test=noise_n_test)
+        run_demo(out, config, fresh=fresh, noise_n_test=noise_n_test, variant=None if no_variant else variant)

@@ -8,8 +8,12 @@ Stages (each skips or resumes what is already done):
    run ids already in the results table);
 3. noise: :func:`moirescale.use.noise.evaluate_noise` (skips rows already in ``DIR/noise.parquet``);
 4. examples: ``DIR/figures/examples.png`` (the paper's Fig. 2: top-layer images at several theta, J, D);
-5. fit + report: :func:`moirescale.analysis.report.fit_and_report` (what ``moirescale report DIR`` runs;
-   redone when any input is newer);
+5. variant: the same stages for the nuisance-free variant (``configs/demo-fss.yaml``: store, sweep, fit and
+   report into ``DIR/fss``), :mod:`moirescale.use.demo_variants`;
+6. fit + report: :func:`moirescale.analysis.report.fit_and_report` (what ``moirescale report DIR`` runs;
+   redone when any input is newer), led by the two variants' finding: both curves, the intrinsic dimension d
+   of both stores (``moirescale dimension``) and the alpha_D-vs-4/d figure of ``moirescale compare-variants``
+   (``DIR/variants``);
 
 then it prints where the report is and the fitted alpha_D with their intervals. Every stage is a library call,
 the one the matching ``moirescale`` command makes; a failing stage stops the demo with its own message.
@@ -32,6 +36,7 @@ from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_path, atomic_write, is_empty, real_dir, temp_target
 from moirescale.models import model_label
+from moirescale.use.demo_variants import COMPARE_FILES, DEFAULT_VARIANT_CONFIG, up_to_date
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 # Written when the demo creates its run directory; `--fresh` removes nothing from a directory without it.
@@ -172,8 +177,9 @@ def print_alphas(rundir: str | os.PathLike[str]) -> None:
     console.print(t)
 
 
-def _up_to_date(out: Path) -> bool:
-    """Whether fits.json and report.html are newer than everything they are made from."""
+def _up_to_date(out: Path, variant: Path | None = None) -> bool:
+    """Whether fits.json and report.html are newer than everything they are made from (the second variant's
+    results and fits included)."""
     made = [rd.fits_path(out), rd.report_path(out)]
     if not all(p.is_file() for p in made):
         return False
@@ -182,8 +188,11 @@ def _up_to_date(out: Path) -> bool:
     except UserError:
         return False  # a corrupt fits.json: fit and report again
     inputs = [*rd.results_path(out).glob("part-*.parquet"), rd.noise_path(out), rd.examples_path(out)]
-    newest = max((p.stat().st_mtime_ns for p in inputs if p.is_file()), default=0)
-    return min(p.stat().st_mtime_ns for p in made) > newest
+    if variant is not None:
+        if not rd.fits_path(variant).is_file():
+            return False
+        inputs += [*rd.results_path(variant).glob("part-*.parquet"), rd.fits_path(variant)]
+    return up_to_date(made, inputs)
 
 
 def _marker_text(out: Path) -> str:
@@ -223,12 +232,20 @@ def _figure_names() -> frozenset[str]:
 
 def _own_file(folder: str, name: str) -> bool:
     """Whether ``folder/name`` (``folder`` "" for the top level) is a file name the demo's stages write."""
+    if folder == rd.DEMO_COMPARE:
+        return name in COMPARE_FILES
     return rd.is_own(folder, name, _figure_names() if folder == rd.FIGURES else frozenset())
 
 
-def _demo_files(out: Path) -> tuple[list[Path], list[Path], list[str]]:
-    """(files, folders, foreign): what ``--fresh`` would remove, and the relative paths of every entry the
-    demo does not write (a user's file, a folder inside a folder, a link where a folder belongs)."""
+def _real_subdir(p: Path) -> bool:
+    return p.is_dir() and not p.is_symlink()
+
+
+def _demo_files(out: Path, nested: bool = True) -> tuple[list[Path], list[Path], list[str]]:
+    """(files, folders, foreign): what ``--fresh`` would remove (folders deepest first), and the relative
+    paths of every entry the demo does not write (a user's file, a folder inside a folder, a link where a
+    folder belongs). ``nested``: ``out`` is the demo's own directory, which also holds the second variant's
+    run directory (``fss/``, checked by the same rules) and the comparison folder (``variants/``)."""
     files: list[Path] = []
     folders: list[Path] = []
     foreign: list[str] = []
@@ -238,13 +255,18 @@ def _demo_files(out: Path) -> tuple[list[Path], list[Path], list[str]]:
         return _own_file(folder, final if final is not None else name)
 
     for top in sorted(out.iterdir()):
-        if top.name in rd.FOLDERS and top.is_dir() and not top.is_symlink():
+        if _real_subdir(top) and (top.name in rd.FOLDERS or (nested and top.name == rd.DEMO_COMPARE)):
             folders.append(top)
             for p in sorted(top.iterdir()):
                 if (p.is_symlink() or not p.is_dir()) and ours(top.name, p.name):
                     files.append(p)
                 else:
                     foreign.append(f"{top.name}/{p.name}")
+        elif nested and top.name == rd.DEMO_VARIANT and _real_subdir(top):
+            f, d, x = _demo_files(top, nested=False)
+            files += f
+            folders += [*d, top]
+            foreign += [f"{top.name}/{n}" for n in x]
         elif ours("", top.name) and (top.is_symlink() or not top.is_dir()):
             files.append(top)
         else:
@@ -300,7 +322,7 @@ def _fresh(out: Path) -> None:
             f"--fresh would delete files the demo did not write in {out} ({', '.join(foreign[:5])}"
             f"{', ...' if len(foreign) > 5 else ''}); move them away or use another --out"
         )
-    with _sweep_lock_free(out):
+    with _sweep_lock_free(out), _sweep_lock_free(out / rd.DEMO_VARIANT):
         _log(f"--fresh: removing the demo's files in {out}")
         for p in files:
             if p.name not in (MARKER, rd.LOCK):
@@ -313,7 +335,8 @@ def _fresh(out: Path) -> None:
 
 def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAULT_CONFIG,
              fresh: bool = False, noise_select: str = "all", noise_n_test: int | None = 500,
-             noise_n_train: str | int | None = "max") -> Path:
+             noise_n_train: str | int | None = "max",
+             variant: str | os.PathLike[str] | None = DEFAULT_VARIANT_CONFIG) -> Path:
     """Run (or resume) the whole demo into ``out``; returns the report path.
 
     Parameters
@@ -323,6 +346,8 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     fresh : delete ``out`` first (the dataset store is kept: it is the expensive part and is deterministic)
     noise_select, noise_n_test, noise_n_train : passed to :func:`moirescale.use.noise.evaluate_noise`
         (by default: every realization, at the largest N_D of each model, on 500 test images)
+    variant : the second (nuisance-free) variant's sweep config (default configs/demo-fss.yaml), run into
+        ``out/fss`` and compared with the first in the report; None: the first variant alone
     """
     from moirescale.use.noise import evaluate_noise, summarize_noise
 
@@ -333,6 +358,10 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     from moirescale.sweep.config import load_config
 
     load_config(config)  # a bad config is refused before anything is written or removed
+    if variant is not None:
+        from moirescale.use.demo_variants import check_config
+
+        variant = check_config(variant)
     if noise_n_test is not None and noise_n_test < 1:
         raise UserError(f"--noise-n-test must be >= 1, got {noise_n_test}")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
@@ -377,19 +406,36 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
         _log(f"wrote {ex}")
     stage("examples", t)
 
+    lead = None
+    var_dir = None
+    if variant is not None:
+        from moirescale.use import demo_variants as dv
+
+        t = time.perf_counter()
+        var_dir = out / rd.DEMO_VARIANT
+        sides = [dv.side("default", config, out), dv.side(rd.DEMO_VARIANT, variant, var_dir)]
+        _log(f"the second dataset variant ({sides[1].description}) into {var_dir}")
+        dv.run_variant(sides[1], _log, ensure_dataset)
+        lead = dv.lead(sides, out / rd.DEMO_COMPARE, _log)
+        stage("variant", t)
+
     t = time.perf_counter()
-    if _up_to_date(out):
+    if _up_to_date(out, var_dir):
         _log("fits.json and report.html are newer than every result: kept")
     else:
         from moirescale.analysis.report import fit_and_report
 
-        _log(f"fit and report {out}")
-        fit_and_report(out)
+        _log(f"fit and report {out}" + (" (with the two variants' d and alpha_D vs 4/d)" if lead else ""))
+        fit_and_report(out, lead=lead)
     stage("fit+report", t)
 
     total = time.perf_counter() - t0
     atomic_write(rd.timing_path(out), json.dumps({**stamps, "total": total}, indent=2) + "\n")
     print_alphas(out)
+    if variant is not None:
+        from moirescale.use.demo_variants import print_variants
+
+        print_variants(out)
     report = rd.report_path(out)
     print(f"report: {report.resolve()}  (demo took {total / 60:.1f} min)")
     return report
