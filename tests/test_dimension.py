@@ -1,4 +1,4 @@
-"""Intrinsic dimension (analysis.dimension, `moirescale dimension`): known manifolds and a real store."""
+"""Intrinsic dimension (data.dimension, `moirescale dimension`): known manifolds and a real store."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moirescale.analysis.dimension import estimate_dimension
+from moirescale.data.dimension import estimate_dimension
 from moirescale.errors import UserError
 
 TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dataset-tiny.yaml"

@@ -111,10 +111,10 @@ def test_open_nofollow_and_stale_temps(tmp_path):
 
 def test_report_and_fits_never_follow_planted_links(tmp_path):
     """Regression (issue 11): a link at RUNDIR/report.html.tmp made `report` overwrite the link's target."""
+    import synthetic as syn
     from moirescale.analysis import figures as FG
     from moirescale.analysis import pipeline as P
     from moirescale.analysis import report as R
-    from moirescale.analysis import synthetic as syn
     from moirescale.analysis.fits import FitSettings
 
     results.append_rows(tmp_path, syn.synthetic_rows(syn.joint_law(), widths=(8,), n_trains=(224, 448, 896),
@@ -297,7 +297,7 @@ def trained_run(tiny_store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory):
     """A run directory with synthetic results (enough points for every fit), no checkpoints."""
-    from moirescale.analysis import synthetic as syn
+    import synthetic as syn
 
     d = tmp_path_factory.mktemp("hostile-syn")
     results.append_rows(d, syn.synthetic_rows(syn.joint_law(), widths=(4, 16), n_trains=(224, 448, 896, 1792),
