@@ -4,7 +4,9 @@
 
 One row per (width, target, N_D): the geometric-mean test MSE of each precision over the realizations both
 finished, the paired ratio bf16 / fp32 (geometric mean of the per-realization ratios, with a 95 % t-interval
-over realizations), and per curve alpha_D of each precision with its bootstrap interval. The decision rule of
+over realizations), per curve alpha_D of each precision with its bootstrap interval (moirescale's weighted
+fit), and the paired change of alpha_D (the same realizations' slopes, unweighted, bootstrap over
+realizations). The decision rule of
 the config (written before the run): bf16 becomes the default only if every geometric-mean MSE moves by < 5 %
 and no alpha_D by more than its interval.
 """
@@ -26,7 +28,7 @@ from moirescale.stats import geomean, load_results
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["width", "target", "n_train", "n_pairs", "gm_mse_fp32", "gm_mse_bf16", "ratio_bf16_fp32",
            "ratio_lo95", "ratio_hi95", "alpha_fp32", "alpha_fp32_lo", "alpha_fp32_hi", "alpha_bf16",
-           "alpha_bf16_lo", "alpha_bf16_hi"]
+           "alpha_bf16_lo", "alpha_bf16_hi", "paired_dalpha", "paired_dalpha_lo", "paired_dalpha_hi"]
 
 
 def paired(df, width: int, target: str):
@@ -40,10 +42,28 @@ def paired(df, width: int, target: str):
             yield int(n), a[both].to_numpy(float), b[both].to_numpy(float)
 
 
+def paired_delta_alpha(pts: list, n_boot: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """alpha_D(bf16) - alpha_D(fp32) of the same realizations, each the least-squares slope of the mean log
+    MSE over N_D, with a 95 % bootstrap interval that resamples realizations (the pairing kept)."""
+    x = np.log([p[0] for p in pts])
+    a = np.log(np.stack([p[1] for p in pts], axis=1))  # (R, points), realizations in the same order
+    b = np.log(np.stack([p[2] for p in pts], axis=1))
+
+    def delta(i: np.ndarray) -> float:
+        return float(np.polyfit(x, a[i].mean(0), 1)[0] - np.polyfit(x, b[i].mean(0), 1)[0])
+
+    rng = np.random.default_rng(seed)
+    reps = [delta(rng.integers(0, len(a), len(a))) for _ in range(n_boot)]
+    lo, hi = np.quantile(reps, [0.025, 0.975])
+    return delta(np.arange(len(a))), float(lo), float(hi)
+
+
 def curve_rows(df, width: int, target: str) -> list[dict]:
     pts = list(paired(df, width, target))
     if not pts:
         return []
+    same = len({p[1].size for p in pts}) == 1  # the same realizations at every N_D: a paired slope exists
+    d_alpha = paired_delta_alpha(pts) if same and len(pts) >= 2 else (np.nan, np.nan, np.nan)
     fits = {}
     for j, prec in ((1, "fp32"), (2, "bf16")):
         if len(pts) >= 2:
@@ -64,6 +84,7 @@ def curve_rows(df, width: int, target: str) -> list[dict]:
             "ratio_lo95": float(np.exp(m - h)), "ratio_hi95": float(np.exp(m + h)),
             "alpha_fp32": fits["fp32"][0], "alpha_fp32_lo": fits["fp32"][1], "alpha_fp32_hi": fits["fp32"][2],
             "alpha_bf16": fits["bf16"][0], "alpha_bf16_lo": fits["bf16"][1], "alpha_bf16_hi": fits["bf16"][2],
+            "paired_dalpha": d_alpha[0], "paired_dalpha_lo": d_alpha[1], "paired_dalpha_hi": d_alpha[2],
         })
     return out
 
@@ -83,14 +104,16 @@ def main() -> None:
         wr.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.csv, buf.getvalue())
-    print("| width | target | N_D | pairs | MSE fp32 | MSE bf16 | bf16/fp32 [95 %] | α_D fp32 | α_D bf16 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| width | target | N_D | pairs | MSE fp32 | MSE bf16 | bf16/fp32 [95 %] | α_D fp32 | α_D bf16 "
+          "| paired Δα_D [95 %] |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['width']} | {r['target']} | {r['n_train']} | {r['n_pairs']} | {r['gm_mse_fp32']:.3e} | "
               f"{r['gm_mse_bf16']:.3e} | {r['ratio_bf16_fp32']:.3f} [{r['ratio_lo95']:.3f}, "
               f"{r['ratio_hi95']:.3f}] | {r['alpha_fp32']:.3f} [{r['alpha_fp32_lo']:.3f}, "
               f"{r['alpha_fp32_hi']:.3f}] | {r['alpha_bf16']:.3f} [{r['alpha_bf16_lo']:.3f}, "
-              f"{r['alpha_bf16_hi']:.3f}] |")
+              f"{r['alpha_bf16_hi']:.3f}] | {r['paired_dalpha']:+.3f} [{r['paired_dalpha_lo']:+.3f}, "
+              f"{r['paired_dalpha_hi']:+.3f}] |")
     worst = max((abs(r["ratio_bf16_fp32"] - 1) for r in rows), default=float("nan"))
     alpha_ok = all(r["alpha_fp32_lo"] <= r["alpha_bf16"] <= r["alpha_fp32_hi"] for r in rows
                    if np.isfinite(r["alpha_bf16"]))

@@ -78,7 +78,7 @@ def test_examples_figure_and_alpha_table(tiny_store, tmp_path):
     with Image.open(out) as im:
         assert im.size[0] > 400 and im.size[1] > 400
     (tmp_path / "fits.json").write_text(json.dumps({"fits": [
-        {"variable": "n_params", "target": "J", "alpha": 0.3},
+        {"variable": "n_params", "target": "J", "arch": "fcn", "alpha": 0.3},
         {"variable": "n_train", "target": "theta", "arch": "fcn", "alpha": 1.2, "alpha_lo": 1.0,
          "alpha_hi": 1.4},
     ]}))
