@@ -148,13 +148,15 @@ _Side = Annotated[int, Field(strict=True, ge=1)]
 
 
 class DatasetRecord(_Record):
-    """``RUNDIR/dataset.json``: the store a sweep trained on, its split sizes, image shape and config hash."""
+    """``RUNDIR/dataset.json``: the store a sweep trained on, its split sizes, image shape, label names and
+    config hash."""
 
     # Each key typed; a record of an older sweep may lack some (its config_hash still guards a resume).
     store: str | None = None
     splits: dict[Literal["train", "val", "test"], Annotated[int, Field(strict=True, ge=0)]] | None = None
     image_shape: Annotated[list[_Side], Field(min_length=3, max_length=3)] | None = None
     config_hash: str | None = None
+    label_names: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
 
 
 def read_dataset(rundir: PathLike) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Draw one stored sample: every channel (red +1, blue -1) with its labels in the title."""
+"""Draw one stored sample: every channel (red +1, blue -1) with its labels in the title, each named as its
+store names it (a simulated store's spin layers, an imported store's own channels and labels)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ def label_text(store: Store, values) -> str:
     return "   ".join(f"{k} = {v:.4g}" for k, v in zip(names, values, strict=True))
 
 
+def channel_titles(manifest: dict, n: int) -> list[str]:
+    """Panel titles of a store's ``n`` channels: a simulated store's "<layer> layer S_z", an imported
+    store's (it records a ``pixel_map``) channel names as they are."""
+    names = manifest.get("image_channels") or [f"channel {c}" for c in range(n)]
+    if manifest.get("pixel_map") is not None:
+        return [str(x) for x in names]
+    return [f"{x} layer $S_z$" for x in names]
+
+
 def plot_sample(store: Store, split: str, index: int, out: str | Path) -> Path:
     """Save a PNG of sample ``index`` of ``split``; returns its path."""
     from moirescale.physics.render import figure_format, plot_channels
@@ -28,6 +38,5 @@ def plot_sample(store: Store, split: str, index: int, out: str | Path) -> Path:
     out = Path(out)
     images, labels = store.read(split, [index])
     seed = int(store.read_meta(split, [index])["seeds"][0])
-    names = store.manifest.get("image_channels") or [f"channel {c}" for c in range(images.shape[1])]
     title = f"{split}[{index}]  {label_text(store, labels[0])}   (seed {seed})"
-    return plot_channels(images[0], out, title, names=names)
+    return plot_channels(images[0], out, title, titles=channel_titles(store.manifest, images.shape[1]))

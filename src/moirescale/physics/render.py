@@ -82,10 +82,12 @@ def plot_channels(
     title: str,
     names: list[str] | tuple[str, ...] = ("top", "bottom"),
     fov_nm: float | None = None,
+    titles: list[str] | tuple[str, ...] | None = None,
 ) -> Path:
     """Save a PNG of every channel of ``image`` (C, H, W) side by side: red +1, blue -1 (the paper's colours).
 
-    With ``fov_nm`` the axes are in nm; without, bare pixels. UserError if the file can't be written.
+    Each panel is titled ``titles`` (default: "<name> layer S_z", a simulated image's spin layers). With
+    ``fov_nm`` the axes are in nm; without, bare pixels. UserError if the file can't be written.
     """
     import matplotlib
 
@@ -96,11 +98,12 @@ def plot_channels(
     n = image.shape[0]
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), squeeze=False, constrained_layout=True)
     extent = (0, fov_nm, 0, fov_nm) if fov_nm else None
-    for ax, chan, name in zip(axes[0], image, names, strict=False):
+    titles = titles or [f"{name} layer $S_z$" for name in names]
+    for ax, chan, name in zip(axes[0], image, titles, strict=False):
         im = ax.imshow(
             chan, cmap="bwr", vmin=-1, vmax=1, origin="lower", extent=extent, interpolation="nearest"
         )
-        ax.set_title(f"{name} layer $S_z$", fontsize=10)
+        ax.set_title(name, fontsize=10)
         if fov_nm:
             ax.set_xlabel("x (nm)")
         else:

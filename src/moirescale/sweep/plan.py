@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from moirescale.errors import UserError
+from moirescale.labels import LABELS
 from moirescale.limits import check_training_size, physical_memory
 from moirescale.sweep.config import GenerateSpec, LoadedConfig
 from moirescale.sweep.expand import Point, unique_points
@@ -42,12 +43,14 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class DatasetFacts:
-    """What the planning needs to know of the dataset: image shape (C, H, W), training pool, channel names."""
+    """What the planning needs to know of the dataset: image shape (C, H, W), training pool, channel names,
+    label names (an imported store's own; a simulated one's theta, J, D)."""
 
     image_shape: tuple[int, int, int]
     pool: int
     channels: tuple[str, ...]
     exists: bool  # the store is there (else the sweep will generate it)
+    label_names: tuple[str, ...] = LABELS
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,8 @@ def dataset_facts(loaded: LoadedConfig) -> DatasetFacts:
         with open_store(loaded.store_path, checksum=False) as store:
             c, h, w = store.image_shape
             have = {s: store.split_len(s) for s in ("train", "val", "test")}
-            facts = DatasetFacts((c, h, w), have["train"], tuple(store_channels(store)), True)
+            facts = DatasetFacts((c, h, w), have["train"], tuple(store_channels(store)), True,
+                                 tuple(store.label_names))
     except UserError as exc:
         if gen is None:
             raise no_store_error(exc) from None
@@ -152,13 +156,15 @@ def resolve_point(
     channels: Sequence[str] | None = None,
     pool: int | None = None,
     exists: bool = True,
+    label_names: Sequence[str] | None = None,
 ) -> ResolvedSpec:
     """One grid point resolved against the dataset: what ``run_spec`` would refuse, refused now, naming the
-    grid (the model is built on the meta device only: bad knobs fail here instead of in every job)."""
+    grid (the model is built on the meta device only: bad knobs fail here instead of in every job).
+    ``label_names``: the store's labels (None: see :func:`moirescale.train.resolve.label_columns`)."""
     from moirescale.train.resolve import resolve
 
     try:
-        rs = resolve(spec, image_shape, channels or None)
+        rs = resolve(spec, image_shape, channels or None, label_names=label_names)
     except (UserError, TypeError, ValueError) as exc:  # e.g. a schedule option of the wrong type
         raise UserError(f"grid {spec.grid}: {exc}") from None
     if pool is None:
@@ -173,10 +179,10 @@ def resolve_point(
 
 def resolve_points(
     points: Iterable[Point], image_shape: Sequence[int], channels: Sequence[str] | None = None,
-    pool: int | None = None, exists: bool = True,
+    pool: int | None = None, exists: bool = True, label_names: Sequence[str] | None = None,
 ) -> dict[str, ResolvedSpec]:
     """Every unique grid point resolved once (:func:`resolve_point`), by group id."""
-    return {p.gid: resolve_point(p.spec, image_shape, channels, pool, exists) for p in points}
+    return {p.gid: resolve_point(p.spec, image_shape, channels, pool, exists, label_names) for p in points}
 
 
 def check_size(rs: ResolvedSpec, group_size: int, memory: int | None) -> None:
@@ -195,7 +201,9 @@ def check_plan(loaded: LoadedConfig, facts: DatasetFacts, executor: str = "local
         points = unique_points(loaded.cfg)
     except (TypeError, ValueError) as exc:  # e.g. a schedule option that is not a number
         raise UserError(f"{loaded.path}: {exc}") from None
-    resolved = resolve_points(points, facts.image_shape, facts.channels, facts.pool, facts.exists)
+    resolved = resolve_points(
+        points, facts.image_shape, facts.channels, facts.pool, facts.exists, facts.label_names
+    )
     memory = physical_memory() if executor == "local" else None
     sized: set[Any] = set()
     for p in points:

@@ -146,6 +146,7 @@ def ensure_dataset(loaded: LoadedConfig, out: Path, force: bool = False) -> dict
         "store": str(path),
         "splits": {s: store.split_len(s) for s in ("train", "val", "test")},
         "image_shape": list(store.image_shape),
+        "label_names": list(store.label_names),
         "config_hash": store.manifest.get("config_hash"),
     }
     check_store_size(gen, info["splits"], path)
@@ -340,6 +341,9 @@ def run_sweep(
         if tuple(info["image_shape"]) != tuple(the_plan.facts.image_shape):  # not the store planned for
             raise UserError(f"{info['store']}: images of shape {tuple(info['image_shape'])}, planned for "
                             f"{tuple(the_plan.facts.image_shape)}; run the sweep again")
+        if tuple(info["label_names"]) != tuple(the_plan.facts.label_names):
+            raise UserError(f"{info['store']}: labels {', '.join(info['label_names'])}, planned for "
+                            f"{', '.join(the_plan.facts.label_names)}; run the sweep again")
         for w in config_warnings(loaded.cfg):  # after every refusal: a refused run prints one line
             log.warning(w)
             print(f"warning: {w}", file=sys.stderr)

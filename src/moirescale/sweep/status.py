@@ -45,6 +45,15 @@ def read_heartbeat(rundir: Path) -> dict[str, Any] | None:
     return {**raw, "started_at": hb.started_at.isoformat()}
 
 
+def _label_names(rundir: Path | None) -> tuple[str, ...] | None:
+    """The store's label names as ``RUNDIR/dataset.json`` records them (None: not recorded, e.g. before
+    the first job; then targets resolve as :func:`moirescale.train.resolve.label_columns` says)."""
+    names = rd.read_dataset(rundir).get("label_names") if rundir is not None else None
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return tuple(names)
+    return None
+
+
 def _image_shape(rundir: Path | None, loaded: LoadedConfig | None) -> tuple[int, ...]:
     if rundir is not None:
         shape = rd.read_dataset(rundir).get("image_shape")
@@ -75,7 +84,9 @@ def dry_run_table(loaded: LoadedConfig, rundir: Path | None = None, plan: Plan |
     """
     cfg = loaded.cfg
     shape = plan.facts.image_shape if plan is not None else _image_shape(rundir, loaded)
-    resolved = plan.resolved if plan is not None else resolve_points(unique_points(cfg), shape)
+    resolved = plan.resolved if plan is not None else resolve_points(
+        unique_points(cfg), shape, label_names=_label_names(rundir)
+    )
     done = results.done_ids(rundir) if rundir is not None and results.table_path(rundir).exists() else set()
     t = Table(title=f"sweep {cfg.name}: image {tuple(shape)}, {len(done)} runs already done")
     for col in ("grid", "arch", "points", "networks", "todo", "N_M range", "PFLOP", "2 CPU cores", "1 GPU"):
@@ -187,7 +198,9 @@ def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[s
     if recent.empty:
         return
     rate = len(recent) / elapsed * 3600
-    resolved = resolve_points(unique_points(loaded.cfg), _image_shape(rundir, None))
+    resolved = resolve_points(
+        unique_points(loaded.cfg), _image_shape(rundir, None), label_names=_label_names(rundir)
+    )
     left = jobs(loaded.cfg, results.done_ids(rundir))
     # Per family: estimated FLOPs done / wall seconds of the jobs that did them. A row's wall_time_s is its
     # share of its job (the job's time / its ensemble size), so a job's rows together add up to its time.

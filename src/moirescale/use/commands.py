@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
             ..., help=f"Run directory of a sweep ({rd.RESULTS} + {rd.CHECKPOINTS}/)."
         ),
         image: str = typer.Argument(
-            ..., help="Image: .npy ((H,W) top layer or (C,H,W)), a picture (.png), or STORE_DIR::split:index."
+            ..., help="Image: .npy ((H,W) one channel, a simulated store's top layer, or (C,H,W)), a picture "
+            "(.png), or STORE_DIR::split:index."
         ),
         arch: str | None = typer.Option(None, help="Use only this architecture (fcn, resnet18, vit)."),
         width: int | None = typer.Option(None, help="Use only networks of this width."),
@@ -44,7 +45,8 @@ def register(app: typer.Typer) -> None:
         top: int = typer.Option(1, help="Also show the K best grid points per label (rank 1 is the answer)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
-        """Predict theta, J and D of an image with the best trained networks (ensemble mean ± spread)."""
+        """Predict an image's labels with the best trained networks (ensemble mean ± spread): the labels of
+        the store the run trained on (theta, J and D for a simulated store; an imported store's own names)."""
         from moirescale.use.predict import predict as run_predict
         from moirescale.use.predict import render_table, to_json
 

@@ -8,11 +8,17 @@ Two corruptions of images in [-1, 1]:
 Both are deterministic given a seed. The noise of one (kind, level) is the same for every network, so the
 MSE differences between networks are paired, not a fresh draw each. ``evaluate_noise`` writes
 ``RUNDIR/noise.parquet`` (one row per network and noise setting); the report shows it.
+
+Each row's per-label MSE is ``mse_labels``, JSON by the store's own label names (any store, simulated or
+imported); a simulated store's rows fill the fixed ``mse_theta``/``mse_J``/``mse_D`` columns too. Each row
+records the noise seed and the store (its ``config_hash``): a table is only extended with the same noise on
+the same test set. Tables written before these columns existed stay readable (the new columns null).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,13 +42,17 @@ GRID_KEY = ("arch", "width", "n_layers", "target", "n_train")
 NOISE_COLUMNS = [
     "run_id", "arch", "width", "n_layers", "target", "n_train", "realization",
     "noise_kind", "noise_level", "mse", "mse_theta", "mse_J", "mse_D", "n_test",
+    "mse_labels", "noise_seed", "store_hash",
 ]
+# Columns a table written before labels of any name (issue 26) lacks: read as null.
+LATER_COLUMNS = ("mse_labels", "noise_seed", "store_hash")
 
 # Nullable integer sizes: a ResNet has no n_layers, and floats would print FCN sizes as "3.0x8".
 NOISE_DTYPES = {
     "run_id": str, "arch": str, "width": "Int64", "n_layers": "Int64", "target": str, "n_train": "int64",
     "realization": "int64", "noise_kind": str, "noise_level": float, "mse": float, "mse_theta": float,
-    "mse_J": float, "mse_D": float, "n_test": "int64",
+    "mse_J": float, "mse_D": float, "n_test": "int64", "mse_labels": "string", "noise_seed": "Int64",
+    "store_hash": "string",
 }
 
 
@@ -141,6 +151,9 @@ def read_noise(rundir: str | os.PathLike[str]) -> pd.DataFrame:
     if not path.is_file():
         return pd.DataFrame({c: pd.Series(dtype=NOISE_DTYPES[c]) for c in NOISE_COLUMNS})
     df = read_parquet_file(path, what="noise table")
+    for c in LATER_COLUMNS:
+        if c not in df.columns:
+            df[c] = None
     missing = [c for c in NOISE_COLUMNS if c not in df.columns]
     try:
         if missing:
@@ -246,7 +259,6 @@ def evaluate_noise(
     """
     from moirescale.data.store import Store, open_store
     from moirescale.data.torch_data import label_scaler
-    from moirescale.labels import LABELS, target_index
     from moirescale.train import load_checkpoint
     from moirescale.use.predict import check_checkpoint
 
@@ -277,6 +289,8 @@ def evaluate_noise(
             f"{noise_table_path(rundir)} holds rows evaluated on {other[0]} test images, now {n}; use "
             f"--n-test {other[0]}, or move the table away to start again"
         )
+    store_hash = str(st.manifest.get("config_hash", ""))
+    _check_same_noise(rundir, table, seed, store_hash, st.root)
     done = set(zip(table["run_id"], table["noise_kind"], table["noise_level"].astype(float), strict=True))
     # The corrupted test sets, drawn once on all channels and shared by every network (paired comparisons).
     noisy: dict[tuple[str, float], np.ndarray] = {}
@@ -299,12 +313,7 @@ def evaluate_noise(
         model.eval()
         check_checkpoint(str(rundir / r["checkpoint"]), model, meta)
         ch = model_channels(meta, st)
-        cols = target_index(r["target"])
-        if int(meta["n_outputs"]) != len(cols):
-            raise UserError(
-                f"checkpoint {rundir / r['checkpoint']}: the network gives {meta['n_outputs']} outputs, but "
-                f"its target {r['target']} needs {len(cols)}; it does not belong to its results row"
-            )
+        cols = _label_columns(rundir / r["checkpoint"], meta, r["target"], st)
         new = []
         clean_pred = None  # level 0 of every kind is the same clean test set: predict it once
         for kind, level in todo:
@@ -315,19 +324,67 @@ def evaluate_noise(
             else:
                 pred = predict_images(model, corrupted(kind, level, ch), batch_size)
             err = (pred - y[:, cols]) ** 2
-            per = {f"mse_{lab}": np.nan for lab in LABELS}
-            for j, c in enumerate(cols):
-                per[f"mse_{LABELS[c]}"] = float(err[:, j].mean())
             new.append({
                 "run_id": r["run_id"], "arch": r["arch"], "width": r["width"], "n_layers": r["n_layers"],
                 "target": r["target"], "n_train": int(r["n_train"]), "realization": int(r["realization"]),
-                "noise_kind": kind, "noise_level": float(level), "mse": float(err.mean()), **per, "n_test": n,
+                "noise_kind": kind, "noise_level": float(level), "mse": float(err.mean()),
+                **_per_label(err, cols, st.label_names), "n_test": n, "noise_seed": int(seed),
+                "store_hash": store_hash,
             })
         table = pd.concat([table, pd.DataFrame(new, columns=NOISE_COLUMNS)], ignore_index=True)
         table = table.astype(NOISE_DTYPES)
         _write_noise(rundir, table)
         done.update((r["run_id"], k, v) for k, v in todo)
     return table
+
+
+def _check_same_noise(rundir: Path, table: pd.DataFrame, seed: int, store_hash: str, store: Path) -> None:
+    """Refuse to extend a table made with another noise seed or on another store: its rows would not be
+    paired with the new ones (rows of a table older than these columns record neither, and are kept)."""
+    seeds = sorted(set(table["noise_seed"].dropna().astype(int)) - {int(seed)})
+    if seeds:
+        raise UserError(
+            f"{noise_table_path(rundir)} holds rows made with noise seed {seeds[0]}, now {seed}; use "
+            f"--seed {seeds[0]}, or move the table away to start again"
+        )
+    stores = sorted(set(table["store_hash"].dropna().astype(str)) - {store_hash})
+    if stores:
+        raise UserError(
+            f"{noise_table_path(rundir)} holds rows evaluated on another store (config hash "
+            f"{stores[0][:12]}) than {store} ({store_hash[:12]}); give that store with --store, or move the "
+            "table away to start again"
+        )
+
+
+def _label_columns(checkpoint: Path, meta: dict[str, Any], target: str, store: Any) -> list[int]:
+    """The store's label columns a network regresses, checked against its checkpoint (its label names and
+    number of outputs)."""
+    from moirescale.labels import LABELS, target_index
+
+    names = tuple(store.label_names)
+    trained = tuple(meta.get("label_names") or LABELS)
+    if trained != names:
+        raise UserError(
+            f"checkpoint {checkpoint} was trained on labels {', '.join(trained)}, but {store.root} has "
+            f"{', '.join(names)}; give the store it was trained on with --store"
+        )
+    cols = target_index(target, names)
+    if int(meta["n_outputs"]) != len(cols):
+        raise UserError(
+            f"checkpoint {checkpoint}: the network gives {meta['n_outputs']} outputs, but its target "
+            f"{target} needs {len(cols)}; it does not belong to its results row"
+        )
+    return cols
+
+
+def _per_label(err: np.ndarray, cols: list[int], names: Sequence[str]) -> dict[str, Any]:
+    """The per-label MSE columns of a row: ``mse_labels`` (JSON by the store's label names) and, for a
+    simulated store, the fixed ``mse_theta``/``mse_J``/``mse_D`` (NaN for labels the target leaves out)."""
+    from moirescale.labels import LABELS
+
+    per = {names[c]: float(err[:, j].mean()) for j, c in enumerate(cols)}
+    fixed = {f"mse_{lab}": per.get(lab, np.nan) if tuple(names) == LABELS else np.nan for lab in LABELS}
+    return {**fixed, "mse_labels": json.dumps(per, sort_keys=True)}
 
 
 def summarize_noise(table: pd.DataFrame, print_table: bool = True) -> pd.DataFrame:
