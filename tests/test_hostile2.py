@@ -500,3 +500,26 @@ def test_noise_table_is_validated_as_a_whole(tmp_path):
     pd.DataFrame({"run_id": ["a"], "mse": [1.0]}).to_parquet(tmp_path / "noise.parquet")
     with pytest.raises(UserError, match="noise table"):
         read_noise(tmp_path)
+
+
+def test_train_out_is_never_the_dataset_store(tiny_store, tmp_path):
+    """Issue 29: `train --out` accepted the store itself and wrote results.parquet and checkpoints among its
+    shards. The store, a folder inside it and a folder holding a store manifest are refused; none written."""
+    import shutil
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    before = sorted(p.name for p in store.iterdir())
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(store / "manifest.json", other / "manifest.json")
+    for out in (store, store / "runs", other):
+        r = subprocess.run([sys.executable, "-m", "moirescale.cli", "train", "--data", str(store), "--out",
+                            str(out), "--n-train", "16", "--no-progress"], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "dataset store" in r.stderr
+    assert sorted(p.name for p in store.iterdir()) == before
+    assert sorted(p.name for p in other.iterdir()) == ["manifest.json"]

@@ -86,6 +86,7 @@ def train(
         raise UserError(f"--first-realization must be in [0, 10^6), got {first_realization}")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
+    _refuse_store_as_out(data, out)
     check_appendable(out)
     target, channels = _store_defaults(data, target, channels)
     kw = {"n_layers": n_layers, "width": width, "heads": heads, "patch": patch}
@@ -142,6 +143,17 @@ def _store_defaults(data: Path, target: str | None, channels: str | None) -> tup
     if channels is None:
         channels = "top" if "top" in stored else ",".join(stored)
     return target, channels
+
+
+def _refuse_store_as_out(data: Path, out: Path) -> None:
+    """A run directory is never a dataset store: refuse ``--out`` that is the store, lies inside it, or holds
+    a store's manifest (results and checkpoints written there would sit among the shards)."""
+    from moirescale.data.store import MANIFEST
+
+    d, o = data.resolve(), out.resolve()
+    if o == d or d in o.parents or (o / MANIFEST).exists():
+        raise UserError(f"--out {out} is a dataset store or lies inside one; choose a run directory of its "
+                        "own")
 
 
 def _refuse_other_precision(spec, out: Path) -> None:
