@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -63,11 +64,14 @@ def test_dataset_record_round_trip_and_refusal(tmp_path):
 
 
 def test_fits_reader_refuses_what_is_not_a_fits_file(tmp_path):
-    rd.write_fits(tmp_path, '{"fits": [{"alpha": 1}]}')
-    assert rd.read_fits(tmp_path)["fits"] == [{"alpha": 1}]
-    rd.fits_path(tmp_path).write_text('{"fits": [1]}')
-    with pytest.raises(UserError, match=rd.FITS):
-        rd.read_fits(tmp_path)
+    fit = {"arch": "fcn", "target": "J", "variable": "n_train", "alpha": 1.0}
+    rd.write_fits(tmp_path, json.dumps({"fits": [fit]}))
+    assert rd.read_fits(tmp_path)["fits"] == [fit]
+    for bad in ('{"fits": [1]}', '{"fits": [{"alpha": 1}]}', '{"fits": "x"}',
+                json.dumps({"fits": [{**fit, "alpha": "steep"}]})):
+        rd.fits_path(tmp_path).write_text(bad)
+        with pytest.raises(UserError, match=rd.FITS):
+            rd.read_fits(tmp_path)
 
 
 def test_own_names():

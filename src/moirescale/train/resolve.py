@@ -173,6 +173,8 @@ def _channels_of(spec: TrainSpec, channel_names: Sequence[str] | None, c: int, s
     try:
         return channel_positions(available, spec.channels)
     except UserError:
+        if channel_names is not None:  # a store: its own message names what it holds
+            raise
         raise UserError(
             f"channels must be distinct comma-separated names from {', '.join(available)}"
             f"{' (or both)' if {'top', 'bottom'} <= set(available) else ''}, got {spec.channels!r}"
