@@ -148,7 +148,7 @@ def test_cli_missing_split_or_store_exit_2(tiny_store, tmp_path):
 @pytest.mark.parametrize(
     ("kw", "msg"),
     [
-        ({"channels": "all"}, "channels must be"),
+        ({"channels": "all"}, "not in the store"),
         ({"target": "K"}, "unknown target"),
         ({"schedule": "linear"}, "unknown schedule"),
         ({"arch": "resnet18", "model_kw": {"depth": 3}}, "no option"),
