@@ -13,7 +13,7 @@ from moirescale.analysis.pipeline import advise, analyze, format_advice
 from moirescale.errors import UserError
 from moirescale.results import BUDGET_CHECK_SUFFIX
 from moirescale.sweep.config import parse_config
-from moirescale.sweep.expand import grid_points, unique_points
+from moirescale.sweep.expand import grid_points, spec_run_ids, unique_points
 
 BASE = {
     "name": "t",
@@ -146,3 +146,24 @@ def test_a_check_of_fewer_realizations_is_paired_with_the_same_realizations_of_i
     (row,) = convergence_table(pd.DataFrame(rows))
     assert row["n_r"] == 2 and row["n_r_long"] == 2
     assert row["ratio"] == pytest.approx(1.0, rel=0.15) and not row["flagged"]
+
+
+def test_realizations_at_cuts_the_dear_points_and_their_check_and_keeps_the_ids():
+    cfg_d = copy.deepcopy(BASE)
+    cfg_d["grids"][0]["realizations_at"] = {1792: 2}
+    cfg = parse_config(cfg_d)
+    points = grid_points(cfg, cfg.grids[0])
+    by_n = {(p.grid, p.n_train): p.realizations for p in points}
+    assert by_n[("g", 224)] == (0, 1, 2) and by_n[("g", 896)] == (0, 1, 2)
+    assert by_n[("g", 1792)] == (0, 1)
+    assert by_n[("g" + BUDGET_CHECK_SUFFIX, 1792)] == (0, 1)  # the check follows its point
+    # the same point with the full N_r keeps its run ids: raising N_r later trains only the missing ones
+    base = parse_config(copy.deepcopy(BASE))
+    full = {(p.grid, p.n_train, p.target, p.model_kw["width"]): p for p in grid_points(base, base.grids[0])}
+    for p in points:
+        q = full[(p.grid, p.n_train, p.target, p.model_kw["width"])]
+        assert spec_run_ids(p) == spec_run_ids(q)[: len(p.realizations)]
+    bad = copy.deepcopy(BASE)
+    bad["grids"][0]["realizations_at"] = {1000: 2}  # not one of the grid's N_D
+    with pytest.raises(UserError, match="realizations_at"):
+        parse_config(bad)

@@ -180,13 +180,19 @@ class Resources(_Strict):
     num_gpus: Annotated[float, Field(ge=0)] | None = None
 
 
+NRealizations = Annotated[int, Field(gt=0, le=MAX_REALIZATIONS)]
+
+
 class Grid(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
     model: ModelGrid
     n_train: NTrain
     targets: list[TargetName]  # label names of the store or all: checked against it (check_targets)
-    realizations: Annotated[int, Field(gt=0, le=MAX_REALIZATIONS)]  # N_r: realization indices 0..N_r-1
+    realizations: NRealizations  # N_r: realization indices 0..N_r-1
+    # N_r at chosen N_D instead (e.g. {57344: 3, 114688: 3}): a cost cut where one point costs more than the
+    # rest of its curve; realizations 0..N_r-1 again, so raising it later trains only the missing ones.
+    realizations_at: dict[PosInt, NRealizations] = Field(default_factory=dict)
     group_size: PosInt | None = None  # realizations per job (None: all for FCN = one ensemble, 1 otherwise)
     train: Recipe = Field(default_factory=Recipe)
     schedules: list[ScheduleChoice] | None = None  # a schedule comparison: the grid is run once per schedule
@@ -225,6 +231,9 @@ class Grid(_Strict):
                 raise ValueError("give either train.schedule or schedules, not both")
         if self.convergence_check is not None and self.name.endswith(BUDGET_CHECK_SUFFIX):
             raise ValueError(f"a grid name may not end in {BUDGET_CHECK_SUFFIX!r} (reserved for checks)")
+        stray = sorted(set(self.realizations_at) - set(self.n_train.sizes()))
+        if stray:
+            raise ValueError(f"realizations_at names N_D {stray} that are not among this grid's n_train")
         n_check = self.convergence_check_realizations
         if n_check is not None and (self.convergence_check is None or n_check > self.realizations):
             raise ValueError(

@@ -56,7 +56,7 @@ def grid_points(cfg: SweepConfig, grid: Grid) -> list[TrainSpec]:
                             arch=grid.model.arch,
                             target=target,
                             n_train=n_train,
-                            realizations=tuple(range(grid.realizations)),
+                            realizations=tuple(range(grid.realizations_at.get(n_train, grid.realizations))),
                             model_kw=model_kw,
                             seed=cfg.seed,
                             grid=grid.name,
