@@ -4,7 +4,7 @@ largest N_D with what was measured there (one curve's power law, or the joint la
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,33 @@ def n_holdout(n_distinct: int) -> int:
     return 2 if n_distinct >= 6 else 1
 
 
+def _fit_mask(n_train: np.ndarray, holdout: int | None) -> np.ndarray:
+    """Which points the fit may use: all but those at the ``holdout`` largest N_D (:func:`n_holdout`)."""
+    h = holdout if holdout is not None else n_holdout(np.unique(n_train).size)
+    return n_train < np.sort(np.unique(n_train))[-h]
+
+
+def _kept(values: Sequence[Any] | None, mask: np.ndarray) -> list[Any] | None:
+    return None if values is None else [v for v, t in zip(values, mask, strict=True) if t]
+
+
+def _held_out(
+    logs: Sequence[np.ndarray],
+    fitted: np.ndarray,
+    describe: Callable[[int], dict[str, Any]],
+    predict: Callable[[int], tuple[float, np.ndarray]],
+    level: float,
+) -> list[dict[str, Any]]:
+    """One verdict per held-out point with data: ``describe(i)`` names point i, ``predict(i)`` gives the
+    fit's value there and its bootstrap replicates."""
+    out = []
+    for i, (v, t) in enumerate(zip(logs, fitted, strict=True)):
+        if not t and len(v):
+            pred, reps = predict(i)
+            out.append({**describe(i), **_verdict(np.asarray(v), pred, reps, level)})
+    return out
+
+
 def extrapolate_power_law(
     n: Sequence[float],
     logs: Sequence[np.ndarray],
@@ -58,28 +85,12 @@ def extrapolate_power_law(
 ) -> list[dict[str, Any]]:
     """Fit on all but the ``holdout`` largest N and predict the held-out points (one dict per point)."""
     n_arr = np.asarray(n, dtype=float)
-    h = holdout if holdout is not None else n_holdout(np.unique(n_arr).size)
-    cut = np.sort(np.unique(n_arr))[-h]
-    train = n_arr < cut
-    fit = fit_power_law(
-        n_arr[train],
-        [v for v, t in zip(logs, train, strict=True) if t],
-        floor=floor,
-        n_boot=n_boot,
-        seed=seed,
-        level=level,
-        labels=None if labels is None else [a for a, t in zip(labels, train, strict=True) if t],
-        loss=loss,
-        huber_delta=huber_delta,
-    )
-    out = []
-    for ni, v, t in zip(n_arr, logs, train, strict=True):
-        if t or len(v) == 0:
-            continue
-        r = {"n": int(ni), "fit_n_max": int(n_arr[train].max())}
-        r.update(_verdict(np.asarray(v), float(fit.predict(ni)), fit.predict_reps(ni)[:, 0], level))
-        out.append(r)
-    return out
+    train = _fit_mask(n_arr, holdout)
+    fit = fit_power_law(n_arr[train], _kept(logs, train), floor=floor, n_boot=n_boot, seed=seed, level=level,
+                        labels=_kept(labels, train), loss=loss, huber_delta=huber_delta)
+    n_max = int(n_arr[train].max())
+    return _held_out(logs, train, lambda i: {"n": int(n_arr[i]), "fit_n_max": n_max},
+                     lambda i: (float(fit.predict(n_arr[i])), fit.predict_reps(n_arr[i])[:, 0]), level)
 
 
 def extrapolate_joint(
@@ -97,26 +108,16 @@ def extrapolate_joint(
 ) -> tuple[JointFit, list[dict[str, Any]]]:
     """Joint fit on the smaller N_D only; predict every point at the ``holdout`` largest N_D values."""
     nm, nd = np.asarray(n_params, dtype=float), np.asarray(n_train, dtype=float)
-    h = holdout if holdout is not None else n_holdout(np.unique(nd).size)
-    cut = np.sort(np.unique(nd))[-h]
-    train = nd < cut
-    fit = fit_joint(
-        nm[train],
-        nd[train],
-        [v for v, t in zip(logs, train, strict=True) if t],
-        n_boot=n_boot,
-        seed=seed,
-        level=level,
-        labels=None if labels is None else [a for a, t in zip(labels, train, strict=True) if t],
-        loss=loss,
-        huber_delta=huber_delta,
-    )
-    out = []
-    for m, d, v, t in zip(nm, nd, logs, train, strict=True):
-        if t or len(v) == 0:
-            continue
-        r = {"n_params": int(m), "n_train": int(d), "fit_n_max": int(nd[train].max())}
-        pr = JointFit._eval(fit.reps, np.array([m]), np.array([d]))[:, 0]
-        r.update(_verdict(np.asarray(v), float(fit.predict(m, d)[0]), pr, level))
-        out.append(r)
-    return fit, out
+    train = _fit_mask(nd, holdout)
+    fit = fit_joint(nm[train], nd[train], _kept(logs, train), n_boot=n_boot, seed=seed, level=level,
+                    labels=_kept(labels, train), loss=loss, huber_delta=huber_delta)
+    n_max = int(nd[train].max())
+
+    def predict(i: int) -> tuple[float, np.ndarray]:
+        reps = JointFit._eval(fit.reps, nm[i : i + 1], nd[i : i + 1])[:, 0]
+        return float(fit.predict(nm[i], nd[i])[0]), reps
+
+    def describe(i: int) -> dict[str, Any]:
+        return {"n_params": int(nm[i]), "n_train": int(nd[i]), "fit_n_max": n_max}
+
+    return fit, _held_out(logs, train, describe, predict, level)
