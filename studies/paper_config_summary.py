@@ -114,7 +114,7 @@ def main() -> None:
     print("| variant | model | target | α_D [95 %] | points | N_D | budget check | converged |")
     print("|---|---|---|---|---|---|---|---|")
     for f in fits:
-        model = "features" if f["arch"] == "features" else f"{f['arch']} 3 × {f['width']}"
+        model = "features" if f["arch"] == "features" else f"{f['arch']} 3 × {int(f['width'])}"
         ratio = "—"
         if f["budget_ratio"] is not None:
             ratio = f"{f['budget_ratio']:.2f} at {f['budget_check_n_train']}"
