@@ -73,7 +73,7 @@ def summarize(rundir: Path) -> tuple[list[dict], list[dict]]:
             ns.append(float(n))
             logs.append(np.log(mse))
             labels.append(realization_labels(h))
-        if len(ns) >= 2:
+        if len(ns) >= 3:  # what fit_power_law needs
             f = fit_power_law(np.array(ns), logs, labels=labels, n_boot=2000)
             lo, hi = f.interval(1)
             fits.append({**common, "alpha_d": f.alpha, "alpha_lo95": lo, "alpha_hi95": hi, "points": len(ns),
