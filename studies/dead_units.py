@@ -7,6 +7,9 @@ A unit is *alive* if its ReLU output is positive on at least one of the first ``
 with no live unit cuts the head off the image: the network then outputs one constant, the value that
 minimises its training MSE, i.e. about the mean label (MSE ≈ 1/12 on labels scaled to [0, 1]).
 ``out_std`` is the spread of the network's own predictions over the images (0 for a constant network).
+
+It also prints, as a diagnostic beside the protocol's curve (not a replacement for it), alpha_D fitted over
+only the realizations that are live at every N_D of a target.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from moirescale.analysis.fits import fit_power_law
 from moirescale.data.store import open_store
 from moirescale.data.torch_data import load_arrays
 from moirescale.fsio import atomic_write
@@ -40,6 +44,23 @@ def live_units(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[int], floa
             alive.append(int((h > 0).any(dim=0).sum()))
         out = model.head(h)
     return alive, float(out.std(dim=0).max())
+
+
+def live_fits(table: pd.DataFrame) -> list[dict]:
+    """alpha_D per target over the realizations that are live at every N_D (see the module docstring)."""
+    out = []
+    for target, g in table.groupby("target"):
+        live = [r for r, h in g.groupby("realization") if not h["constant"].any()]
+        h = g[g["realization"].isin(live)]
+        pts = list(h.groupby("n_train"))
+        if len(live) < 1 or len(pts) < 3:
+            continue
+        ns = np.array([float(n) for n, _ in pts])
+        logs = [np.log(k["test_mse"].to_numpy()) for _, k in pts]
+        fit = fit_power_law(ns, logs, labels=[k["realization"].to_numpy() for _, k in pts], n_boot=2000)
+        lo, hi = fit.interval(1)
+        out.append({"target": target, "live": live, "alpha_d": fit.alpha, "lo95": lo, "hi95": hi})
+    return out
 
 
 def main() -> None:
@@ -77,6 +98,9 @@ def main() -> None:
     summary["mse_constant"] = out[out["constant"]].groupby(by)["test_mse"].mean()
     summary["mse_live"] = out[~out["constant"]].groupby(by)["test_mse"].mean()
     print(summary.to_string())
+    for f in live_fits(out):
+        print(f"live-only alpha_D({f['target']}), realizations {f['live']}: {f['alpha_d']:.3f} "
+              f"[{f['lo95']:.3f}, {f['hi95']:.3f}]")
     print(f"{int(out['constant'].sum())} of {len(out)} networks constant -> {args.out}")
 
 
