@@ -175,3 +175,21 @@ def test_cli_train_own_data_by_default(tiny_store, tmp_path):
     assert len(df) == 8 and (df["status"] == "ok").all()
     assert df["data_seed"].nunique() == 8 and df["realization"].nunique() == 8
     assert (df["seed"] == 0).all()
+
+
+def test_train_prints_its_estimate_and_dry_run_writes_nothing(tiny_store, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tiny_store), "--out", str(out), "--n-layers", "2", "--width", "8",
+            "--target", "J", "--n-train", "64", "--realizations", "3", "--batch-size", "16", "--no-progress",
+            "--schedule-opt", "min_steps=20", "--schedule-opt", "min_epochs=1"]
+    r = cli(*args, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "estimate: 3 networks" in r.stdout and "on 2 CPU cores" in r.stdout
+    assert not (out / "results.parquet").exists() and not (out / "checkpoints").exists()
+    big = cli(*[a if a != "3" else "300" for a in args], "--dry-run")
+    assert "estimate: 300 networks" in big.stdout
+    tflop = [float(x.split("networks, ")[1].split(" TFLOP")[0]) for x in (r.stdout, big.stdout)]
+    assert tflop[1] == pytest.approx(100 * tflop[0], rel=1e-6)  # the cost scales with the realizations
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "estimate: 3 networks" in r.stdout and (out / "results.parquet").exists()

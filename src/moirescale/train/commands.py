@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.limits import MAX_REALIZATIONS
+
+if TYPE_CHECKING:
+    from moirescale.train.spec import TrainSpec
 
 
 def _parse_opts(items: list[str] | None) -> dict[str, object]:
@@ -72,6 +76,7 @@ def train(
     checkpoints: str = typer.Option("all", "--checkpoints", help="all, best or none"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the estimated cost, write nothing"),
 ) -> None:
     """Train N_r realizations of one model on N_D samples and append one row per network to the run table."""
     from moirescale.results import append_rows, check_appendable
@@ -114,6 +119,9 @@ def train(
 
     check_precision(precision, resolve_device(device))  # tf32 on a CPU: refused before anything is read
     _refuse_other_precision(spec, out)
+    typer.echo(_estimate_line(spec, data))  # before a long run, how long it may take (issue 29)
+    if dry_run:
+        return
     rows = run_spec(spec, data, out, device=device, progress=progress, checkpoints=checkpoints)
     append_rows(out, rows)
     ok = [r["test_mse"] for r in rows if r["status"] == "ok"]
@@ -125,6 +133,18 @@ def train(
         f"{len(rows)} networks ({len(ok)} ok, {n_div} diverged), N_M={rows[0]['n_params']}, "
         f"geometric-mean test MSE {gm:.4g} -> {rd.results_path(out)}"
     )
+
+
+def _estimate_line(spec: TrainSpec, data: Path) -> str:
+    """One line: the point's networks, FLOPs and estimated time on 2 CPU cores and one GPU (the sweep's cost
+    model, docs/sweeps.md; an upper bound: the schedule's full step budget)."""
+    from moirescale.sweep.estimate import human_time, job_cost
+    from moirescale.train.run import resolve_on_store
+
+    rs, _, _ = resolve_on_store(spec, data)
+    cost = job_cost(rs)
+    return (f"estimate: {len(rs.spec.realizations)} networks, {cost.flops / 1e12:.3g} TFLOP, at most "
+            f"{human_time(cost.cpu_s)} on 2 CPU cores or {human_time(cost.gpu_s)} on one GPU")
 
 
 def _store_defaults(data: Path, target: str | None, channels: str | None) -> tuple[str, str]:
