@@ -77,5 +77,7 @@ def test_fits_reader_refuses_what_is_not_a_fits_file(tmp_path):
 def test_own_names():
     assert rd.is_own("", rd.FITS) and rd.is_own("", "config.20260101T000000.yaml")
     assert rd.is_own(rd.CHECKPOINTS, "0123456789abcdef-r0001.pt") and not rd.is_own(rd.CHECKPOINTS, "x.pt")
+    assert rd.is_own(rd.CHECKPOINTS, "0123456789abcdef-r0001.resume.pt")  # a killed run's training state
+    assert not rd.is_own(rd.CHECKPOINTS, "0123456789abcdef-r0001.old.pt")
     assert rd.is_own(rd.FIGURES, rd.EXAMPLES) and not rd.is_own(rd.FIGURES, "mine.png")
     assert rd.is_own(rd.FIGURES, "fig1.png", frozenset({"fig1.png"}))

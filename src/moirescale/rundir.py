@@ -46,7 +46,7 @@ DEMO_VARIANT = "fss"  # the demo's second (nuisance-free) variant: a run directo
 DEMO_COMPARE = "variants"  # the demo's two-variant comparison (`compare-variants` files) inside it
 
 STAMPED_CONFIG = re.compile(r"^config\.\d{8}T\d{6}\.yaml$")  # an old config kept by `sweep --force`
-CHECKPOINT_NAME = re.compile(r"^[0-9a-f]{16}-r\d{4,}\.pt$")  # train.spec.run_id + ".pt"
+CHECKPOINT_NAME = re.compile(r"^[0-9a-f]{16}-r\d{4,}(\.resume)?\.pt$")  # run_id + ".pt" / ".resume.pt"
 PART_NAME = re.compile(r"^part-[0-9a-f]{32}\.parquet$")  # results.append_rows
 
 # The top-level files and the folders moirescale writes in a run directory.

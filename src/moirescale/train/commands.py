@@ -77,6 +77,10 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the estimated cost, write nothing"),
+    resume_every: float | None = typer.Option(
+        None, "--resume-every", help="seconds between saves of the training state (default 600): the same "
+        "command after a kill continues from the last one; 0 saves at every validation",
+    ),
 ) -> None:
     """Train N_r realizations of one model on N_D samples and append one row per network to the run table."""
     from moirescale.results import append_rows, check_appendable
@@ -87,6 +91,8 @@ def train(
         raise UserError(f"--data {data}: no such dataset store directory")
     if not 1 <= realizations <= MAX_REALIZATIONS:
         raise UserError(f"--realizations must be between 1 and {MAX_REALIZATIONS}, got {realizations}")
+    if resume_every is not None and not 0 <= resume_every < float("inf"):
+        raise UserError(f"--resume-every must be a number of seconds >= 0, got {resume_every}")
     if not 0 <= first_realization < 10**6:
         raise UserError(f"--first-realization must be in [0, 10^6), got {first_realization}")
     if out.exists() and not out.is_dir():
@@ -122,7 +128,8 @@ def train(
     typer.echo(_estimate_line(spec, data))  # before a long run, how long it may take (issue 29)
     if dry_run:
         return
-    rows = run_spec(spec, data, out, device=device, progress=progress, checkpoints=checkpoints)
+    every = {} if resume_every is None else {"resume_every": resume_every}
+    rows = run_spec(spec, data, out, device=device, progress=progress, checkpoints=checkpoints, **every)
     append_rows(out, rows)
     ok = [r["test_mse"] for r in rows if r["status"] == "ok"]
     n_div = sum(r["status"] == "diverged" for r in rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,6 +128,16 @@ class BatchStream:
     def noise(self, shape: tuple[int, ...], sigma: float) -> torch.Tensor:
         return torch.randn(shape, generator=self.noise_gen) * sigma
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where the stream stands (its generators and the rest of the epoch): a resumed run continues it."""
+        return {"gen": self.gen.get_state(), "noise_gen": self.noise_gen.get_state(),
+                "queue": list(self._queue), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.noise_gen.set_state(state["noise_gen"])
+        self._queue, self.epoch = list(state["queue"]), int(state["epoch"])
+
 
 class MemberStreams:
     """The batch streams of several networks with their own subsets, stepped together.
@@ -170,6 +181,15 @@ class MemberStreams:
     def noise(self, members: np.ndarray, shape: tuple[int, ...], sigma: float) -> torch.Tensor:
         """(len(members), *shape) input noise, each member from its own generator (as when trained alone)."""
         return torch.stack([self.streams[i].noise(shape, sigma) for i in members])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"streams": [s.state_dict() for s in self.streams], "order": self._order, "k": self._k}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for s, st in zip(self.streams, state["streams"], strict=True):
+            s.load_state_dict(st)
+        order = state["order"]
+        self._order, self._k = (None if order is None else order.to(self.device)), int(state["k"])
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:

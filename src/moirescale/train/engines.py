@@ -16,6 +16,8 @@ final validation and test MSE) stay fp32. Training inputs arrive already decoded
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -125,6 +127,18 @@ class ModuleEngine:
     def best_state(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v.cpu() for k, v in self.best.items()}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs (:mod:`moirescale.train.resume`): weights, optimiser, best, active."""
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "best": self.best,
+                "active": torch.from_numpy(self.active.copy())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        dev = next(self.model.parameters()).device
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.best = None if state["best"] is None else {k: v.to(dev) for k, v in state["best"].items()}
+        self.active = state["active"].numpy().copy()
+
 
 class FCNEnsemble:
     """``len(models)`` FCNs of one shape trained at once (initial weights are copied from ``models``)."""
@@ -169,6 +183,10 @@ class FCNEnsemble:
         else:
             self.m = [m[keep].contiguous() for m in self.m]
             self.v = [v[keep].contiguous() for v in self.v]
+        self._alloc_buffers()
+
+    def _alloc_buffers(self) -> None:
+        """Gradient and compute-dtype buffers shaped like the (active) weights."""
         self.gW = [torch.empty_like(w) for w in self.W]
         self.gb = [torch.empty_like(b) for b in self.b]
         # Mixed precision: persistent compute-dtype copies of the weights and the weight gradients' products.
@@ -301,6 +319,25 @@ class FCNEnsemble:
         self.b = [b[keep].contiguous() for b in self.b]
         self._alloc_state(fresh=False, keep=keep)
         self.active = self.active[~mask]
+
+    _STATE = ("W", "b", "m", "v", "bestW", "bestb")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs (:mod:`moirescale.train.resume`): the active networks' weights and
+        Adam moments, every network's best weights, who is active, the step count."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in self._STATE}
+        out.update(has_best=torch.from_numpy(self.has_best.copy()),
+                   active=torch.from_numpy(self.active.copy()), t=self.t)
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        dev = self.W[0].device
+        for k in self._STATE:
+            setattr(self, k, [x.to(dev).contiguous() for x in state[k]])
+        self.has_best = state["has_best"].numpy().copy()
+        self.active = state["active"].numpy().copy()
+        self.t = int(state["t"])
+        self._alloc_buffers()
 
     def best_state(self, i: int) -> dict[str, torch.Tensor]:
         """Network ``i``'s best weights as an :class:`FCN` state dict."""

@@ -16,6 +16,7 @@ import torch
 
 from moirescale.train.data import BatchStream, MemberStreams, TrainData
 from moirescale.train.precision import decode_images
+from moirescale.train.resume import ResumeFile, to_numpy, to_tensors
 from moirescale.train.schedules import Schedule, ScheduleConfig
 
 
@@ -110,12 +111,15 @@ def fit(
     cfg: ScheduleConfig,
     noise: float = 0.0,
     on_eval: Callable[[int, int, float, float], None] | None = None,
+    resume: ResumeFile | None = None,
 ) -> list[NetResult]:
     """Train the ``engine.n`` networks of ``engine`` and return one :class:`NetResult` each.
 
     ``subsets``/``batch_seeds``: one entry shared by all networks (shared batch: one ``(B, ...)`` batch per
     step), or one per network (each its own subset and order: one ``(R, B, ...)`` gather per step).
     ``on_eval(step, n_active, train_loss, val_loss)`` is called after each validation (for progress bars).
+    ``resume``: where the loop's state is saved at validation points and, if a state of this group is there,
+    where it starts from (:mod:`moirescale.train.resume`): a resumed run ends exactly as an uninterrupted one.
     """
     n = engine.n
     shared = len(subsets) == 1
@@ -143,6 +147,22 @@ def fit(
     x_val, y_val = data.x_val, data.y_val
     if 0 < cfg.val_samples < len(x_val):
         x_val, y_val = x_val[: cfg.val_samples], y_val[: cfg.val_samples]
+
+    feed = stream if shared else members
+
+    def state() -> dict[str, Any]:
+        return {"step": step, "loss": to_tensors([run_loss, run_count, last_lr]),
+                "res": [to_tensors(vars(r)) for r in res], "sched": to_tensors(sched.state_dict()),
+                "engine": engine.state_dict(), "feed": feed.state_dict()}
+
+    saved = resume.load() if resume is not None else None
+    if saved is not None:
+        step = int(saved["step"])
+        run_loss, run_count, last_lr = to_numpy(saved["loss"])
+        res = [NetResult(**{**to_numpy(r), "history": list(map(tuple, r["history"]))}) for r in saved["res"]]
+        sched.load_state_dict(to_numpy(saved["sched"]))
+        engine.load_state_dict(saved["engine"])
+        feed.load_state_dict(saved["feed"])
 
     def stop(local: np.ndarray, why: str | None = None) -> None:
         for i in engine.active[local]:
@@ -197,7 +217,11 @@ def fit(
             stop(sched.stopped[act])
             if on_eval is not None and val.size:
                 on_eval(step, int(engine.active.size), float(np.mean(train)), float(np.mean(val)))
+            if resume is not None and resume.due():
+                resume.save(state())
     stop(np.ones(engine.active.size, dtype=bool))
+    if resume is not None and resume.saved:  # a run long enough to have saved: its end state too
+        resume.save(state())
 
     ok = [i for i in range(n) if res[i].status == "ok" and np.isfinite(sched.best_strict[i])]
     for i in range(n):

@@ -27,6 +27,7 @@ from moirescale.train.engines import FCNEnsemble, ModuleEngine
 from moirescale.train.loop import NetResult, Tensors, fit
 from moirescale.train.precision import check_precision, images_for, matmul_mode
 from moirescale.train.resolve import ResolvedSpec, resolve
+from moirescale.train.resume import RESUME_EVERY_S, ResumeFile, resume_path
 from moirescale.train.rows import results_row
 from moirescale.train.spec import TrainSpec, realization_seed, run_id
 
@@ -99,6 +100,8 @@ def train_arrays(
     ensemble: bool | str = "auto",
     progress: Any = None,
     resolved: ResolvedSpec | None = None,
+    resume_dir: Path | None = None,
+    resume_every: float = RESUME_EVERY_S,
 ) -> list[Trained]:
     """Train every realization of ``spec`` on in-memory ``data``.
 
@@ -110,6 +113,9 @@ def train_arrays(
     progress : a callable ``(done_steps_delta, description)`` or None.
     resolved : ``spec`` resolved for ``data.in_shape`` (:func:`moirescale.train.resolve.resolve`); default:
         resolved here.
+    resume_dir : a folder for the training state of each group of networks (saved at least ``resume_every``
+        seconds apart; a killed run started again continues from it, :mod:`moirescale.train.resume`). The
+        caller deletes the files (:func:`discard_resume`); None: nothing saved.
     """
     rs = resolved if resolved is not None else resolve(spec, data.in_shape, sliced=True,
                                                        label_names=data.label_names)
@@ -161,11 +167,16 @@ def train_arrays(
                 )
             last[0] = step
 
+        rf = None
+        if resume_dir is not None:
+            ids = [run_id(spec, reals[j]) for j in g]
+            key = "|".join([type(engine).__name__, *ids])
+            rf = ResumeFile(resume_path(resume_dir, ids[0]), key, resume_every)
         with _threads(dev, 6.0 * n_params * spec.batch_size * len(g)), matmul_mode(spec.precision):
-            results = fit(engine, tensors, g_sub, g_seed, spec.batch_size, cfg, spec.noise_train, on_eval)
+            results = fit(engine, tensors, g_sub, g_seed, spec.batch_size, cfg, spec.noise_train, on_eval, rf)
         if progress is not None:
             progress(cfg.budget - last[0], "")
-        wall = (time.perf_counter() - t0) / len(g)
+        wall = (time.perf_counter() - t0 + (rf.prior_s if rf is not None else 0.0)) / len(g)
         for j, res in zip(g, results, strict=True):
             state = (
                 engine.best_state(0 if len(g) == 1 and isinstance(engine, ModuleEngine) else g.index(j))
@@ -193,12 +204,15 @@ def run_spec(
     device: str = "auto",
     progress: bool = True,
     checkpoints: str = "all",
+    resume_every: float = RESUME_EVERY_S,
 ) -> list[dict[str, Any]]:
     """Train every realization of ``spec`` on the store and return one results row per network.
 
     Saves each successful network's best weights to ``rundir/checkpoints/<run_id>.pt`` (the default, "all"),
     only the realization with the lowest validation MSE (``"best"``), or none (``"none"``). The caller appends
-    the rows (:func:`moirescale.results.append_rows`).
+    the rows (:func:`moirescale.results.append_rows`). A long training saves its state every
+    ``resume_every`` seconds to ``rundir/checkpoints/<run_id>.resume.pt``: the same call after a kill
+    continues from there (:mod:`moirescale.train.resume`); the files go once the checkpoints are written.
     """
     if checkpoints not in ("all", "best", "none"):
         raise UserError(f"checkpoints must be all, best or none, got {checkpoints!r}")
@@ -206,8 +220,11 @@ def run_spec(
     rs, subsets, manifest = resolve_on_store(spec, store_path)  # gather
     data, local = load_train_data(store_path, subsets, spec.channels)
     bar, report = _progress_bar(rs) if progress else (None, None)
+    Path(rundir).mkdir(parents=True, exist_ok=True)
+    states = real_dir(rundir, rd.CHECKPOINTS)  # where a killed run resumes from
     try:  # compute
-        trained = train_arrays(spec, data, local, device=dev, progress=report, resolved=rs)
+        trained = train_arrays(spec, data, local, device=dev, progress=report, resolved=rs,
+                               resume_dir=states, resume_every=resume_every)
     finally:
         if bar is not None:
             bar.stop()
@@ -220,7 +237,15 @@ def run_spec(
             meta = _checkpoint_meta(rs, t, store_path, manifest)
             _save_checkpoint(Path(rundir), rel, t.state, meta)
         rows.append(results_row(rs, t.realization, dev.type, trained=t, checkpoint=rel))
+    discard_resume(spec, states)  # the checkpoints are written: the training states are no longer needed
     return rows
+
+
+def discard_resume(spec: TrainSpec, folder: Path) -> None:
+    """Delete the training states :func:`train_arrays` may have saved for ``spec`` in ``folder`` (only
+    files named after ``spec``'s own run ids: nothing else is touched)."""
+    for r in spec.realizations:
+        resume_path(folder, run_id(spec, r)).unlink(missing_ok=True)
 
 
 def resolve_on_store(

@@ -176,6 +176,17 @@ class Schedule:
         self.stopped = np.zeros(n, dtype=bool)
         self.last_eval = 0
 
+    def state_dict(self) -> dict[str, Any]:
+        """The counters (numpy arrays and the last validation step); the config is the caller's."""
+        state = {k: v for k, v in vars(self).items() if k != "cfg"}
+        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            if k not in vars(self) or k == "cfg":
+                raise KeyError(f"not a schedule counter: {k!r}")
+            setattr(self, k, np.array(v) if isinstance(v, np.ndarray) else v)
+
     def lr(self, step: int) -> np.ndarray:
         """Learning rate of every network for the update after ``step`` completed steps."""
         c = self.cfg
