@@ -13,7 +13,6 @@ Wall time = FLOPs / an effective rate (:data:`RATES`, from the figures in ``docs
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,19 +36,13 @@ FEATURES_JOB_S = 10.0
 DEFAULT_IMAGE = (2, 100, 100)  # MODEL.md §4: two layers, 100 x 100 px
 
 
-def _defaults(fn: Any) -> dict[str, Any]:
-    """The keyword defaults of a model factory."""
-    return {k: v.default for k, v in inspect.signature(fn).parameters.items() if v.default is not v.empty}
-
-
 @functools.lru_cache(maxsize=256)
 def _flops(arch: str, kw_items: tuple[tuple[str, Any], ...], shape: tuple[int, int, int],
            n_out: int) -> float:
     kw = dict(kw_items)
     if arch == "fcn":
-        from moirescale.models.fcn import create_fcn, fcn_param_count, linear_param_count
+        from moirescale.models.fcn import fcn_param_count, linear_param_count
 
-        kw = {**_defaults(create_fcn), **kw}  # `train` may leave the knobs at the model's defaults
         d_in = shape[0] * shape[1] * shape[2]
         n_l, w = int(kw["n_layers"]), int(kw["width"])
         first = linear_param_count(d_in, w)
@@ -71,8 +64,8 @@ def _flops(arch: str, kw_items: tuple[tuple[str, Any], ...], shape: tuple[int, i
 
 def flops_per_sample(rs: ResolvedSpec) -> float:
     """Training FLOPs for one sample through one network (forward + backward)."""
-    spec = rs.spec
-    return _flops(spec.arch, tuple(sorted(spec.model_kw.items())), rs.in_shape, rs.n_outputs)
+    # the model's options with its defaults filled in (`train` may leave the knobs at the defaults)
+    return _flops(rs.spec.arch, tuple(sorted(rs.model_options.items())), rs.in_shape, rs.n_outputs)
 
 
 @dataclass(frozen=True)

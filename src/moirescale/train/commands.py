@@ -12,7 +12,7 @@ from moirescale.errors import UserError
 from moirescale.limits import MAX_REALIZATIONS
 
 if TYPE_CHECKING:
-    from moirescale.train.spec import TrainSpec
+    from moirescale.train.resolve import ResolvedSpec
 
 
 def _parse_opts(items: list[str] | None) -> dict[str, object]:
@@ -125,11 +125,15 @@ def train(
 
     check_precision(precision, resolve_device(device))  # tf32 on a CPU: refused before anything is read
     _refuse_other_precision(spec, out)
-    typer.echo(_estimate_line(spec, data))  # before a long run, how long it may take (issue 29)
+    from moirescale.train.run import resolve_on_store
+
+    on_store = resolve_on_store(spec, data)  # resolved once: for the estimate and for training
+    typer.echo(_estimate_line(on_store[0]))  # before a long run, how long it may take (issue 29)
     if dry_run:
         return
     every = {} if resume_every is None else {"resume_every": resume_every}
-    rows = run_spec(spec, data, out, device=device, progress=progress, checkpoints=checkpoints, **every)
+    rows = run_spec(spec, data, out, device=device, progress=progress, checkpoints=checkpoints,
+                    on_store=on_store, **every)
     append_rows(out, rows)
     ok = [r["test_mse"] for r in rows if r["status"] == "ok"]
     n_div = sum(r["status"] == "diverged" for r in rows)
@@ -142,13 +146,11 @@ def train(
     )
 
 
-def _estimate_line(spec: TrainSpec, data: Path) -> str:
+def _estimate_line(rs: ResolvedSpec) -> str:
     """One line: the point's networks, FLOPs and estimated time on 2 CPU cores and one GPU (the sweep's cost
     model, docs/sweeps.md; an upper bound: the schedule's full step budget)."""
     from moirescale.sweep.estimate import human_time, job_cost
-    from moirescale.train.run import resolve_on_store
 
-    rs, _, _ = resolve_on_store(spec, data)
     cost = job_cost(rs)
     return (f"estimate: {len(rs.spec.realizations)} networks, {cost.flops / 1e12:.3g} TFLOP, at most "
             f"{human_time(cost.cpu_s)} on 2 CPU cores or {human_time(cost.gpu_s)} on one GPU")

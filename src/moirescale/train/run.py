@@ -205,6 +205,7 @@ def run_spec(
     progress: bool = True,
     checkpoints: str = "all",
     resume_every: float = RESUME_EVERY_S,
+    on_store: tuple[ResolvedSpec, list[np.ndarray], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every realization of ``spec`` on the store and return one results row per network.
 
@@ -213,11 +214,12 @@ def run_spec(
     the rows (:func:`moirescale.results.append_rows`). A long training saves its state every
     ``resume_every`` seconds to ``rundir/checkpoints/<run_id>.resume.pt``: the same call after a kill
     continues from there (:mod:`moirescale.train.resume`); the files go once the checkpoints are written.
+    ``on_store``: what :func:`resolve_on_store` returned for ``spec`` and this store, if the caller has it.
     """
     if checkpoints not in ("all", "best", "none"):
         raise UserError(f"checkpoints must be all, best or none, got {checkpoints!r}")
     dev = resolve_device(device)
-    rs, subsets, manifest = resolve_on_store(spec, store_path)  # gather
+    rs, subsets, manifest = on_store or resolve_on_store(spec, store_path)  # gather
     data, local = load_train_data(store_path, subsets, spec.channels)
     bar, report = _progress_bar(rs) if progress else (None, None)
     Path(rundir).mkdir(parents=True, exist_ok=True)
