@@ -1,4 +1,5 @@
-"""Shared fixtures. ``tiny_store``: a small real dataset store, made once per test session.
+"""Shared fixtures. ``tiny_store``: a small real dataset store, made once per test session; ``data``: small
+learnable in-memory training data (:func:`synthetic.synth`).
 
 Set ``MOIRESCALE_TEST_STORE=/path/to/store`` to use a prebuilt store instead (it must be complete and valid).
 """
@@ -29,3 +30,13 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     cfg, _ = load_config(TINY_CONFIG)
     return generate(cfg, tmp_path_factory.mktemp("tiny_store") / "store", progress=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """256 / 64 / 64 images of 1 x 8 x 8 px that are a smooth function of their labels (a learnable task)."""
+    from moirescale.train import TrainData
+    from synthetic import synth
+
+    (xa, ya), (xb, yb), (xc, yc) = synth(256, 0), synth(64, 1), synth(64, 2)
+    return TrainData(xa, ya, xb, yb, xc, yc)

@@ -261,3 +261,13 @@ def noise_rows(seed: int = 0) -> list[dict[str, Any]]:
                         }
                     )
     return out
+
+
+def synth(n: int, seed: int, c: int = 1, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Images that are a smooth function of the scaled labels (a learnable regression)."""
+    rng = np.random.default_rng(seed)
+    y = rng.uniform(0, 1, (n, 3)).astype(np.float32)
+    gy, gx = np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size), indexing="ij")
+    t, j, d = (y[:, k, None, None] for k in range(3))
+    img = np.cos(2 * np.pi * (t * gx + 0.5 * gy)) * (0.5 + j) + d * gy
+    return np.repeat(img[:, None], c, axis=1).astype(np.float32), y

@@ -22,7 +22,7 @@ from moirescale.train.loop import Tensors
 from moirescale.train.precision import check_precision, decode_images
 from moirescale.train.resolve import check_fields
 from moirescale.train.spec import precision_twins
-from test_train import synth
+from synthetic import synth
 
 
 @pytest.fixture(scope="module")

@@ -29,22 +29,7 @@ from moirescale.train.loop import Tensors, fit
 from moirescale.train.resolve import resolve
 from moirescale.train.rows import results_row
 from moirescale.train.run import _threads
-
-
-def synth(n: int, seed: int, c: int = 1, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Images that are a smooth function of the scaled labels (a learnable regression)."""
-    rng = np.random.default_rng(seed)
-    y = rng.uniform(0, 1, (n, 3)).astype(np.float32)
-    gy, gx = np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size), indexing="ij")
-    t, j, d = (y[:, k, None, None] for k in range(3))
-    img = np.cos(2 * np.pi * (t * gx + 0.5 * gy)) * (0.5 + j) + d * gy
-    return np.repeat(img[:, None], c, axis=1).astype(np.float32), y
-
-
-@pytest.fixture(scope="module")
-def data() -> TrainData:
-    (xa, ya), (xb, yb), (xc, yc) = synth(256, 0), synth(64, 1), synth(64, 2)
-    return TrainData(xa, ya, xb, yb, xc, yc)
+from synthetic import synth
 
 
 def small_spec(**kw) -> TrainSpec:

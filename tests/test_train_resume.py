@@ -9,20 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from moirescale.train import TrainData, TrainSpec, train_arrays
+from moirescale.train import TrainSpec, train_arrays
 from moirescale.train.run import run_spec
 from moirescale.train.spec import run_id
-from test_train import synth
 
 
 class Killed(Exception):
     """Stands for SIGKILL: the training stops between two validation points."""
-
-
-@pytest.fixture(scope="module")
-def data() -> TrainData:
-    (xa, ya), (xb, yb), (xc, yc) = synth(256, 0), synth(64, 1), synth(64, 2)
-    return TrainData(xa, ya, xb, yb, xc, yc)
 
 
 def spec_for(**kw) -> TrainSpec:
