@@ -95,5 +95,12 @@ def test_bad_input_is_a_user_error(name, shape, kw, msg):
 
 
 def test_model_options_lists_defaults():
+    import inspect
+
+    from moirescale.models import MODELS
+
+    for name, factory in MODELS.items():  # the registry's contract: the two arguments create_model fills
+        assert list(inspect.signature(factory).parameters)[:2] == ["in_shape", "n_outputs"], name
+        assert "in_shape" not in model_options(name) and "n_outputs" not in model_options(name)
     assert model_options("fcn") == {"n_layers": 3, "width": 16}
     assert model_options("vit")["patch"] == 10

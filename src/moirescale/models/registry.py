@@ -23,12 +23,16 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+_GIVEN = ("in_shape", "n_outputs")  # the arguments every factory takes first, filled by create_model
+
+
 def model_options(name: str) -> dict[str, Any]:
-    """The keyword options of a model and their defaults."""
+    """The keyword options of a model and their defaults (every factory argument but ``in_shape`` and
+    ``n_outputs``, which :func:`create_model` passes itself)."""
     if name not in MODELS:
         raise UserError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    sig = inspect.signature(MODELS[name])
-    return {k: p.default for k, p in list(sig.parameters.items())[2:]}
+    params = inspect.signature(MODELS[name]).parameters
+    return {k: p.default for k, p in params.items() if k not in _GIVEN}
 
 
 def create_model(name: str, in_shape: tuple[int, ...], n_outputs: int, **kw: Any) -> nn.Module:
