@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -400,6 +401,37 @@ def test_status_cli(local_run):
     assert counts["pending"].sum() == 0 and counts["running"].sum() == 0
     with pytest.raises(UserError, match="not a sweep run directory"):
         grid_status(cfg.parent)
+
+
+def test_status_shows_a_saved_training_state(local_run, tmp_path):
+    """A job killed after saving its state (moirescale.train.resume) is listed with how far it got."""
+    from moirescale.sweep.expand import unique_points
+    from moirescale.train import train_arrays
+    from moirescale.train.data import load_train_data
+    from moirescale.train.run import resolve_on_store
+
+    cfg, out, _ = local_run
+    dest = tmp_path / "run"
+    shutil.copytree(out, dest)
+    spec = next(p.spec for p in unique_points(load_config(cfg).cfg) if p.spec.arch == "fcn")
+    rs, subsets, _ = resolve_on_store(spec, load_config(cfg).store_path)
+    data, local = load_train_data(load_config(cfg).store_path, subsets, spec.channels)
+
+    evals = []
+
+    def killed(delta: int, desc: str) -> None:
+        evals.append(desc)
+        if len(evals) == 2:  # the second validation point: the first one's state is saved
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_arrays(spec, data, local, progress=killed, resolved=rs, resume_dir=dest / "checkpoints",
+                     resume_every=0)
+    con = Console(record=True, width=300)
+    status_report(dest, con)
+    text = con.export_text()
+    assert f"saved state: {spec.grid} fcn[" in text and f"N_D={spec.n_train}" in text
+    assert f"of at most {rs.budget}, {len(spec.realizations)} of {len(spec.realizations)} networks" in text
 
 
 def test_ray_executor_matches_local(local_run, tmp_path):

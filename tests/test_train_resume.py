@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from moirescale.train import TrainSpec, train_arrays
+from moirescale.train.resume import read_progress
 from moirescale.train.run import run_spec
 from moirescale.train.spec import run_id
 
@@ -70,7 +71,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(data, tmp_path, kw, ense
     with pytest.raises(Killed):
         train_arrays(spec, data, ensemble=ensemble, progress=counting(kill_at)[1], resume_dir=tmp_path,
                      resume_every=0)
-    assert list(tmp_path.glob("*.resume.pt")), "a state was saved before the kill"
+    states = sorted(tmp_path.glob("*.resume.pt"))
+    assert states, "a state was saved before the kill"
+    prog = read_progress(states[-1])  # what `moirescale status` shows, read without the tensors
+    assert prog is not None and 0 < prog["step"] < prog["budget"]
+    assert prog["networks"] == (3 if ensemble else 1)
     calls, progress = counting()
     resumed = train_arrays(spec, data, ensemble=ensemble, progress=progress, resume_dir=tmp_path,
                            resume_every=0)

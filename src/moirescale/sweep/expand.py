@@ -161,3 +161,11 @@ def spec_run_ids(spec: TrainSpec) -> list[str]:
     ids = [f"{gid}-r{r:04d}" for r in spec.realizations]
     assert ids[0] == run_id(spec, spec.realizations[0]), "run_id's format changed; update spec_run_ids"
     return ids
+
+
+def describe_spec(spec: TrainSpec) -> str:
+    """One line for logs and status: ``fcn[n_layers=3,width=512] theta N_D=114688 adjustable r0-2(3)``."""
+    kw = ",".join(f"{k}={v}" for k, v in spec.model_kw.items())
+    r = spec.realizations
+    reals = f"r{r[0]}" if len(r) == 1 else f"r{r[0]}-{r[-1]}({len(r)})"
+    return f"{spec.arch}[{kw}] {spec.target} N_D={spec.n_train} {spec.schedule} {reals}"

@@ -30,7 +30,7 @@ from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_write, is_empty, open_nofollow, real_dir, remove_stale_temps
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
-from moirescale.sweep.expand import jobs, spec_run_ids
+from moirescale.sweep.expand import describe_spec, jobs, spec_run_ids
 from moirescale.sweep.plan import Plan, SweepOptions, check_store_size, no_store_error, plan
 from moirescale.sweep.worker import (
     DEFAULT_TRAIN_FN,
@@ -250,7 +250,7 @@ def drive(
             i = order[id(spec)]
             handle = executor.submit(spec)
             inflight[handle] = (i, spec, time.time())
-            log.info("start %s %s", spec.grid, _describe(spec))
+            log.info("start %s %s", spec.grid, describe_spec(spec))
         beat()
         finished = executor.wait(list(inflight), timeout=HEARTBEAT_EVERY_S)
         for handle in finished:
@@ -260,11 +260,11 @@ def drive(
             except Exception as exc:  # noqa: BLE001 - any failure of a job is recorded, the sweep goes on
                 if _out_of_space(exc):  # not the job's fault: stop, keep what is done, resume later
                     raise UserError(
-                        f"{_describe(spec)}: {format_error(exc)}; free some space and run the same command "
-                        "again to resume"
+                        f"{describe_spec(spec)}: {format_error(exc)}; free some space and run the same "
+                        "command again to resume"
                     ) from None
                 attempts[i] = attempts.get(i, 0) + 1
-                log.warning("job %s failed (attempt %d of %d): %s\n%s", _describe(spec), attempts[i],
+                log.warning("job %s failed (attempt %d of %d): %s\n%s", describe_spec(spec), attempts[i],
                             retries + 1, format_error(exc), format_traceback(exc))
                 if attempts[i] <= retries:
                     summary.retries += 1
@@ -276,7 +276,7 @@ def drive(
             for r in rows:
                 key = r.get("status", "failed")
                 setattr(summary, key, getattr(summary, key) + 1)
-            log.info("done %s %s: %s", spec.grid, _describe(spec),
+            log.info("done %s %s: %s", spec.grid, describe_spec(spec),
                      ", ".join(f"{r['run_id']} {r['status']} test_mse={r.get('test_mse')}" for r in rows))
             if on_rows is not None:
                 on_rows(rows)
@@ -291,13 +291,6 @@ def _out_of_space(exc: BaseException) -> bool:
             return True
         exc = getattr(exc, "cause", None) or exc.__cause__
     return False
-
-
-def _describe(spec: TrainSpec) -> str:
-    kw = ",".join(f"{k}={v}" for k, v in spec.model_kw.items())
-    r = spec.realizations
-    reals = f"r{r[0]}" if len(r) == 1 else f"r{r[0]}-{r[-1]}({len(r)})"
-    return f"{spec.arch}[{kw}] {spec.target} N_D={spec.n_train} {spec.schedule} {reals}"
 
 
 def run_sweep(

@@ -23,7 +23,14 @@ from moirescale import rundir as rd
 from moirescale.errors import UserError
 from moirescale.sweep.config import LoadedConfig, load_config
 from moirescale.sweep.estimate import DEFAULT_IMAGE, RATES, human_time, job_cost
-from moirescale.sweep.expand import default_group_size, grid_points, jobs, spec_run_ids, unique_points
+from moirescale.sweep.expand import (
+    default_group_size,
+    describe_spec,
+    grid_points,
+    jobs,
+    spec_run_ids,
+    unique_points,
+)
 from moirescale.sweep.plan import resolve_points
 from moirescale.train.spec import group_id
 
@@ -167,11 +174,38 @@ def status_report(rundir: Path, console: Console | None = None) -> pd.DataFrame:
                       f"{hb.get('queued', 0)} queued")
     else:
         console.print("no live sweep (not running, finished, or killed: rerun `moirescale sweep` to resume)")
+    for line in saved_states(rundir, loaded):
+        console.print(line, markup=False)  # "fcn[n_layers=3,width=512]" is not a style tag
     _throughput(rundir, loaded, df, hb, console)
     failed = st[st["status"] == "failed"]
     if len(failed):
         console.print(f"[red]{len(failed)} failed run(s)[/]; first error: {failed['error'].iloc[0]}")
     return counts
+
+
+def saved_states(rundir: Path, loaded: LoadedConfig) -> list[str]:
+    """One line per training state in ``RUNDIR/checkpoints`` (:mod:`moirescale.train.resume`): a job in flight
+    or killed, how far it got and when it last saved. A rerun of the sweep continues each from there."""
+    folder = rundir / rd.CHECKPOINTS
+    files = sorted(folder.glob("*.resume.pt")) if folder.is_dir() and not folder.is_symlink() else []
+    if not files:
+        return []
+    from moirescale.train.resume import read_progress  # imports torch: only when there is a state to read
+
+    specs = {group_id(p.spec): p.spec for p in unique_points(loaded.cfg)}
+    lines = []
+    for f in files:
+        prog = read_progress(f)
+        if prog is None or not prog["run_ids"]:
+            continue
+        gid = prog["run_ids"][0].rsplit("-r", 1)[0]
+        reals = tuple(int(r.rsplit("-r", 1)[1]) for r in prog["run_ids"])
+        what = (f"{specs[gid].grid} {describe_spec(replace(specs[gid], realizations=reals))}" if gid in specs
+                else f"{f.name} (not a point of this config)")
+        lines.append(f"saved state: {what}: step {prog['step']} of at most {prog['budget']}, "
+                     f"{prog['active']} of {prog['networks']} networks training, saved "
+                     f"{human_time(prog['age_s'])} ago")
+    return lines
 
 
 def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[str, Any] | None,

@@ -151,7 +151,8 @@ def fit(
     feed = stream if shared else members
 
     def state() -> dict[str, Any]:
-        return {"step": step, "loss": to_tensors([run_loss, run_count, last_lr]),
+        progress = {"step": step, "budget": cfg.budget, "active": int(engine.active.size), "networks": n}
+        return {"step": step, "loss": to_tensors([run_loss, run_count, last_lr]), "progress": progress,
                 "res": [to_tensors(vars(r)) for r in res], "sched": to_tensors(sched.state_dict()),
                 "engine": engine.state_dict(), "feed": feed.state_dict()}
 

@@ -79,6 +79,18 @@ class ResumeFile:
         self.path.unlink(missing_ok=True)
 
 
+def read_progress(path: Path) -> dict[str, Any] | None:
+    """How far a saved state got, read without its tensors (memory-mapped): the group's run ids, ``step``,
+    ``budget``, ``active`` of ``networks`` still training, ``age_s`` since the save. None if unreadable."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        prog = blob["state"]["progress"]
+        return {"run_ids": str(blob["key"]).split("|")[1:], "age_s": time.time() - path.stat().st_mtime,
+                **{k: int(prog[k]) for k in ("step", "budget", "active", "networks")}}
+    except Exception:  # a state being replaced, a foreign or truncated file: nothing to report
+        return None
+
+
 def resume_path(folder: Path, first_run_id: str) -> Path:
     return folder / f"{first_run_id}{SUFFIX}"
 
