@@ -42,6 +42,22 @@ def test_the_check_retrains_each_curves_largest_point_with_the_larger_budget():
         assert c.realizations == (0, 1, 2)
     # distinct run ids: the checks are trained, not deduplicated into their curve points
     assert len(unique_points(cfg)) == len(points)
+    # each check comes right after the largest point of the curve it checks (a sweep's job order)
+    for i, c in enumerate(points):
+        if c in checks:
+            src = points[i - 1]
+            assert (src.model_kw, src.target, src.n_train) == (c.model_kw, c.target, c.n_train)
+            assert not src.grid.endswith(BUDGET_CHECK_SUFFIX)
+
+
+def test_each_schedule_of_a_grid_gets_its_own_check():
+    d = copy.deepcopy(BASE)
+    d["grids"][0]["schedules"] = [{"schedule": "adjustable", "schedule_kw": {"min_steps": s}}
+                                  for s in (100, 200)]
+    cfg = parse_config(d)
+    checks = [p for p in grid_points(cfg, cfg.grids[0]) if p.grid.endswith(BUDGET_CHECK_SUFFIX)]
+    # one per width, target and schedule: 2 x 2 with min_steps 4 x 100, 2 x 2 with 4 x 200
+    assert sorted(c.schedule_kw["min_steps"] for c in checks) == [400] * 4 + [800] * 4
 
 
 @pytest.mark.parametrize("limit", [{"max_epochs": 3}, {"schedule_kw": {"max_steps": 150}}])

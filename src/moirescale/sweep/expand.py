@@ -35,7 +35,9 @@ def recipe_for(cfg: SweepConfig, grid: Grid) -> dict[str, Any]:
 
 
 def grid_points(cfg: SweepConfig, grid: Grid) -> list[TrainSpec]:
-    """Every point of one grid, in a fixed order: model size, schedule, target, N_D (slowest to fastest)."""
+    """Every point of one grid, in a fixed order: model size, schedule, target, N_D (slowest to fastest); a
+    curve's budget check (``convergence_check``) right after its largest N_D, so a sweep gives each curve's
+    verdict as soon as the curve is done, not after every other curve of the grid."""
     knobs = grid.model.knob_lists()
     names = list(knobs)
     recipe = recipe_for(cfg, grid)
@@ -63,24 +65,31 @@ def grid_points(cfg: SweepConfig, grid: Grid) -> list[TrainSpec]:
                             **kw,
                         )
                     )
-    if grid.convergence_check is not None:
-        points += budget_checks(points, grid)
-    return points
+    if grid.convergence_check is None:
+        return points
+    out = []
+    checks = budget_checks(points, grid)  # keyed by the curve's largest point
+    for p in points:
+        out.append(p)
+        if id(p) in checks:
+            out.append(checks[id(p)])
+    return out
 
 
-def budget_checks(points: list[TrainSpec], grid: Grid) -> list[TrainSpec]:
+def budget_checks(points: list[TrainSpec], grid: Grid) -> dict[int, TrainSpec]:
     """The convergence check of a grid: each curve's largest-N_D point with ``convergence_check`` times
     the step budget (the adjustable schedule's ``min_steps`` and ``min_epochs``), in grid
-    ``<name>.budget_check``, for the first ``convergence_check_realizations`` realizations (all if unset)."""
+    ``<name>.budget_check``, for the first ``convergence_check_realizations`` realizations (all if unset).
+    Returned by ``id`` of the point each checks (:func:`grid_points` puts it right after that point)."""
     from moirescale.train.schedules import budget_check_options
 
     factor = float(grid.convergence_check or 1)
     largest: dict[tuple, TrainSpec] = {}
-    for p in points:
+    for p in points:  # a curve: model size, schedule and its options, target; N_D varies along it
         key = (tuple(sorted(p.model_kw.items())), p.schedule, tuple(sorted(p.schedule_kw.items())), p.target)
         if key not in largest or p.n_train > largest[key].n_train:
             largest[key] = p
-    out = []
+    out = {}
     for p in largest.values():
         if p.schedule != "adjustable":
             raise UserError(
@@ -89,7 +98,7 @@ def budget_checks(points: list[TrainSpec], grid: Grid) -> list[TrainSpec]:
             )
         kw = budget_check_options(p.schedule_kw, p.max_epochs, factor)
         reals = p.realizations[: grid.convergence_check_realizations]
-        out.append(replace(p, schedule_kw=kw, realizations=reals, grid=grid.name + BUDGET_CHECK_SUFFIX))
+        out[id(p)] = replace(p, schedule_kw=kw, realizations=reals, grid=grid.name + BUDGET_CHECK_SUFFIX)
     return out
 
 
