@@ -192,16 +192,19 @@ def saved_states(rundir: Path, loaded: LoadedConfig) -> list[str]:
         return []
     from moirescale.train.resume import read_progress  # imports torch: only when there is a state to read
 
-    specs = {group_id(p.spec): p.spec for p in unique_points(loaded.cfg)}
+    runs = {rid: (p.spec, r) for p in unique_points(loaded.cfg)
+            for r, rid in zip(p.spec.realizations, spec_run_ids(p.spec), strict=True)}
     lines = []
     for f in files:
         prog = read_progress(f)
         if prog is None or not prog["run_ids"]:
             continue
-        gid = prog["run_ids"][0].rsplit("-r", 1)[0]
-        reals = tuple(int(r.rsplit("-r", 1)[1]) for r in prog["run_ids"])
-        what = (f"{specs[gid].grid} {describe_spec(replace(specs[gid], realizations=reals))}" if gid in specs
-                else f"{f.name} (not a point of this config)")
+        known = [runs[rid] for rid in prog["run_ids"] if rid in runs]
+        if known and len(known) == len(prog["run_ids"]):
+            spec = replace(known[0][0], realizations=tuple(r for _, r in known))
+            what = f"{spec.grid} {describe_spec(spec)}"
+        else:
+            what = f"{f.name} (not a point of this config)"
         lines.append(f"saved state: {what}: step {prog['step']} of at most {prog['budget']}, "
                      f"{prog['active']} of {prog['networks']} networks training, saved "
                      f"{human_time(prog['age_s'])} ago")
