@@ -6,7 +6,13 @@ docs/results/paper-config.csv: one row per curve point (variant, arch, width, n_
 geometric-mean test MSE with its 95 % interval, mean steps run, the curve's budget-check ratio at its largest
 N_D). docs/results/paper-config-fits.csv: one row per curve (alpha_D with its 95 % bootstrap interval over
 realizations resampled jointly across the curve, points, N_D range, the budget check and whether it passed).
+docs/results/paper-config-budget-pairs.csv: every budget check, run by run: the curve's run and the check's
+run on the same subset (realization, data seed), their steps and test MSEs and the ratio; the sweeps' own
+checks and the mid-curve checks run with `moirescale train` (studies/midcheck_*.sh: runs/paper-*-midcheck).
 Everything is computed from the results tables (no fits.json needed), so a partial run gives a partial table.
+A run two grids share counts in both (`load_results(..., by_grid=True)`): the width-512 theta point at N_D
+114 688 with 40 epochs is the 20-epoch curve's budget check. The 40-epoch grids of one N_D each are joined
+into one two-point curve (LONGER_BUDGET) whose slope is the local alpha_D at that budget.
 """
 
 from __future__ import annotations
@@ -23,15 +29,22 @@ from scipy import stats as sps
 from moirescale.analysis.convergence import convergence_table, curve_check, split_checks
 from moirescale.analysis.fits import fit_power_law
 from moirescale.fsio import atomic_write
+from moirescale.results import BUDGET_CHECK_SUFFIX
 from moirescale.rundir import results_path
 from moirescale.stats import load_results, realization_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results"
-POINT_COLUMNS = ["variant", "arch", "width", "n_params", "target", "n_train", "n_r", "gm_test_mse",
-                 "gm_lo95", "gm_hi95", "steps_mean", "precision", "budget_ratio_at_largest"]
-FIT_COLUMNS = ["variant", "arch", "width", "n_params", "target", "alpha_d", "alpha_lo95", "alpha_hi95",
-               "points", "n_train_min", "n_train_max", "budget_check_n_train", "budget_ratio", "converged"]
+POINT_COLUMNS = ["variant", "grid", "arch", "width", "n_params", "target", "n_train", "n_r", "gm_test_mse",
+                 "gm_lo95", "gm_hi95", "steps_mean", "epochs_mean", "precision", "budget_ratio_at_largest"]
+FIT_COLUMNS = ["variant", "grid", "arch", "width", "n_params", "target", "alpha_d", "alpha_lo95",
+               "alpha_hi95", "points", "n_train_min", "n_train_max", "budget_check_n_train", "budget_ratio",
+               "converged"]
+PAIR_COLUMNS = ["variant", "arch", "width", "target", "n_train", "realization", "data_seed", "steps",
+                "test_mse", "steps_2x", "test_mse_2x", "ratio", "source_2x"]
+PAIR_KEYS = ["arch", "n_layers", "width", "target", "n_train", "realization", "data_seed"]
+# Grids of one N_D each that make one curve at a longer budget (the fallback of issue 25's deliverable 2).
+LONGER_BUDGET = {"fcn512_theta_40ep": ("fcn512_theta_40ep_57k", "fcn512_theta_40ep_115k")}
 CURVE_KEYS = ["grid", "arch", "n_layers", "width", "target"]
 
 
@@ -51,7 +64,7 @@ def _none(v):
 
 def summarize(rundir: Path) -> tuple[list[dict], list[dict]]:
     variant = rundir.name.removeprefix("paper-")
-    df = load_results(rundir)
+    df = load_results(rundir, by_grid=True)
     ok = df[df["status"] == "ok"]
     checks = convergence_table(ok)
     curves, _ = split_checks(ok)
@@ -60,14 +73,15 @@ def summarize(rundir: Path) -> tuple[list[dict], list[dict]]:
         meta = {k: _none(v) for k, v in zip(CURVE_KEYS, key, strict=True)}
         check = curve_check(checks, meta)
         n_params = _none(g["n_params"].iloc[0])
-        common = {"variant": variant, "arch": meta["arch"], "width": meta["width"], "n_params": n_params,
-                  "target": meta["target"]}
+        common = {"variant": variant, "grid": meta["grid"], "arch": meta["arch"], "width": meta["width"],
+                  "n_params": n_params, "target": meta["target"]}
         ns, logs, labels = [], [], []
         for n, h in g.groupby("n_train", sort=True):
             mse = h["test_mse"].to_numpy(float)
             gm, lo, hi = _gm_interval(mse)
             points.append({**common, "n_train": int(n), "n_r": int(mse.size), "gm_test_mse": gm,
                            "gm_lo95": lo, "gm_hi95": hi, "steps_mean": float(h["steps"].mean()),
+                           "epochs_mean": float(h["epochs"].mean()),
                            "precision": str(h["precision"].fillna("fp32").iloc[0]),
                            "budget_ratio_at_largest": check["ratio"] if check else None})
             ns.append(float(n))
@@ -81,7 +95,67 @@ def summarize(rundir: Path) -> tuple[list[dict], list[dict]]:
                          "budget_check_n_train": check["n_train"] if check else None,
                          "budget_ratio": check["ratio"] if check else None,
                          "converged": check["converged"] if check else None})
+    for name, grids in LONGER_BUDGET.items():
+        fit = _two_point_slope(curves, checks, variant, name, grids)
+        if fit is not None:
+            fits.append(fit)
     return points, fits
+
+
+def _two_point_slope(curves: pd.DataFrame, checks: list[dict], variant: str, name: str,
+                     grids: tuple[str, str]) -> dict | None:
+    """The local alpha_D between two one-point grids (a longer budget at the largest two N_D), with a 95 %
+    interval from the two points' log-MSE spreads (independent subsets; t with the smaller point's dof)."""
+    pts = [curves[curves["grid"] == g] for g in grids]
+    if any(p.empty for p in pts):
+        return None
+    (n1,), (n2,) = (p["n_train"].unique() for p in pts)
+    l1, l2 = (np.log(p["test_mse"].to_numpy(float)) for p in pts)
+    step = float(np.log(n2 / n1))
+    alpha = float(l1.mean() - l2.mean()) / step
+    dof = min(l1.size, l2.size) - 1
+    h = float("nan") if dof < 1 else float(
+        sps.t.ppf(0.975, dof) * np.sqrt(l1.var(ddof=1) / l1.size + l2.var(ddof=1) / l2.size) / step)
+    first = pts[1].iloc[0]
+    check = next((c for c in checks if c["grid"] == grids[1]), None)
+    return {"variant": variant, "grid": name, "arch": first["arch"], "width": _none(first["width"]),
+            "n_params": _none(first["n_params"]), "target": first["target"], "alpha_d": alpha,
+            "alpha_lo95": alpha - h, "alpha_hi95": alpha + h, "points": 2, "n_train_min": int(n1),
+            "n_train_max": int(n2), "budget_check_n_train": check["n_train"] if check else None,
+            "budget_ratio": check["ratio"] if check else None,
+            "converged": (not check["flagged"]) if check else None}
+
+
+def budget_pairs(rundir: Path) -> list[dict]:
+    """Every budget check of a sweep and of its mid-curve checks (RUNDIR-midcheck), run by run, paired with
+    the curve's run on the same subset."""
+    variant = rundir.name.removeprefix("paper-")
+    df = load_results(rundir, by_grid=True)
+    ok = df[df["status"] == "ok"]
+    curves, checks = split_checks(ok)
+    longs = [(checks, lambda r: str(r["grid"])[: -len(BUDGET_CHECK_SUFFIX)], lambda r: str(r["grid"]))]
+    mid = rundir.with_name(rundir.name + "-midcheck")
+    if results_path(mid).exists():  # `moirescale train` at 2x the width-512 curve's budget: pairs with it
+        m = load_results(mid)
+        longs.append((m[m["status"] == "ok"], lambda r: "fcn512", lambda r: f"runs/{mid.name}"))
+    rows = []
+    for table, base_grid, source in longs:
+        for _, r in table.iterrows():
+            sel = curves["grid"] == base_grid(r)
+            for k in PAIR_KEYS:
+                sel &= curves[k] == r[k]
+            base = curves[sel]
+            if len(base) != 1:
+                continue
+            b = base.iloc[0]
+            rows.append({"variant": variant, "arch": r["arch"], "width": int(r["width"]),
+                         "target": r["target"], "n_train": int(r["n_train"]),
+                         "realization": int(r["realization"]),
+                         "data_seed": int(r["data_seed"]), "steps": int(b["steps"]),
+                         "test_mse": float(b["test_mse"]), "steps_2x": int(r["steps"]),
+                         "test_mse_2x": float(r["test_mse"]), "ratio": float(r["test_mse"] / b["test_mse"]),
+                         "source_2x": source(r)})
+    return rows
 
 
 def _cell(v) -> object:
@@ -103,18 +177,20 @@ def main() -> None:
     ap.add_argument("rundirs", nargs="*", type=Path,
                     default=[ROOT / "runs" / "paper-default", ROOT / "runs" / "paper-fss"])
     args = ap.parse_args()
-    points, fits = [], []
+    points, fits, pairs = [], [], []
     for rd in args.rundirs:
         if results_path(rd).exists():
             p, f = summarize(rd)
             points += p
             fits += f
+            pairs += budget_pairs(rd)
     write_csv(OUT / "paper-config.csv", POINT_COLUMNS, points)
     write_csv(OUT / "paper-config-fits.csv", FIT_COLUMNS, fits)
+    write_csv(OUT / "paper-config-budget-pairs.csv", PAIR_COLUMNS, pairs)
     print("| variant | model | target | α_D [95 %] | points | N_D | budget check | converged |")
     print("|---|---|---|---|---|---|---|---|")
     for f in fits:
-        model = "features" if f["arch"] == "features" else f"{f['arch']} 3 × {int(f['width'])}"
+        model = "features" if f["arch"] == "features" else f"{f['arch']} 3 × {int(f['width'])} ({f['grid']})"
         ratio = "—"
         if f["budget_ratio"] is not None:
             ratio = f"{f['budget_ratio']:.2f} at {f['budget_check_n_train']}"

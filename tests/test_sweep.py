@@ -23,8 +23,9 @@ from rich.console import Console
 
 from moirescale import results
 from moirescale.errors import UserError
+from moirescale.stats import rows_by_grid
 from moirescale.sweep.config import load_config, parse_config
-from moirescale.sweep.expand import grid_points, grid_run_ids, jobs, spec_run_ids, unique_points
+from moirescale.sweep.expand import grid_points, grid_run_ids, jobs, run_grids, spec_run_ids, unique_points
 from moirescale.sweep.runner import prepare_rundir
 from moirescale.sweep.status import dry_run_table, grid_status, status_report
 from moirescale.train.spec import run_id
@@ -373,6 +374,52 @@ def test_rerun_retries_only_the_failed_runs(local_run, tmp_path):
     kept = before.index[before["status"] == "ok"]
     assert (after.loc[kept, "test_mse"] == before.loc[kept, "test_mse"]).all()
     assert (after.loc[kept, "finished_at"] == before.loc[kept, "finished_at"]).all()
+
+
+def test_run_grids_names_every_grid_of_a_shared_run_and_a_check_by_its_own_label():
+    """A longer-budget grid whose point is another grid's budget check (issue 25's 40-epoch width-512 grids):
+    the run is that check and that curve's point; one row is trained, the analysis counts it in both."""
+    data = copy.deepcopy(BASE)
+    data["grids"][0].update(n_train=[224, 448], convergence_check=2)
+    data["grids"].append({"name": "long", "model": {"arch": "fcn", "n_layers": 3, "width": 8},
+                          "n_train": [448], "targets": ["J"], "realizations": 3,
+                          "train": {"schedule_kw": {"min_steps": 4000, "min_epochs": 40.0}}})
+    cfg = parse_config(data)
+    labels = run_grids(cfg)
+    checks = [p for p in grid_points(cfg, cfg.grids[0]) if p.grid == "g.budget_check"]
+    check = [p for p in checks if p.model_kw["width"] == 8]
+    (long_point,) = grid_points(cfg, cfg.grids[1])
+    assert spec_run_ids(check[0]) == spec_run_ids(long_point)
+    assert all(labels[rid] == ["g.budget_check", "long"] for rid in spec_run_ids(long_point))
+    assert all(labels[rid] == ["g"] for p in grid_points(cfg, cfg.grids[0]) if p.grid == "g"
+               for rid in spec_run_ids(p))
+    rows = pd.DataFrame({"run_id": [*labels], "grid": ["recorded"] * len(labels), "test_mse": 1.0})
+    other = pd.DataFrame({"run_id": ["elsewhere-r0000"], "grid": ["old"], "test_mse": [1.0]})
+    out = rows_by_grid(pd.concat([rows, other]), labels)  # a run no grid declares keeps its recorded grid
+    counts = {"g": 2 * 2 * 3, "g.budget_check": 2 * 3, "long": 3, "old": 1}
+    assert out["grid"].value_counts().to_dict() == counts
+
+
+def test_the_analysis_counts_a_run_in_every_grid_that_declares_it(local_run, tmp_path):
+    """A config adopted later (``sweep --force``) declaring a grid from runs already trained: its curve is
+    there in the analysis, with only its own realizations; the run counts read the table as recorded."""
+    from moirescale.analysis.pipeline import analyze_rundir
+    from moirescale.stats import load_results
+
+    cfg, out, _ = local_run
+    data = yaml.safe_load(cfg.read_text())
+    data["grids"].append({"name": "w8_J", "model": {"arch": "fcn", "n_layers": 2, "width": 8},
+                          "n_train": [64, 128], "targets": ["J"], "realizations": 2})
+    run = tmp_path / "run"
+    shutil.copytree(results.table_path(out), results.table_path(run))
+    (run / "config.yaml").write_text(yaml.safe_dump(data))
+    st = analyze_rundir(run).stats
+    shared = st[st["grid"] == "w8_J"]
+    assert shared["n_train"].tolist() == [64, 128] and shared["n_r"].tolist() == [2, 2]
+    own = st[(st["grid"] == "fcn") & (st["width"] == 8) & (st["target"] == "J")]
+    assert own["n_train"].tolist() == [32, 64, 128] and own["n_r"].tolist() == [3, 3, 3]
+    assert len(load_results(run)) == len(results.read_results(out))
+    assert len(load_results(run, by_grid=True)) == len(load_results(run)) + 4
 
 
 def test_sweep_rows_record_each_realizations_own_subset(local_run):

@@ -9,6 +9,7 @@ minima), so the paper's main statistic is the geometric mean ``exp(mean(log MSE)
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -17,6 +18,8 @@ import pandas as pd
 
 from moirescale import results
 from moirescale.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # A grid point: every realization sharing these values is one sample of the same random variable.
 POINT_KEYS: list[str] = [
@@ -33,8 +36,14 @@ POINT_KEYS: list[str] = [
 _NUMERIC_KEYS = ("n_layers", "width", "n_params", "n_train")
 
 
-def load_results(rundir: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ``RUNDIR/results.parquet`` and validate it; UserError if it is missing or empty."""
+def load_results(rundir: str | os.PathLike[str], by_grid: bool = False) -> pd.DataFrame:
+    """Read ``RUNDIR/results.parquet`` and validate it; UserError if it is missing or empty.
+
+    ``by_grid``: for the analysis, each run once per grid of ``RUNDIR/config.yaml`` that declares it
+    (:func:`rows_by_grid`): a row records only the grid that trained it, so a network two grids share (Fig.
+    1's n_n = 4 curve is also in Fig. 4; a budget check that is also a longer-budget curve's point) would be
+    missing from the second grid's curve. Without a config (an imported table) the rows are as recorded.
+    """
     path = results.table_path(rundir)
     if not os.path.isdir(rundir):
         raise UserError(f"run directory {os.fspath(rundir)!r} does not exist")
@@ -43,7 +52,36 @@ def load_results(rundir: str | os.PathLike[str]) -> pd.DataFrame:
     df = results.read_results(rundir)
     if df.empty:
         raise UserError(f"the results table at {path} has no rows")
+    if by_grid:
+        df = rows_by_grid(df, _config_run_grids(rundir))
     return df
+
+
+def _config_run_grids(rundir: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Run id -> grid labels from the run directory's config; empty (rows as recorded) without one."""
+    from moirescale.rundir import config_path
+    from moirescale.sweep.config import load_config
+    from moirescale.sweep.expand import run_grids
+
+    cfg = config_path(rundir)
+    if not cfg.is_file():
+        return {}
+    try:
+        return run_grids(load_config(cfg).cfg)
+    except UserError as e:  # e.g. its store moved away: the recorded labels are still right for one grid
+        log.warning("grids of %s as recorded in the results (its config does not load: %s)", rundir, e)
+        return {}
+
+
+def rows_by_grid(df: pd.DataFrame, grids_of: dict[str, list[str]]) -> pd.DataFrame:
+    """Each row once per grid label ``grids_of[run_id]`` gives it (in that order); a run the map does not know
+    keeps its recorded ``grid``. The rows are copies, so counting runs needs the table as read."""
+    if not grids_of or "run_id" not in df.columns:
+        return df
+    labels = [grids_of.get(rid) or [g] for rid, g in zip(df["run_id"], df["grid"], strict=True)]
+    out = df.iloc[np.repeat(np.arange(len(df)), [len(x) for x in labels])].copy()  # positions: any index
+    out["grid"] = [g for x in labels for g in x]
+    return out.reset_index(drop=True)
 
 
 def clean_results(df: pd.DataFrame) -> pd.DataFrame:

@@ -338,8 +338,8 @@ def _json_default(v: Any) -> Any:
 
 
 def analyze_rundir(rundir: str | os.PathLike[str], settings: FitSettings | None = None) -> Analysis:
-    """:func:`analyze` on ``RUNDIR/results.parquet``."""
-    return analyze(load_results(rundir), settings)
+    """:func:`analyze` on ``RUNDIR/results.parquet``, each run in every grid of its config that holds it."""
+    return analyze(load_results(rundir, by_grid=True), settings)
 
 
 # ----------------------------------------------------------------------------------------------- advise

@@ -566,8 +566,8 @@ def fit_and_report(
     from moirescale.analysis.pipeline import analyze, write_fits
     from moirescale.stats import load_results
 
-    df = load_results(rundir)
-    an = analyze(df, settings if settings is not None else FitSettings())
+    df = load_results(rundir)  # as recorded: the report counts runs in it
+    an = analyze(load_results(rundir, by_grid=True), settings if settings is not None else FitSettings())
     write_fits(rundir, an)
     figs = make_figures(an, rundir, n_subsets=n_subsets)
     return write_report(an, rundir, figs, df, lead() if lead is not None else None), figs

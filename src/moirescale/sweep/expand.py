@@ -149,6 +149,20 @@ def grid_run_ids(cfg: SweepConfig) -> dict[str, list[str]]:
     return {g.name: [rid for s in grid_points(cfg, g) for rid in spec_run_ids(s)] for g in cfg.grids}
 
 
+def run_grids(cfg: SweepConfig) -> dict[str, list[str]]:
+    """Run id -> every grid label that declares it, in config order; a curve's budget check under its own
+    label (``<grid>.budget_check``). A results row records only the first label (the grid that trained it);
+    the analysis uses this map to count a shared run in each grid (:func:`moirescale.stats.rows_by_grid`)."""
+    out: dict[str, list[str]] = {}
+    for g in cfg.grids:
+        for spec in grid_points(cfg, g):
+            for rid in spec_run_ids(spec):
+                labels = out.setdefault(rid, [])
+                if spec.grid not in labels:
+                    labels.append(spec.grid)
+    return out
+
+
 def jobs(cfg: SweepConfig, done: Iterable[str] = ()) -> list[TrainSpec]:
     """The TrainSpecs still to run: every needed realization not in ``done``, chunked by the group size."""
     done = set(done)

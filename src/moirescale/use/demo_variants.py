@@ -135,7 +135,7 @@ def _largest_fcn_curves(v: Side, grids: list[str] | None) -> pd.DataFrame:
     """Geometric-mean test MSE per (target, N_D) of the variant's largest FCN (or largest model)."""
     from moirescale.stats import load_results, point_stats
 
-    st = point_stats(load_results(v.rundir), keep_logs=False)
+    st = point_stats(load_results(v.rundir, by_grid=bool(grids)), keep_logs=False)
     if grids and "grid" in st:
         st = st[st["grid"].isin(grids)]
     fcn = st[st["arch"] == "fcn"]
