@@ -172,6 +172,53 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def _alpha_cell(f: dict | None) -> str:
+    """``α [lo, hi] (check ratio)`` of one curve, or ``—``."""
+    if f is None:
+        return "—"
+    cell = f"{f['alpha_d']:.2f} [{f['alpha_lo95']:.2f}, {f['alpha_hi95']:.2f}]"
+    if f["grid"] not in LONGER_BUDGET and f["n_train_max"] < 114688:  # a curve still running
+        cell += f" (so far: to N_D {f['n_train_max']})"
+    if f.get("budget_ratio") is not None:
+        cell += f" ({f['budget_ratio']:.2f}{'' if f['converged'] else ': not converged'})"
+    return cell
+
+
+def print_curves(fits: list[dict]) -> None:
+    print("| variant | model | target | α_D [95 %] | points | N_D | budget check | converged |")
+    print("|---|---|---|---|---|---|---|---|")
+    for f in fits:
+        model = "features" if f["arch"] == "features" else f"{f['arch']} 3 × {int(f['width'])} ({f['grid']})"
+        ratio = "—"
+        if f["budget_ratio"] is not None:
+            ratio = f"{f['budget_ratio']:.2f} at {f['budget_check_n_train']}"
+        print(f"| {f['variant']} | {model} | {f['target']} | {f['alpha_d']:.3f} [{f['alpha_lo95']:.3f}, "
+              f"{f['alpha_hi95']:.3f}] | {f['points']} | {f['n_train_min']}–{f['n_train_max']} | {ratio} | "
+              f"{f['converged']} |")
+
+
+def print_answer(fits: list[dict]) -> None:
+    """Deliverable 5's table: alpha_D per variant x target x width (the 20-epoch recipe over all ten N_D; the
+    40-epoch local slope at the largest two), the baseline, the 48 px study's widths 16 and 64, the paper."""
+    by = {(f["variant"], f["grid"], f["target"], f["width"]): f for f in fits}
+    s48: dict[tuple, list[str]] = {}
+    for r in sorted(csv.DictReader((OUT / "study48-fits.csv").open()), key=lambda r: int(r["width"] or 0)):
+        if r["grid"] == "fcn_narrow":
+            s48.setdefault((r["variant"], r["target"]), []).append(f"{float(r['alpha_d']):.2f}")
+    cols = [("fcn4", 4), ("fcn_mid", 16), ("fcn_mid", 64), ("fcn512", 512), (*LONGER_BUDGET, 512),
+            ("features", None)]
+    head = ["3 × 4", "3 × 16", "3 × 64", "3 × 512", "3 × 512 at 40 epochs (largest two N_D)", "features",
+            "48 px: 3 × 16 / 3 × 64", "paper"]
+    print("| variant | target | " + " | ".join(head) + " |")
+    print("|---" * (len(head) + 2) + "|")
+    for variant in ("default", "fss"):
+        for target in ("theta", "J", "D"):
+            cells = [_alpha_cell(by.get((variant, g, target, w))) for g, w in cols]
+            cells.append(" / ".join(s48.get((variant, target), [])) or "—")
+            cells.append("1–2" if variant == "default" else "—")
+            print(f"| {variant} | {target} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rundirs", nargs="*", type=Path,
@@ -187,16 +234,9 @@ def main() -> None:
     write_csv(OUT / "paper-config.csv", POINT_COLUMNS, points)
     write_csv(OUT / "paper-config-fits.csv", FIT_COLUMNS, fits)
     write_csv(OUT / "paper-config-budget-pairs.csv", PAIR_COLUMNS, pairs)
-    print("| variant | model | target | α_D [95 %] | points | N_D | budget check | converged |")
-    print("|---|---|---|---|---|---|---|---|")
-    for f in fits:
-        model = "features" if f["arch"] == "features" else f"{f['arch']} 3 × {int(f['width'])} ({f['grid']})"
-        ratio = "—"
-        if f["budget_ratio"] is not None:
-            ratio = f"{f['budget_ratio']:.2f} at {f['budget_check_n_train']}"
-        print(f"| {f['variant']} | {model} | {f['target']} | {f['alpha_d']:.3f} [{f['alpha_lo95']:.3f}, "
-              f"{f['alpha_hi95']:.3f}] | {f['points']} | {f['n_train_min']}–{f['n_train_max']} | {ratio} | "
-              f"{f['converged']} |")
+    print_curves(fits)
+    print()
+    print_answer(fits)
     print(f"{len(points)} points, {len(fits)} curves -> {OUT}/paper-config*.csv")
 
 
