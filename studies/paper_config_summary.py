@@ -8,7 +8,8 @@ N_D). docs/results/paper-config-fits.csv: one row per curve (alpha_D with its 95
 realizations resampled jointly across the curve, points, N_D range, the budget check and whether it passed).
 docs/results/paper-config-budget-pairs.csv: every budget check, run by run: the curve's run and the check's
 run on the same subset (realization, data seed), their steps and test MSEs and the ratio; the sweeps' own
-checks and the mid-curve checks run with `moirescale train` (studies/midcheck_*.sh: runs/paper-*-midcheck).
+checks and the mid-curve checks and budget ladders run with `moirescale train` (studies/midcheck_*.sh,
+studies/ladder_default.sh: runs/paper-*-midcheck); `steps_long / steps` is the budget factor.
 Everything is computed from the results tables (no fits.json needed), so a partial run gives a partial table.
 A run two grids share counts in both (`load_results(..., by_grid=True)`): the width-512 theta point at N_D
 114 688 with 40 epochs is the 20-epoch curve's budget check. The 40-epoch grids of one N_D each are joined
@@ -41,7 +42,7 @@ FIT_COLUMNS = ["variant", "grid", "arch", "width", "n_params", "target", "alpha_
                "alpha_hi95", "points", "n_train_min", "n_train_max", "budget_check_n_train", "budget_ratio",
                "converged"]
 PAIR_COLUMNS = ["variant", "arch", "width", "target", "n_train", "realization", "data_seed", "steps",
-                "test_mse", "steps_2x", "test_mse_2x", "ratio", "source_2x"]
+                "test_mse", "steps_long", "test_mse_long", "ratio", "source_long"]
 PAIR_KEYS = ["arch", "n_layers", "width", "target", "n_train", "realization", "data_seed"]
 # Grids of one N_D each that make one curve at a longer budget (the fallback of issue 25's deliverable 2).
 LONGER_BUDGET = {"fcn512_theta_40ep": ("fcn512_theta_40ep_57k", "fcn512_theta_40ep_115k")}
@@ -135,7 +136,7 @@ def budget_pairs(rundir: Path) -> list[dict]:
     curves, checks = split_checks(ok)
     longs = [(checks, lambda r: str(r["grid"])[: -len(BUDGET_CHECK_SUFFIX)], lambda r: str(r["grid"]))]
     mid = rundir.with_name(rundir.name + "-midcheck")
-    if results_path(mid).exists():  # `moirescale train` at 2x the width-512 curve's budget: pairs with it
+    if results_path(mid).exists():  # `moirescale train` at 2x-8x the width-512 curve's budget: pairs with it
         m = load_results(mid)
         longs.append((m[m["status"] == "ok"], lambda r: "fcn512", lambda r: f"runs/{mid.name}"))
     rows = []
@@ -152,9 +153,9 @@ def budget_pairs(rundir: Path) -> list[dict]:
                          "target": r["target"], "n_train": int(r["n_train"]),
                          "realization": int(r["realization"]),
                          "data_seed": int(r["data_seed"]), "steps": int(b["steps"]),
-                         "test_mse": float(b["test_mse"]), "steps_2x": int(r["steps"]),
-                         "test_mse_2x": float(r["test_mse"]), "ratio": float(r["test_mse"] / b["test_mse"]),
-                         "source_2x": source(r)})
+                         "test_mse": float(b["test_mse"]), "steps_long": int(r["steps"]),
+                         "test_mse_long": float(r["test_mse"]), "ratio": float(r["test_mse"] / b["test_mse"]),
+                         "source_long": source(r)})
     return rows
 
 
