@@ -160,6 +160,22 @@ def test_sparse_data_skips_figures_but_reports(tmp_path):
     assert "not enough data" in page and "no config.yaml" in page and "no dataset.json" in page
 
 
+def test_a_model_in_two_grids_is_two_series_in_fig1():
+    """A longer-budget grid at the largest N_D (issue 25's 40-epoch width-512 points) is drawn as its own
+    open, named series beside the curve, which keeps its fit: never one series with two points at one N_D."""
+    law = syn.joint_law()
+    sizes = (224, 448, 896, 1792)
+    rows = syn.synthetic_rows(law, widths=(8,), n_trains=sizes, n_realizations=3, grid="curve")
+    rows += syn.synthetic_rows(law, widths=(8,), n_trains=(1792,), n_realizations=3, grid="long", seed=1)
+    an = P.analyze(pd.DataFrame(rows), FAST)
+    fig = FG.fig1(an)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    main = [x for x in labels if x.startswith("FCN") and "(long)" not in x]
+    assert len(main) == 1 and "α=" in main[0]  # the curve's own fit, found through its grid
+    assert [x for x in labels if "(long)" in x] == ["FCN 3x8 (long)"]
+    FG.plt.close(fig)
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 

@@ -144,7 +144,7 @@ def _size_suffix(row: pd.Series, models: list[dict]) -> str:
 
 
 def _data_scaling_panels(an: Analysis, st: pd.DataFrame, models: list[dict], targets: list[str], title: str):
-    fig, axes = _panels(len(targets))
+    fig, axes = _panels(len(targets), h=4.2 + 0.15 * len(models))  # room for the legend below
     drawn = 0
     for ax, t in zip(axes, targets, strict=True):
         for i, m in enumerate(models):
@@ -153,17 +153,22 @@ def _data_scaling_panels(an: Analysis, st: pd.DataFrame, models: list[dict], tar
                 g = g[g[k].isna()] if v is None else g[g[k] == v]
             if g.empty:
                 continue
-            row = g.iloc[0]
             style = _style(i)
-            label = _model_label(row) + _size_suffix(row, models) + _draw_fit(
-                ax, _fit_for(an, row), style["color"], g["n_train"].min(), g["n_train"].max()
-            )
-            _points(ax, g, "n_train", style, label)
-            drawn += 1
+            # A model that two grids train (a longer budget at the largest N_D, say): one series per grid, the
+            # grid with the most points filled and fitted, the others open and named, never mixed into one.
+            for j, name in enumerate(g["grid"].value_counts(sort=True).index):
+                gg = g[g["grid"] == name]
+                row = gg.iloc[0]
+                label = _model_label(row) + _size_suffix(row, models) + (f" ({name})" if j else "")
+                n_lo, n_hi = gg["n_train"].min(), gg["n_train"].max()
+                label += _draw_fit(ax, _fit_for(an, row), style["color"], n_lo, n_hi)
+                _points(ax, gg, "n_train", style, label, fill=j == 0)
+                drawn += 1
         drawn += _reference_curves(ax, an, st[st["target"] == t])
         _loglog(ax, "$N_D$ (training samples)")
         ax.set_title(f"{LABEL_TEX.get(t, t)}")
-        ax.legend(fontsize=7)
+        # Below the panel: inside, a legend of four or five curves hid points (issue 25's 40-epoch point).
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.24), frameon=False)
     if not drawn:
         raise NotEnoughData("none of the chosen models has points")
     fig.suptitle(title)
