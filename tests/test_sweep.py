@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -479,6 +480,7 @@ def test_status_shows_a_saved_training_state(local_run, tmp_path):
     text = con.export_text()
     assert f"saved state: {spec.grid} fcn[" in text and f"N_D={spec.n_train}" in text
     assert f"of at most {rs.budget}, {len(spec.realizations)} of {len(spec.realizations)} networks" in text
+    assert re.search(r"to go at [0-9.e+]+ steps/s", text)  # the state records its training time
 
 
 def test_ray_executor_matches_local(local_run, tmp_path):

@@ -207,8 +207,17 @@ def saved_states(rundir: Path, loaded: LoadedConfig) -> list[str]:
             what = f"{f.name} (not a point of this config)"
         lines.append(f"saved state: {what}: step {prog['step']} of at most {prog['budget']}, "
                      f"{prog['active']} of {prog['networks']} networks training, saved "
-                     f"{human_time(prog['age_s'])} ago")
+                     f"{human_time(prog['age_s'])} ago{_time_left(prog)}")
     return lines
+
+
+def _time_left(prog: dict[str, Any]) -> str:
+    """``, then at most ~T to go at R steps/s``: at the save, from its steps and training time (the budget is
+    an upper bound: early stopping may end the job sooner); empty when the rate is not known."""
+    if prog["active"] == 0 or prog["step"] <= 0 or prog["wall_s"] <= 0:
+        return ""
+    rate = prog["step"] / prog["wall_s"]
+    return f", then at most ~{human_time((prog['budget'] - prog['step']) / rate)} to go at {rate:.2g} steps/s"
 
 
 def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[str, Any] | None,

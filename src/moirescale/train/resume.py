@@ -81,11 +81,13 @@ class ResumeFile:
 
 def read_progress(path: Path) -> dict[str, Any] | None:
     """How far a saved state got, read without its tensors (memory-mapped): the group's run ids, ``step``,
-    ``budget``, ``active`` of ``networks`` still training, ``age_s`` since the save. None if unreadable."""
+    ``budget``, ``active`` of ``networks`` still training, ``age_s`` since the save, ``wall_s`` of training
+    up to it (over every resume). None if unreadable."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         prog = blob["state"]["progress"]
         return {"run_ids": str(blob["key"]).split("|")[1:], "age_s": time.time() - path.stat().st_mtime,
+                "wall_s": float(blob.get("wall_s", 0.0)),
                 **{k: int(prog[k]) for k in ("step", "budget", "active", "networks")}}
     except Exception:  # a state being replaced, a foreign or truncated file: nothing to report
         return None
