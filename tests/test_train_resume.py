@@ -143,10 +143,23 @@ def test_moirescale_train_killed_with_sigkill_continues(tiny_store: Path, tmp_pa
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "results.parquet").exists() or read_results(out).empty
+    assert "saved state: " in _status(out) and " and 1 more networks: step " in _status(out)
     again = subprocess.run(cmd(out), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
+    text = _status(out)  # `moirescale status` of a train directory: its grid point, and no state left
+    assert "fcn 2 x 16" in text and " 128 " in text and "saved state" not in text
     cols = ["run_id", "status", "steps", "final_lr", "test_mse", "val_mse", "test_mse_labels"]
     a = read_results(tmp_path / "ref").sort_values("run_id")[cols].reset_index(drop=True)
     b = read_results(out).sort_values("run_id")[cols].reset_index(drop=True)
     assert a.equals(b)
     assert not list((out / "checkpoints").glob("*.resume.pt"))
+
+
+def _status(out: Path) -> str:
+    from rich.console import Console
+
+    from moirescale.sweep.status import status_report
+
+    con = Console(record=True, width=300)
+    status_report(out, con)
+    return con.export_text()

@@ -48,9 +48,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("status")
     def status_cmd(
-        rundir: Path = typer.Argument(..., help="a sweep's run directory"),
+        rundir: Path = typer.Argument(..., help="a sweep's run directory (or a `moirescale train` one)"),
     ) -> None:
-        """Done / running / failed / pending runs per grid, throughput and ETA."""
+        """Done / running / failed / pending runs per grid, throughput and ETA; saved training states."""
         from rich.console import Console
 
         from moirescale.sweep.status import status_report

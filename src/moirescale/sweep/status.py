@@ -152,8 +152,12 @@ def grid_status(rundir: Path) -> tuple[LoadedConfig, pd.DataFrame, dict[str, Any
 
 
 def status_report(rundir: Path, console: Console | None = None) -> pd.DataFrame:
-    """Print the status table, throughput and ETA of a run directory; return the per-grid counts."""
+    """Print the status table, throughput and ETA of a run directory; return the per-grid counts (per grid
+    point for a ``moirescale train`` directory, which has no config: :func:`train_status`)."""
     console = console or Console()
+    if not rd.config_path(rundir).is_file() and (results.table_path(rundir).is_dir()
+                                                 or (rundir / rd.CHECKPOINTS).is_dir()):
+        return train_status(rundir, console)
     loaded, counts, hb = grid_status(rundir)
     t = Table(title=f"sweep {loaded.cfg.name} in {rundir}")
     for col in ("grid", "arch", "total", "done", "running", "failed", "pending", "diverged"):
@@ -183,16 +187,48 @@ def status_report(rundir: Path, console: Console | None = None) -> pd.DataFrame:
     return counts
 
 
-def saved_states(rundir: Path, loaded: LoadedConfig) -> list[str]:
+def train_status(rundir: Path, console: Console) -> pd.DataFrame:
+    """The status of a ``moirescale train`` run directory: one row per grid point trained into it (networks
+    ok / failed / diverged, geometric-mean test MSE) and its saved training states (a rerun of the same
+    ``train`` command continues each). Returns the table's rows."""
+    from moirescale.stats import geomean
+
+    df = results.read_results(rundir)
+    rows = []
+    for gid, g in df.groupby("group_id", sort=False):
+        r = g.iloc[0]
+        model = r["arch"] if pd.isna(r["width"]) else f"{r['arch']} {int(r['n_layers'])} x {int(r['width'])}"
+        ok = g[g["status"] == "ok"]
+        rows.append({"point": str(gid), "model": model, "target": str(r["target"]),
+                     "n_train": int(r["n_train"]), "ok": len(ok),
+                     "failed": int((g["status"] == "failed").sum()),
+                     "diverged": int((g["status"] == "diverged").sum()), "steps": float(ok["steps"].mean()),
+                     "gm_test_mse": geomean(ok["test_mse"])})
+    t = Table(title=f"`moirescale train` runs in {rundir}")
+    cols = ("point", "model", "target", "N_D", "ok", "failed", "diverged", "steps (mean)", "test MSE (gm)")
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("point", "model", "target") else "right")
+    for r in rows:
+        t.add_row(r["point"], r["model"], r["target"], str(r["n_train"]), f"[green]{r['ok']}[/]",
+                  f"[red]{r['failed']}[/]" if r["failed"] else "0", str(r["diverged"]), f"{r['steps']:.0f}",
+                  f"{r['gm_test_mse']:.4g}")
+    console.print(t)
+    for line in saved_states(rundir, None):
+        console.print(line, markup=False)
+    return pd.DataFrame(rows)
+
+
+def saved_states(rundir: Path, loaded: LoadedConfig | None) -> list[str]:
     """One line per training state in ``RUNDIR/checkpoints`` (:mod:`moirescale.train.resume`): a job in flight
-    or killed, how far it got and when it last saved. A rerun of the sweep continues each from there."""
+    or killed, how far it got and when it last saved. A rerun of the sweep (or of the ``train`` command, for
+    ``loaded`` None: named by its run ids) continues each from there."""
     folder = rundir / rd.CHECKPOINTS
     files = sorted(folder.glob("*.resume.pt")) if folder.is_dir() and not folder.is_symlink() else []
     if not files:
         return []
     from moirescale.train.resume import read_progress  # imports torch: only when there is a state to read
 
-    runs = {rid: (p.spec, r) for p in unique_points(loaded.cfg)
+    runs = {rid: (p.spec, r) for p in (unique_points(loaded.cfg) if loaded else [])
             for r, rid in zip(p.spec.realizations, spec_run_ids(p.spec), strict=True)}
     lines = []
     for f in files:
@@ -203,6 +239,9 @@ def saved_states(rundir: Path, loaded: LoadedConfig) -> list[str]:
         if known and len(known) == len(prog["run_ids"]):
             spec = replace(known[0][0], realizations=tuple(r for _, r in known))
             what = f"{spec.grid} {describe_spec(spec)}"
+        elif loaded is None:
+            ids = prog["run_ids"]
+            what = ids[0] + (f" and {len(ids) - 1} more networks" if len(ids) > 1 else "")
         else:
             what = f"{f.name} (not a point of this config)"
         lines.append(f"saved state: {what}: step {prog['step']} of at most {prog['budget']}, "
