@@ -483,6 +483,24 @@ def test_status_shows_a_saved_training_state(local_run, tmp_path):
     assert re.search(r"to go at [0-9.e+]+ steps/s", text)  # the state records its training time
 
 
+def test_status_of_a_train_directory_names_each_point_and_counts_its_failures(tmp_path):
+    """`moirescale status` of a `moirescale train` directory (no config): a row per grid point, any arch."""
+    base = {"arch": "resnet18", "width": 8, "target": "J", "n_train": 64, "steps": 100}
+    rows = [{**base, "run_id": f"g1-r{r:04d}", "group_id": "g1", "realization": r, "status": "ok",
+             "test_mse": 0.01 * (r + 1)} for r in range(2)]
+    rows.append({**base, "run_id": "g1-r0002", "group_id": "g1", "realization": 2, "status": "failed",
+                 "error": "boom"})
+    rows.append({"arch": "fcn", "n_layers": 3, "width": 16, "target": "D", "n_train": 128, "steps": 50,
+                 "run_id": "g2-r0000", "group_id": "g2", "realization": 0, "status": "ok", "test_mse": 0.5})
+    results.append_rows(tmp_path, rows)
+    con = Console(record=True, width=300)
+    table = status_report(tmp_path, con)
+    expected = [["resnet18 width 8", 2, 1], ["fcn 3 x 16", 1, 0]]
+    assert table[["model", "ok", "failed"]].values.tolist() == expected
+    assert abs(table["gm_test_mse"].iloc[0] - (0.01 * 0.02) ** 0.5) < 1e-12
+    assert "saved state" not in con.export_text()
+
+
 def test_ray_executor_matches_local(local_run, tmp_path):
     pytest.importorskip("ray")
     cfg, out, _ = local_run

@@ -197,7 +197,11 @@ def train_status(rundir: Path, console: Console) -> pd.DataFrame:
     rows = []
     for gid, g in df.groupby("group_id", sort=False):
         r = g.iloc[0]
-        model = r["arch"] if pd.isna(r["width"]) else f"{r['arch']} {int(r['n_layers'])} x {int(r['width'])}"
+        model = str(r["arch"])  # an FCN by depth x width, a ResNet by its width, the features by name
+        if not pd.isna(r["n_layers"]) and not pd.isna(r["width"]):
+            model += f" {int(r['n_layers'])} x {int(r['width'])}"
+        elif not pd.isna(r["width"]):
+            model += f" width {int(r['width'])}"
         ok = g[g["status"] == "ok"]
         rows.append({"point": str(gid), "model": model, "target": str(r["target"]),
                      "n_train": int(r["n_train"]), "ok": len(ok),
