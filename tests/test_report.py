@@ -162,17 +162,22 @@ def test_sparse_data_skips_figures_but_reports(tmp_path):
 
 def test_a_model_in_two_grids_is_two_series_in_fig1():
     """A longer-budget grid at the largest N_D (issue 25's 40-epoch width-512 points) is drawn as its own
-    open, named series beside the curve, which keeps its fit: never one series with two points at one N_D."""
+    open, named series beside the curve, which keeps its fit: never one series with two points at one N_D. A
+    grid holding the same trainings as the curve (runs shared by two grids) adds nothing."""
     law = syn.joint_law()
     sizes = (224, 448, 896, 1792)
     rows = syn.synthetic_rows(law, widths=(8,), n_trains=sizes, n_realizations=3, grid="curve")
-    rows += syn.synthetic_rows(law, widths=(8,), n_trains=(1792,), n_realizations=3, grid="long", seed=1)
-    an = P.analyze(pd.DataFrame(rows), FAST)
+    long = syn.synthetic_rows(law, widths=(8,), n_trains=(1792,), n_realizations=3, grid="long", seed=1)
+    for r in long:  # another recipe (budget): other trainings, another group id
+        r["group_id"] += "-long"
+    shared = [{**r, "grid": "shared"} for r in rows if r["n_train"] >= 896]  # same trainings, another grid
+    an = P.analyze(pd.DataFrame(rows + long + shared), FAST)
     fig = FG.fig1(an)
     labels = fig.axes[0].get_legend_handles_labels()[1]
     main = [x for x in labels if x.startswith("FCN") and "(long)" not in x]
     assert len(main) == 1 and "α=" in main[0]  # the curve's own fit, found through its grid
     assert [x for x in labels if "(long)" in x] == ["FCN 3x8 (long)"]
+    assert not [x for x in labels if "shared" in x]
     FG.plt.close(fig)
 
 

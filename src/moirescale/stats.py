@@ -188,7 +188,8 @@ def point_stats(df: pd.DataFrame, keep_logs: bool = True) -> pd.DataFrame:
     ``labels`` the realization of each (``"seed:realization"``: the unit the bootstraps resample, jointly
     across a curve).
     ``n_data_seeds`` counts the distinct training subsets of the ok runs (1 with ``shared_data``; 0 when the
-    table predates the ``data_seed`` column).
+    table predates the ``data_seed`` column). ``group_ids``: the sorted group ids of its rows (one per
+    training recipe; empty for a table without them), so a point two grids share is known to be one point.
     """
     df = clean_results(df)
     rows: list[dict[str, Any]] = []
@@ -199,6 +200,7 @@ def point_stats(df: pd.DataFrame, keep_logs: bool = True) -> pd.DataFrame:
         good = g[g["status"] == "ok"]
         ok = good["test_mse"].to_numpy(dtype=float)
         row["n_data_seeds"] = int(good["data_seed"].dropna().nunique())
+        row["group_ids"] = tuple(sorted({str(x) for x in g["group_id"].dropna()}))  # which trainings it holds
         row["n_failed"] = int((g["status"] == "failed").sum())
         row["n_diverged"] = int((g["status"] == "diverged").sum())
         if ok.size:

@@ -155,9 +155,17 @@ def _data_scaling_panels(an: Analysis, st: pd.DataFrame, models: list[dict], tar
                 continue
             style = _style(i)
             # A model that two grids train (a longer budget at the largest N_D, say): one series per grid, the
-            # grid with the most points filled and fitted, the others open and named, never mixed into one.
+            # grid with the most points filled and fitted, the others open and named, never mixed into one. A
+            # point that is the same training as one already drawn (runs two grids share: Fig. 1's curves are
+            # Fig. 4's) is not drawn twice.
+            drawn_ids: set[str] = set()
             for j, name in enumerate(g["grid"].value_counts(sort=True).index):
                 gg = g[g["grid"] == name]
+                if j:
+                    gg = gg[[not (ids and set(ids) <= drawn_ids) for ids in gg["group_ids"]]]
+                    if gg.empty:
+                        continue
+                drawn_ids.update(i for ids in gg["group_ids"] for i in ids)
                 row = gg.iloc[0]
                 label = _model_label(row) + _size_suffix(row, models) + (f" ({name})" if j else "")
                 n_lo, n_hi = gg["n_train"].min(), gg["n_train"].max()
