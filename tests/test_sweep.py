@@ -495,7 +495,7 @@ def test_status_of_a_train_directory_names_each_point_and_counts_its_failures(tm
     results.append_rows(tmp_path, rows)
     con = Console(record=True, width=300)
     table = status_report(tmp_path, con)
-    expected = [["resnet18 width 8", 2, 1], ["fcn 3 x 16", 1, 0]]
+    expected = [["ResNet-18 w8", 2, 1], ["FCN 3x16", 1, 0]]
     assert table[["model", "ok", "failed"]].values.tolist() == expected
     assert abs(table["gm_test_mse"].iloc[0] - (0.01 * 0.02) ** 0.5) < 1e-12
     assert "saved state" not in con.export_text()

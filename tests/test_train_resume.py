@@ -147,7 +147,7 @@ def test_moirescale_train_killed_with_sigkill_continues(tiny_store: Path, tmp_pa
     again = subprocess.run(cmd(out), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     text = _status(out)  # `moirescale status` of a train directory: its grid point, and no state left
-    assert "fcn 2 x 16" in text and " 128 " in text and "saved state" not in text
+    assert "FCN 2x16" in text and " 128 " in text and "saved state" not in text
     cols = ["run_id", "status", "steps", "final_lr", "test_mse", "val_mse", "test_mse_labels"]
     a = read_results(tmp_path / "ref").sort_values("run_id")[cols].reset_index(drop=True)
     b = read_results(out).sort_values("run_id")[cols].reset_index(drop=True)

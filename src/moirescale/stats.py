@@ -53,11 +53,11 @@ def load_results(rundir: str | os.PathLike[str], by_grid: bool = False) -> pd.Da
     if df.empty:
         raise UserError(f"the results table at {path} has no rows")
     if by_grid:
-        df = rows_by_grid(df, _config_run_grids(rundir))
+        df = rows_by_grid(df, config_run_grids(rundir))
     return df
 
 
-def _config_run_grids(rundir: str | os.PathLike[str]) -> dict[str, list[str]]:
+def config_run_grids(rundir: str | os.PathLike[str]) -> dict[str, list[str]]:
     """Run id -> grid labels from the run directory's config; empty (rows as recorded) without one."""
     from moirescale.rundir import config_path
     from moirescale.sweep.config import load_config

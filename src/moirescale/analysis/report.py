@@ -564,10 +564,11 @@ def fit_and_report(
     from moirescale.analysis.figures import make_figures
     from moirescale.analysis.fits import FitSettings
     from moirescale.analysis.pipeline import analyze, write_fits
-    from moirescale.stats import load_results
+    from moirescale.stats import config_run_grids, load_results, rows_by_grid
 
     df = load_results(rundir)  # as recorded: the report counts runs in it
-    an = analyze(load_results(rundir, by_grid=True), settings if settings is not None else FitSettings())
+    by_grid = rows_by_grid(df, config_run_grids(rundir))  # the analysis counts a shared run in each grid
+    an = analyze(by_grid, settings if settings is not None else FitSettings())
     write_fits(rundir, an)
     figs = make_figures(an, rundir, n_subsets=n_subsets)
     return write_report(an, rundir, figs, df, lead() if lead is not None else None), figs

@@ -191,19 +191,16 @@ def train_status(rundir: Path, console: Console) -> pd.DataFrame:
     """The status of a ``moirescale train`` run directory: one row per grid point trained into it (networks
     ok / failed / diverged, geometric-mean test MSE) and its saved training states (a rerun of the same
     ``train`` command continues each). Returns the table's rows."""
+    from moirescale.models import model_label
     from moirescale.stats import geomean
 
     df = results.read_results(rundir)
     rows = []
     for gid, g in df.groupby("group_id", sort=False):
         r = g.iloc[0]
-        model = str(r["arch"])  # an FCN by depth x width, a ResNet by its width, the features by name
-        if not pd.isna(r["n_layers"]) and not pd.isna(r["width"]):
-            model += f" {int(r['n_layers'])} x {int(r['width'])}"
-        elif not pd.isna(r["width"]):
-            model += f" width {int(r['width'])}"
         ok = g[g["status"] == "ok"]
-        rows.append({"point": str(gid), "model": model, "target": str(r["target"]),
+        rows.append({"point": str(gid), "model": model_label(r["arch"], r["n_layers"], r["width"]),
+                     "target": str(r["target"]),
                      "n_train": int(r["n_train"]), "ok": len(ok),
                      "failed": int((g["status"] == "failed").sum()),
                      "diverged": int((g["status"] == "diverged").sum()), "steps": float(ok["steps"].mean()),
