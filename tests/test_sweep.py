@@ -363,9 +363,16 @@ def test_rerun_retries_only_the_failed_runs(local_run, tmp_path):
     for rid in failed:
         (run / "checkpoints" / f"{rid}.pt").rmdir()  # the directories that made their checkpoints unwritable
     old_parts = set(results.table_path(run).glob("part-*.parquet"))
+    # What a kill after the driver recorded a job's rows, before it deleted the job's training state, leaves;
+    # beside it a state of no recorded run (a job still to finish): the rerun deletes the first only.
+    kept_id = sorted(set(before.index) - failed)[0]
+    stale, pending = (run / "checkpoints" / f"{rid}.resume.pt" for rid in (kept_id, "0123456789abcdef-r0007"))
+    stale.write_bytes(b"state")
+    pending.write_bytes(b"state")
     p = subprocess.run([*CLI, "sweep", str(cfg), "--out", str(run), "--workers", "1", "--retries", "0",
                         "--no-progress"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
+    assert not stale.exists() and pending.read_bytes() == b"state"
     assert f"{len(before) - len(failed)} runs already done" in p.stdout
     new_parts = set(results.table_path(run).glob("part-*.parquet")) - old_parts
     new_rows = pd.concat([results.read_parquet_file(f) for f in new_parts], ignore_index=True)

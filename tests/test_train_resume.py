@@ -11,7 +11,7 @@ import torch
 
 from moirescale.train import TrainSpec, train_arrays
 from moirescale.train.resume import read_progress
-from moirescale.train.run import run_spec
+from moirescale.train.run import discard_resume, run_spec
 from moirescale.train.spec import run_id
 
 
@@ -100,18 +100,25 @@ def test_a_state_of_another_group_or_an_unreadable_one_is_ignored(data, tmp_path
     assert "unreadable" in caplog.text
 
 
-def test_run_spec_deletes_only_its_own_states(tiny_store: Path, tmp_path: Path):
+@pytest.mark.parametrize("keep_states", [False, True])
+def test_run_spec_deletes_only_its_own_states(tiny_store: Path, tmp_path: Path, keep_states: bool):
+    """run_spec deletes its training states once the checkpoints are written, or, with ``keep_states`` (the
+    sweep's workers, ``moirescale train``), leaves them to the caller, who deletes them after recording the
+    rows (discard_resume): a kill between the two then loses no training."""
     spec = TrainSpec("fcn", "theta", 64, realizations=(0, 1), batch_size=32, schedule="constant",
                      max_epochs=2, model_kw={"n_layers": 2, "width": 8}, channels="top")
     folder = tmp_path / "run" / "checkpoints"
     folder.mkdir(parents=True)
     foreign = folder / "someone-else.resume.pt"
     foreign.write_bytes(b"x")
-    rows = run_spec(spec, tiny_store, tmp_path / "run", device="cpu", progress=False, resume_every=0)
+    rows = run_spec(spec, tiny_store, tmp_path / "run", device="cpu", progress=False, resume_every=0,
+                    keep_states=keep_states)
     assert [r["status"] for r in rows] == ["ok", "ok"]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [f"{run_id(spec, 0)}.pt", f"{run_id(spec, 1)}.pt", foreign.name]
-    )
+    final = sorted([f"{run_id(spec, 0)}.pt", f"{run_id(spec, 1)}.pt", foreign.name])
+    state = f"{run_id(spec, 0)}.resume.pt"  # the ensemble's one state, named after its first network
+    assert sorted(p.name for p in folder.iterdir()) == (sorted([*final, state]) if keep_states else final)
+    discard_resume(spec, folder)
+    assert sorted(p.name for p in folder.iterdir()) == final
 
 
 def test_moirescale_train_killed_with_sigkill_continues(tiny_store: Path, tmp_path: Path):

@@ -110,6 +110,26 @@ def checkpoint_rel(run_id: str) -> str:
     return f"{CHECKPOINTS}/{run_id}.pt"
 
 
+RESUME_SUFFIX = ".resume.pt"
+
+
+def resume_state_path(folder: PathLike, first_run_id: str) -> Path:
+    """A training state saved while a group of networks trains (:mod:`moirescale.train.resume`), named after
+    the group's first run id; ``folder`` is ``RUNDIR/checkpoints`` in a run directory."""
+    return Path(folder) / f"{first_run_id}{RESUME_SUFFIX}"
+
+
+def discard_states(folder: PathLike, run_ids: list[str]) -> list[Path]:
+    """Delete the training states named after ``run_ids`` in ``folder`` (nothing else); return those gone."""
+    gone = []
+    for rid in run_ids:
+        p = resume_state_path(folder, rid)
+        if p.is_file() and not p.is_symlink():
+            p.unlink()
+            gone.append(p)
+    return gone
+
+
 def fits_path(rundir: PathLike) -> Path:
     return Path(rundir) / FITS
 

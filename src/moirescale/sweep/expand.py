@@ -10,7 +10,7 @@ ensemble (``group_size`` of them at a time), ResNet/ViT one realization per job.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -144,9 +144,21 @@ def unique_points(cfg: SweepConfig) -> list[Point]:
     return list(by_gid.values())
 
 
+def _declared(cfg: SweepConfig) -> Iterator[tuple[Grid, TrainSpec, list[str]]]:
+    """Every (grid, point, run ids) the config declares, in config order (a curve's budget check is a point
+    of its grid labelled ``<grid>.budget_check``)."""
+    for g in cfg.grids:
+        for spec in grid_points(cfg, g):
+            yield g, spec, spec_run_ids(spec)
+
+
 def grid_run_ids(cfg: SweepConfig) -> dict[str, list[str]]:
-    """Grid name -> the run ids it needs (a run shared by two grids is listed under both)."""
-    return {g.name: [rid for s in grid_points(cfg, g) for rid in spec_run_ids(s)] for g in cfg.grids}
+    """Grid name -> the run ids it needs, its budget check's included (a run shared by two grids is listed
+    under both)."""
+    out: dict[str, list[str]] = {g.name: [] for g in cfg.grids}
+    for g, _, ids in _declared(cfg):
+        out[g.name] += ids
+    return out
 
 
 def run_grids(cfg: SweepConfig) -> dict[str, list[str]]:
@@ -154,12 +166,11 @@ def run_grids(cfg: SweepConfig) -> dict[str, list[str]]:
     label (``<grid>.budget_check``). A results row records only the first label (the grid that trained it);
     the analysis uses this map to count a shared run in each grid (:func:`moirescale.stats.rows_by_grid`)."""
     out: dict[str, list[str]] = {}
-    for g in cfg.grids:
-        for spec in grid_points(cfg, g):
-            for rid in spec_run_ids(spec):
-                labels = out.setdefault(rid, [])
-                if spec.grid not in labels:
-                    labels.append(spec.grid)
+    for _, spec, ids in _declared(cfg):
+        for rid in ids:
+            labels = out.setdefault(rid, [])
+            if spec.grid not in labels:
+                labels.append(spec.grid)
     return out
 
 

@@ -17,7 +17,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -273,6 +273,8 @@ def drive(
                 rows = failed_rows(spec, the_plan.of(spec), format_error(exc),
                                    device=getattr(handle, "device", executor.name))
             results.append_rows(rundir, rows)
+            if all(r.get("status") in ("ok", "diverged") for r in rows):  # recorded: the states can go
+                discard_done_states(rundir, [r["run_id"] for r in rows])
             for r in rows:
                 key = r.get("status", "failed")
                 setattr(summary, key, getattr(summary, key) + 1)
@@ -282,6 +284,22 @@ def drive(
                 on_rows(rows)
     summary.wall_s = time.monotonic() - t0
     return summary
+
+
+def saved_state_ids(rundir: Path) -> set[str]:
+    """The run ids that name a training state in ``RUNDIR/checkpoints`` (each a group's first network)."""
+    folder = rundir / rd.CHECKPOINTS
+    if not folder.is_dir() or folder.is_symlink():
+        return set()
+    return {p.name.removesuffix(rd.RESUME_SUFFIX) for p in folder.glob(f"*{rd.RESUME_SUFFIX}")}
+
+
+def discard_done_states(rundir: Path, run_ids: Iterable[str]) -> int:
+    """Delete the training states of recorded runs (``RUNDIR/checkpoints/<run id>.resume.pt``; a failed
+    job's stay, so that its retry resumes); return how many went."""
+    if not (rundir / rd.CHECKPOINTS).is_dir():
+        return 0
+    return len(rd.discard_states(real_dir(rundir, rd.CHECKPOINTS, create=False), list(run_ids)))
 
 
 def _out_of_space(exc: BaseException) -> bool:
@@ -341,6 +359,8 @@ def run_sweep(
             log.warning(w)
             print(f"warning: {w}", file=sys.stderr)
         done = results.done_ids(rundir)
+        if n_stale := discard_done_states(rundir, saved_state_ids(rundir) & done):  # a kill after the rows
+            log.info("removed %d training state(s) of runs already recorded", n_stale)  # and before this
         todo = jobs(loaded.cfg, done)
         summary_skip = len(done)
         n_runs = sum(len(s.realizations) for s in todo)

@@ -27,6 +27,7 @@ from moirescale.sweep.expand import (
     default_group_size,
     describe_spec,
     grid_points,
+    grid_run_ids,
     jobs,
     spec_run_ids,
     unique_points,
@@ -138,8 +139,7 @@ def grid_status(rundir: Path) -> tuple[LoadedConfig, pd.DataFrame, dict[str, Any
     hb = read_heartbeat(rundir)
     running = {rid for job in (hb or {}).get("running", []) for rid in job["run_ids"]}
     rows = []
-    for grid in loaded.cfg.grids:
-        ids = [rid for p in grid_points(loaded.cfg, grid) for rid in spec_run_ids(p)]
+    for grid, ids in zip(loaded.cfg.grids, grid_run_ids(loaded.cfg).values(), strict=True):
         st = [status.get(i) for i in ids]
         n_done = sum(s in ("ok", "diverged") for s in st)
         n_div = sum(s == "diverged" for s in st)
@@ -224,7 +224,7 @@ def saved_states(rundir: Path, loaded: LoadedConfig | None) -> list[str]:
     or killed, how far it got and when it last saved. A rerun of the sweep (or of the ``train`` command, for
     ``loaded`` None: named by its run ids) continues each from there."""
     folder = rundir / rd.CHECKPOINTS
-    files = sorted(folder.glob("*.resume.pt")) if folder.is_dir() and not folder.is_symlink() else []
+    files = sorted(folder.glob(f"*{rd.RESUME_SUFFIX}")) if folder.is_dir() and not folder.is_symlink() else []
     if not files:
         return []
     from moirescale.train.resume import read_progress  # imports torch: only when there is a state to read

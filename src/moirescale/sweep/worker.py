@@ -55,9 +55,12 @@ def init_pool_worker(threads: int) -> None:
 def train_job(
     spec: TrainSpec, store_path: str, rundir: str, device: str, train_fn: str = DEFAULT_TRAIN_FN
 ) -> list[dict[str, Any]]:
-    """Train every realization of ``spec``; return one checked row per realization (raises on any failure)."""
+    """Train every realization of ``spec``; return one checked row per realization (raises on any failure).
+
+    The job's training states stay until the driver has appended its rows (``keep_states``): a sweep killed
+    in between resumes the job at its last step, not from the start."""
     fn = resolve_train_fn(train_fn)
-    rows = fn(spec, store_path, rundir, device=device, progress=False)
+    rows = fn(spec, store_path, rundir, device=device, progress=False, keep_states=True)
     return check_rows(spec, rows)
 
 

@@ -84,7 +84,8 @@ def train(
 ) -> None:
     """Train N_r realizations of one model on N_D samples and append one row per network to the run table."""
     from moirescale.results import append_rows, check_appendable
-    from moirescale.train.run import run_spec
+    from moirescale.rundir import CHECKPOINTS
+    from moirescale.train.run import discard_resume, run_spec
     from moirescale.train.spec import TrainSpec
 
     if not data.is_dir():
@@ -133,8 +134,9 @@ def train(
         return
     every = {} if resume_every is None else {"resume_every": resume_every}
     rows = run_spec(spec, data, out, device=device, progress=progress, checkpoints=checkpoints,
-                    on_store=on_store, **every)
+                    on_store=on_store, keep_states=True, **every)
     append_rows(out, rows)
+    discard_resume(spec, out / CHECKPOINTS)  # recorded: a rerun would not need the states
     ok = [r["test_mse"] for r in rows if r["status"] == "ok"]
     n_div = sum(r["status"] == "diverged" for r in rows)
     from moirescale.stats import geomean

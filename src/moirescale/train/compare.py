@@ -74,9 +74,10 @@ def compare_schedules(
     the figure-ready summary of :func:`summarize_schedules` and the per-network rows.
     """
     from moirescale.errors import UserError
+    from moirescale.rundir import CHECKPOINTS
     from moirescale.train.resolve import resolve
     from moirescale.train.rows import results_row
-    from moirescale.train.run import resolve_device, run_spec, train_arrays
+    from moirescale.train.run import discard_resume, resolve_device, run_spec, train_arrays
     from moirescale.train.spec import run_id
 
     if len(schedules) < 2:
@@ -101,7 +102,9 @@ def compare_schedules(
             if len(done) == len(ids):
                 rows += done.to_dict("records")
                 continue
-            new = run_spec(spec, store_path, rundir, device=device, progress=progress, checkpoints="none")
+            new = run_spec(spec, store_path, rundir, device=device, progress=progress, checkpoints="none",
+                           keep_states=True)
             append_rows(rundir, new)
+            discard_resume(spec, os.path.join(rundir, CHECKPOINTS))  # after the rows, not before
             rows += new
     return summarize_schedules(rows), rows

@@ -10,7 +10,9 @@ The file is ``RUNDIR/checkpoints/<run id of the group's first network>.resume.pt
 :func:`moirescale.fsio.atomic_path` (a kill while saving leaves the previous state), holding only tensors
 and plain values (read back with ``weights_only=True``), and keyed by the run ids of the networks trained
 together: a file of another spec, another group or another torch build is ignored, never loaded.
-:func:`moirescale.train.run.run_spec` deletes the job's files once its final checkpoints are written.
+:func:`moirescale.train.run.run_spec` deletes the job's files once its final checkpoints are written, or
+leaves that to its caller, who deletes them once the rows are recorded (the sweep's driver, ``moirescale
+train``): a kill between writing the checkpoints and recording the rows then retrains nothing.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from moirescale import rundir as rd
 from moirescale.fsio import atomic_path
 
 log = logging.getLogger(__name__)
 
 RESUME_EVERY_S = 600.0  # a save of a 3 x 512 ensemble at 100 px (0.5 GB) took 2-5 s here: < 1 % of the run
-SUFFIX = ".resume.pt"
+SUFFIX = rd.RESUME_SUFFIX
 
 
 @dataclass
@@ -94,7 +97,7 @@ def read_progress(path: Path) -> dict[str, Any] | None:
 
 
 def resume_path(folder: Path, first_run_id: str) -> Path:
-    return folder / f"{first_run_id}{SUFFIX}"
+    return rd.resume_state_path(folder, first_run_id)
 
 
 def to_tensors(obj: Any) -> Any:

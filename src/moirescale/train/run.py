@@ -206,6 +206,7 @@ def run_spec(
     checkpoints: str = "all",
     resume_every: float = RESUME_EVERY_S,
     on_store: tuple[ResolvedSpec, list[np.ndarray], dict[str, Any]] | None = None,
+    keep_states: bool = False,
 ) -> list[dict[str, Any]]:
     """Train every realization of ``spec`` on the store and return one results row per network.
 
@@ -213,7 +214,9 @@ def run_spec(
     only the realization with the lowest validation MSE (``"best"``), or none (``"none"``). The caller appends
     the rows (:func:`moirescale.results.append_rows`). A long training saves its state every
     ``resume_every`` seconds to ``rundir/checkpoints/<run_id>.resume.pt``: the same call after a kill
-    continues from there (:mod:`moirescale.train.resume`); the files go once the checkpoints are written.
+    continues from there (:mod:`moirescale.train.resume`); the files go once the checkpoints are written,
+    or, with ``keep_states``, when the caller has recorded the rows (:func:`discard_resume`): a kill between
+    the two then costs nothing (the sweep and ``moirescale train`` do this).
     ``on_store``: what :func:`resolve_on_store` returned for ``spec`` and this store, if the caller has it.
     """
     if checkpoints not in ("all", "best", "none"):
@@ -239,15 +242,15 @@ def run_spec(
             meta = _checkpoint_meta(rs, t, store_path, manifest)
             _save_checkpoint(Path(rundir), rel, t.state, meta)
         rows.append(results_row(rs, t.realization, dev.type, trained=t, checkpoint=rel))
-    discard_resume(spec, states)  # the checkpoints are written: the training states are no longer needed
+    if not keep_states:
+        discard_resume(spec, states)  # the checkpoints are written: the training states are no longer needed
     return rows
 
 
-def discard_resume(spec: TrainSpec, folder: Path) -> None:
+def discard_resume(spec: TrainSpec, folder: str | os.PathLike[str]) -> None:
     """Delete the training states :func:`train_arrays` may have saved for ``spec`` in ``folder`` (only
     files named after ``spec``'s own run ids: nothing else is touched)."""
-    for r in spec.realizations:
-        resume_path(folder, run_id(spec, r)).unlink(missing_ok=True)
+    rd.discard_states(folder, [run_id(spec, r) for r in spec.realizations])
 
 
 def resolve_on_store(
