@@ -121,7 +121,9 @@ def resume_state_path(folder: PathLike, first_run_id: str) -> Path:
 
 def discard_states(folder: PathLike, run_ids: list[str]) -> list[Path]:
     """Delete the training states named after ``run_ids`` in ``folder`` (nothing else); return those gone."""
-    gone = []
+    gone: list[Path] = []
+    if Path(folder).is_symlink():  # never delete through a link planted at the folder's place
+        return gone
     for rid in run_ids:
         p = resume_state_path(folder, rid)
         if p.is_file() and not p.is_symlink():

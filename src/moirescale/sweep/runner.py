@@ -297,9 +297,10 @@ def saved_state_ids(rundir: Path) -> set[str]:
 def discard_done_states(rundir: Path, run_ids: Iterable[str]) -> int:
     """Delete the training states of recorded runs (``RUNDIR/checkpoints/<run id>.resume.pt``; a failed
     job's stay, so that its retry resumes); return how many went."""
-    if not (rundir / rd.CHECKPOINTS).is_dir():
+    run_ids = list(run_ids)
+    if not run_ids or not (rundir / rd.CHECKPOINTS).is_dir():
         return 0
-    return len(rd.discard_states(real_dir(rundir, rd.CHECKPOINTS, create=False), list(run_ids)))
+    return len(rd.discard_states(real_dir(rundir, rd.CHECKPOINTS, create=False), run_ids))
 
 
 def _out_of_space(exc: BaseException) -> bool:
