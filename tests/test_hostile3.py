@@ -187,6 +187,25 @@ def test_links_planted_after_start_are_refused_by_checkpoints_and_figures(tmp_pa
     assert list(elsewhere.iterdir()) == []
 
 
+def test_training_states_are_never_deleted_through_a_link(tmp_path):
+    """rundir.discard_states deletes ``<run id>.resume.pt`` files in the folder it is given, never in the
+    target of a link planted at that folder's place or at a state's name."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "a-r0000.resume.pt").write_bytes(b"theirs")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").symlink_to(elsewhere, target_is_directory=True)
+    assert rd.discard_states(run / "checkpoints", ["a-r0000"]) == []
+    (run / "checkpoints").unlink()
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "a-r0000.resume.pt").symlink_to(elsewhere / "a-r0000.resume.pt")
+    (run / "checkpoints" / "b-r0000.resume.pt").write_bytes(b"ours")
+    gone = rd.discard_states(run / "checkpoints", ["a-r0000", "b-r0000", "c-r0000"])
+    assert gone == [run / "checkpoints" / "b-r0000.resume.pt"]
+    assert (elsewhere / "a-r0000.resume.pt").read_bytes() == b"theirs"
+
+
 def _imported_store(tmp_path: Path) -> Path:
     import h5py
 
