@@ -119,6 +119,14 @@ def resume_state_path(folder: PathLike, first_run_id: str) -> Path:
     return Path(folder) / f"{first_run_id}{RESUME_SUFFIX}"
 
 
+def saved_state_files(rundir: PathLike) -> list[Path]:
+    """The training states in ``RUNDIR/checkpoints``, sorted (none when the folder is missing or a link)."""
+    folder = Path(rundir) / CHECKPOINTS
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return sorted(folder.glob(f"*{RESUME_SUFFIX}"))
+
+
 def discard_states(folder: PathLike, run_ids: list[str]) -> list[Path]:
     """Delete the training states named after ``run_ids`` in ``folder`` (nothing else); return those gone."""
     gone: list[Path] = []

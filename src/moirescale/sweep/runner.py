@@ -288,10 +288,7 @@ def drive(
 
 def saved_state_ids(rundir: Path) -> set[str]:
     """The run ids that name a training state in ``RUNDIR/checkpoints`` (each a group's first network)."""
-    folder = rundir / rd.CHECKPOINTS
-    if not folder.is_dir() or folder.is_symlink():
-        return set()
-    return {p.name.removesuffix(rd.RESUME_SUFFIX) for p in folder.glob(f"*{rd.RESUME_SUFFIX}")}
+    return {p.name.removesuffix(rd.RESUME_SUFFIX) for p in rd.saved_state_files(rundir)}
 
 
 def discard_done_states(rundir: Path, run_ids: Iterable[str]) -> int:

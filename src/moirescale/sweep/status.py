@@ -223,8 +223,7 @@ def saved_states(rundir: Path, loaded: LoadedConfig | None) -> list[str]:
     """One line per training state in ``RUNDIR/checkpoints`` (:mod:`moirescale.train.resume`): a job in flight
     or killed, how far it got and when it last saved. A rerun of the sweep (or of the ``train`` command, for
     ``loaded`` None: named by its run ids) continues each from there."""
-    folder = rundir / rd.CHECKPOINTS
-    files = sorted(folder.glob(f"*{rd.RESUME_SUFFIX}")) if folder.is_dir() and not folder.is_symlink() else []
+    files = rd.saved_state_files(rundir)
     if not files:
         return []
     from moirescale.train.resume import read_progress  # imports torch: only when there is a state to read
