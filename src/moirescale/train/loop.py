@@ -102,6 +102,52 @@ def gather_rows(x: torch.Tensor, idx: torch.Tensor, buf: torch.Tensor | None = N
     return out.view(*idx.shape, *x.shape[1:])
 
 
+class _Batches:
+    """Each step's training batch, decoded for the engine.
+
+    One subset for all networks: one ``(B, ...)`` batch per step, shared. One subset per network: each active
+    network's own ``(R, B, ...)`` batch, in one gather. ``noise`` > 0 adds Gaussian pixel noise to each batch.
+    """
+
+    def __init__(self, data: Tensors, subsets: list[np.ndarray], batch_seeds: list[int], batch_size: int,
+                 n: int, noise: float, input_dtype: torch.dtype) -> None:
+        if len(subsets) not in (1, n):
+            raise ValueError("need one subset for all networks or one per network")
+        self.data, self.noise, self.input_dtype = data, noise, input_dtype
+        dev = data.x_train.device
+        self.feed: BatchStream | MemberStreams
+        if len(subsets) == 1:
+            self.feed = BatchStream(subsets[0], batch_size, batch_seeds[0])
+            rows = batch_size
+        else:
+            self.feed = MemberStreams(subsets, batch_size, batch_seeds, dev)
+            rows = n * self.feed.bounds[0][1]
+            self.xbuf = data.x_train.new_empty((rows, *data.x_train.shape[1:]))
+        self.steps_per_epoch = self.feed.steps_per_epoch
+        # Decoded batches land in one reused buffer (int16 images only; float images are used as they are).
+        self.dbuf = None
+        if data.x_train.dtype == torch.int16:
+            self.dbuf = torch.empty(rows * data.x_train[0].numel(), dtype=torch.float32, device=dev)
+
+    def next(self, active: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch ``(x, y)`` of the ``active`` networks."""
+        x, y, feed = self.data.x_train, self.data.y_train, self.feed
+        dev = x.device
+        if isinstance(feed, BatchStream):
+            idx = feed.next().to(dev)
+            xb, yb = x[idx], y[idx]
+            if self.noise > 0:
+                # clipped like the evaluation noise (moirescale.use.noise): images live in [-1, 1]
+                xb = decode_images(xb).add_(feed.noise(tuple(xb.shape), self.noise).to(dev)).clamp_(-1.0, 1.0)
+        else:
+            idx = feed.next(active)  # (R, B): each network's own batch ...
+            xb, yb = gather_rows(x, idx, self.xbuf), gather_rows(y, idx)  # ... in one gather
+            if self.noise > 0:
+                xb = decode_images(xb)
+                xb.add_(feed.noise(active, tuple(xb.shape[1:]), self.noise).to(dev)).clamp_(-1.0, 1.0)
+        return decode_images(xb, self.input_dtype, self.dbuf), yb  # codes -> the engine's dtype, one pass
+
+
 def fit(
     engine: Any,
     data: Tensors,
@@ -122,22 +168,7 @@ def fit(
     where it starts from (:mod:`moirescale.train.resume`): a resumed run ends exactly as an uninterrupted one.
     """
     n = engine.n
-    shared = len(subsets) == 1
-    if not shared and len(subsets) != n:
-        raise ValueError("need one subset for all networks or one per network")
-    dev = data.x_train.device
-    if shared:
-        stream = BatchStream(subsets[0], batch_size, batch_seeds[0])
-        spe = stream.steps_per_epoch
-    else:
-        members = MemberStreams(subsets, batch_size, batch_seeds, dev)
-        spe = members.steps_per_epoch
-        xbuf = data.x_train.new_empty((n * members.bounds[0][1], *data.x_train.shape[1:]))
-    # Decoded batches land in one reused buffer (int16 images only; float images are used as they are).
-    rows = batch_size if shared else n * members.bounds[0][1]
-    dbuf = None
-    if data.x_train.dtype == torch.int16:
-        dbuf = torch.empty(rows * data.x_train[0].numel(), dtype=torch.float32, device=dev)
+    batches = _Batches(data, subsets, batch_seeds, batch_size, n, noise, engine.input_dtype)
     sched = Schedule(cfg, n)
     res = [NetResult() for _ in range(n)]
     run_loss, run_count, last_lr = np.zeros(n), np.zeros(n), np.full(n, np.nan)
@@ -148,13 +179,11 @@ def fit(
     if 0 < cfg.val_samples < len(x_val):
         x_val, y_val = x_val[: cfg.val_samples], y_val[: cfg.val_samples]
 
-    feed = stream if shared else members
-
     def state() -> dict[str, Any]:
         progress = {"step": step, "budget": cfg.budget, "active": int(engine.active.size), "networks": n}
         return {"step": step, "loss": to_tensors([run_loss, run_count, last_lr]), "progress": progress,
                 "res": [to_tensors(vars(r)) for r in res], "sched": to_tensors(sched.state_dict()),
-                "engine": engine.state_dict(), "feed": feed.state_dict()}
+                "engine": engine.state_dict(), "feed": batches.feed.state_dict()}
 
     saved = resume.load() if resume is not None else None
     if saved is not None:
@@ -163,32 +192,45 @@ def fit(
         res = [NetResult(**{**to_numpy(r), "history": list(map(tuple, r["history"]))}) for r in saved["res"]]
         sched.load_state_dict(to_numpy(saved["sched"]))
         engine.load_state_dict(saved["engine"])
-        feed.load_state_dict(saved["feed"])
+        batches.feed.load_state_dict(saved["feed"])
 
     def stop(local: np.ndarray, why: str | None = None) -> None:
+        """End the networks ``engine.active[local]`` at this step (``diverged`` when there is a why)."""
         for i in engine.active[local]:
-            res[i].steps, res[i].epochs = step, step / spe
+            res[i].steps, res[i].epochs = step, step / batches.steps_per_epoch
             if why is not None:
                 res[i].status, res[i].error = "diverged", why.format(lr=last_lr[i])
         engine.drop(local)
+
+    def validate() -> None:
+        """Score the active networks on the validation part; the schedule keeps the best, stops the done."""
+        act = engine.active
+        val = _mse(engine.predict(x_val), y_val).mean(1).cpu().numpy()
+        bad = ~np.isfinite(val)
+        if bad.any():
+            stop(bad, f"non-finite validation loss at step {step} (lr={{lr:.3g}})")
+            act, val = engine.active, val[~bad]
+        full = np.full(n, np.inf)
+        full[act] = val
+        mask = np.zeros(n, dtype=bool)
+        mask[act] = True
+        improved = sched.observe(step, full, mask)
+        for i in act[improved[act]]:
+            res[i].best_step = step
+        engine.keep_best(improved[act])
+        train = run_loss[act] / np.maximum(1, run_count[act])
+        for i, tr, v in zip(act, train, val, strict=True):
+            res[i].history.append((step, float(last_lr[i]), float(tr), float(v)))
+        run_loss[act], run_count[act] = 0.0, 0
+        stop(sched.stopped[act])
+        if on_eval is not None and val.size:
+            on_eval(step, int(engine.active.size), float(np.mean(train)), float(np.mean(val)))
 
     while step < cfg.budget and engine.active.size:
         act = engine.active
         lr = sched.lr(step)[act]
         last_lr[act] = lr
-        if shared:
-            idx = stream.next().to(dev)
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            if noise > 0:
-                # clipped like the evaluation noise (moirescale.use.noise): images live in [-1, 1]
-                xb = decode_images(xb).add_(stream.noise(tuple(xb.shape), noise).to(dev)).clamp_(-1.0, 1.0)
-        else:
-            idx = members.next(act)  # (R, B): each network's own batch ...
-            xb, yb = gather_rows(data.x_train, idx, xbuf), gather_rows(data.y_train, idx)  # ... in one gather
-            if noise > 0:
-                xb = decode_images(xb)
-                xb.add_(members.noise(act, tuple(xb.shape[1:]), noise).to(dev)).clamp_(-1.0, 1.0)
-        xb = decode_images(xb, engine.input_dtype, dbuf)  # int16 codes -> the engine's input dtype, one pass
+        xb, yb = batches.next(act)
         losses = engine.train_step(xb, yb, lr).double().cpu().numpy()  # (n_active,): one sync per step
         step += 1
         bad = ~np.isfinite(losses)
@@ -197,41 +239,28 @@ def fit(
         if bad.any():
             stop(bad, f"non-finite training loss at step {step} (lr={{lr:.3g}})")
         if engine.active.size and (step % cfg.eval_every == 0 or step == cfg.budget):
-            act = engine.active
-            val = _mse(engine.predict(x_val), y_val).mean(1).cpu().numpy()
-            bad = ~np.isfinite(val)
-            if bad.any():
-                stop(bad, f"non-finite validation loss at step {step} (lr={{lr:.3g}})")
-                act, val = engine.active, val[~bad]
-            full = np.full(n, np.inf)
-            full[act] = val
-            mask = np.zeros(n, dtype=bool)
-            mask[act] = True
-            improved = sched.observe(step, full, mask)
-            for i in act[improved[act]]:
-                res[i].best_step = step
-            engine.keep_best(improved[act])
-            train = run_loss[act] / np.maximum(1, run_count[act])
-            for i, tr, v in zip(act, train, val, strict=True):
-                res[i].history.append((step, float(last_lr[i]), float(tr), float(v)))
-            run_loss[act], run_count[act] = 0.0, 0
-            stop(sched.stopped[act])
-            if on_eval is not None and val.size:
-                on_eval(step, int(engine.active.size), float(np.mean(train)), float(np.mean(val)))
+            validate()
             if resume is not None and resume.due():
                 resume.save(state())
     stop(np.ones(engine.active.size, dtype=bool))
     if resume is not None and resume.saved:  # a run long enough to have saved: its end state too
         resume.save(state())
+    _score_best(engine, data, res, sched.best_strict, last_lr)
+    return res
 
-    ok = [i for i in range(n) if res[i].status == "ok" and np.isfinite(sched.best_strict[i])]
-    for i in range(n):
-        res[i].final_lr = float(last_lr[i])
-        if res[i].status == "ok" and i not in ok:
-            res[i].status, res[i].error = "diverged", "no finite validation loss"
+
+def _score_best(
+    engine: Any, data: Tensors, res: list[NetResult], best: np.ndarray, last_lr: np.ndarray
+) -> None:
+    """Fill in each network's last learning rate and its best weights' validation and test MSE; a network that
+    never had a finite validation loss is ``diverged``."""
+    ok = [i for i, r in enumerate(res) if r.status == "ok" and np.isfinite(best[i])]
+    for i, r in enumerate(res):
+        r.final_lr = float(last_lr[i])
+        if r.status == "ok" and i not in ok:
+            r.status, r.error = "diverged", "no finite validation loss"
     if ok:
         val = _mse(engine.predict_best(data.x_val, ok), data.y_val).cpu().numpy()
         test = _mse(engine.predict_best(data.x_test, ok), data.y_test).cpu().numpy()
         for j, i in enumerate(ok):
             res[i].val_mse, res[i].test_mse = val[j], test[j]
-    return res
