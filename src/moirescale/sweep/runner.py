@@ -323,36 +323,18 @@ def run_sweep(
     on every core); ``train_fn`` names the job's training function (tests replace it).
     """
     opts = options or SweepOptions()
-    executor, force = opts.executor, opts.force
     loaded, rundir, the_plan = preflight(config, out, opts)
     # What this run creates; a refusal before the first job removes it again (RUNDIR as it was found).
     created = [p for p in (rundir, rd.lock_path(rundir), rd.config_path(rundir), rd.log_path(rundir).parent,
                            rd.log_path(rundir), rd.dataset_path(rundir), rd.heartbeat_path(rundir))
                if not os.path.lexists(p)]
-    rundir.mkdir(parents=True, exist_ok=True)
-    lock = _acquire_lock(rundir)
-    try:
-        prepare_rundir(loaded, rundir, force=force)
-        for sub, finals in _OWN_NAMES.items():  # what killed runs left, by exact names (an hour old: no
-            if not sub or os.path.lexists(rundir / sub):  # live writer's); a link planted there is refused
-                remove_stale_temps(real_dir(rundir, sub, create=False) if sub else rundir, finals)
-        handler = setup_logging(rundir)
-    except BaseException as exc:
-        lock.close()
-        if isinstance(exc, UserError):
-            _undo(created)
-        raise
+    lock, handler = _open_rundir(loaded, rundir, opts.force, created)
     started = refused = False
     try:
-        log.info("sweep %s (%s) into %s, executor %s", loaded.cfg.name, loaded.path, rundir, executor)
-        info = ensure_dataset(loaded, rundir, force=force)
+        log.info("sweep %s (%s) into %s, executor %s", loaded.cfg.name, loaded.path, rundir, opts.executor)
+        info = ensure_dataset(loaded, rundir, force=opts.force)
         _warn_pool(loaded, info)
-        if tuple(info["image_shape"]) != tuple(the_plan.facts.image_shape):  # not the store planned for
-            raise UserError(f"{info['store']}: images of shape {tuple(info['image_shape'])}, planned for "
-                            f"{tuple(the_plan.facts.image_shape)}; run the sweep again")
-        if tuple(info["label_names"]) != tuple(the_plan.facts.label_names):
-            raise UserError(f"{info['store']}: labels {', '.join(info['label_names'])}, planned for "
-                            f"{', '.join(the_plan.facts.label_names)}; run the sweep again")
+        _check_store(info, the_plan)
         for w in config_warnings(loaded.cfg):  # after every refusal: a refused run prints one line
             log.warning(w)
             print(f"warning: {w}", file=sys.stderr)
@@ -360,52 +342,22 @@ def run_sweep(
         if n_stale := discard_done_states(rundir, saved_state_ids(rundir) & done):  # a kill after the rows
             log.info("removed %d training state(s) of runs already recorded", n_stale)  # and before this
         todo = jobs(loaded.cfg, done)
-        summary_skip = len(done)
         n_runs = sum(len(s.realizations) for s in todo)
         if not todo:
             print(f"nothing to do: all runs of {loaded.cfg.name} are in {results.table_path(rundir)}")
-            Heartbeat(rundir, executor).write([], 0, final=True)
-            return SweepSummary(skipped=summary_skip)
-        ex: Any
-        if executor == "ray":
-            from moirescale.sweep.executors import RayExecutor
-
-            res = {g.name: g.resources.model_dump() for g in loaded.cfg.grids}
-            ex = RayExecutor(str(info["store"]), str(rundir), address=opts.address, workers=opts.workers,
-                             train_fn=train_fn, resources=res)
-            max_in_flight = max(1, int(ex.n_cpu) + int(4 * ex.n_gpu)) * 2  # keep Ray's queue fed
-        else:
-            from moirescale.sweep.executors import LocalExecutor
-
-            ex = LocalExecutor(str(info["store"]), str(rundir), workers=opts.workers, device=opts.device,
-                               train_fn=train_fn)
-            max_in_flight = ex.workers
+            Heartbeat(rundir, opts.executor).write([], 0, final=True)
+            return SweepSummary(skipped=len(done))
+        ex, max_in_flight, hb_workers = _executor(opts, loaded, info, rundir, train_fn)
         msg = (f"{loaded.cfg.name}: {len(todo)} jobs ({n_runs} networks) to run, {len(done)} runs already "
                f"done; {ex.describe()}; log: {rd.log_path(rundir)}")
         log.info(msg)
         print(msg, flush=True)
-        hb = Heartbeat(rundir, executor, workers=max_in_flight if executor == "local" else
-                       max(1, int(ex.n_cpu)))
-        bar, on_rows = _progress(n_runs, progress)
-        killed = False
+        hb = Heartbeat(rundir, opts.executor, workers=hb_workers)
         started = True
-        try:
-            summary = drive(ex, todo, the_plan, rundir, opts.retries, hb, max_in_flight, on_rows)
-        except (UserError, OSError):
-            killed = True  # a full disk: stop the jobs in flight now, they cannot write either
-            raise
-        except KeyboardInterrupt:
-            killed = True
-            log.warning("interrupted; run the same command again to resume")
-            print(f"interrupted: finished runs are kept in {rundir}; run the same command again to resume",
-                  file=sys.stderr)
-            raise SystemExit(130) from None
-        finally:
-            if bar is not None:
-                bar.stop()
-            ex.close(kill=killed)
+        summary = _drive_then_close(ex, todo, the_plan, rundir, opts.retries, hb, max_in_flight,
+                                    _progress(n_runs, progress))
         hb.write([], 0, final=True)
-        summary.skipped = summary_skip
+        summary.skipped = len(done)
         log.info("sweep finished: %s", summary.line())
         print(f"sweep finished: {summary.line()}; results: {results.table_path(rundir)}", flush=True)
         return summary
@@ -418,6 +370,79 @@ def run_sweep(
         lock.close()
         if refused:
             _undo(created)
+
+
+def _open_rundir(
+    loaded: LoadedConfig, rundir: Path, force: bool, created: list[Path]
+) -> tuple[Any, logging.Handler]:
+    """Create and lock RUNDIR, write its config, clear what killed runs left, open its log: the lock and the
+    log handler. A refusal undoes ``created`` (what this run created)."""
+    rundir.mkdir(parents=True, exist_ok=True)
+    lock = _acquire_lock(rundir)
+    try:
+        prepare_rundir(loaded, rundir, force=force)
+        for sub, finals in _OWN_NAMES.items():  # what killed runs left, by exact names (an hour old: no
+            if not sub or os.path.lexists(rundir / sub):  # live writer's); a link planted there is refused
+                remove_stale_temps(real_dir(rundir, sub, create=False) if sub else rundir, finals)
+        return lock, setup_logging(rundir)
+    except BaseException as exc:
+        lock.close()
+        if isinstance(exc, UserError):
+            _undo(created)
+        raise
+
+
+def _check_store(info: dict[str, Any], the_plan: Plan) -> None:
+    """Refuse a store that is not the one the plan was made for (image shape, label names)."""
+    if tuple(info["image_shape"]) != tuple(the_plan.facts.image_shape):
+        raise UserError(f"{info['store']}: images of shape {tuple(info['image_shape'])}, planned for "
+                        f"{tuple(the_plan.facts.image_shape)}; run the sweep again")
+    if tuple(info["label_names"]) != tuple(the_plan.facts.label_names):
+        raise UserError(f"{info['store']}: labels {', '.join(info['label_names'])}, planned for "
+                        f"{', '.join(the_plan.facts.label_names)}; run the sweep again")
+
+
+def _executor(
+    opts: SweepOptions, loaded: LoadedConfig, info: dict[str, Any], rundir: Path, train_fn: str
+) -> tuple[Any, int, int]:
+    """The executor the options name, how many jobs to keep in flight on it, and its worker count."""
+    if opts.executor == "ray":
+        from moirescale.sweep.executors import RayExecutor
+
+        res = {g.name: g.resources.model_dump() for g in loaded.cfg.grids}
+        ray = RayExecutor(str(info["store"]), str(rundir), address=opts.address, workers=opts.workers,
+                          train_fn=train_fn, resources=res)
+        # twice the cluster's job slots: keep Ray's queue fed
+        return ray, max(1, int(ray.n_cpu) + int(4 * ray.n_gpu)) * 2, max(1, int(ray.n_cpu))
+    from moirescale.sweep.executors import LocalExecutor
+
+    pool = LocalExecutor(str(info["store"]), str(rundir), workers=opts.workers, device=opts.device,
+                         train_fn=train_fn)
+    return pool, pool.workers, pool.workers
+
+
+def _drive_then_close(
+    ex: Any, todo: list[TrainSpec], the_plan: Plan, rundir: Path, retries: int, hb: Heartbeat,
+    max_in_flight: int, bar_and_rows: tuple[Any, Callable[[list[dict[str, Any]]], None] | None],
+) -> SweepSummary:
+    """:func:`drive`, then close the executor: its jobs are killed on a full disk or Ctrl-C (exit 130)."""
+    bar, on_rows = bar_and_rows
+    killed = False
+    try:
+        return drive(ex, todo, the_plan, rundir, retries, hb, max_in_flight, on_rows)
+    except (UserError, OSError):
+        killed = True  # a full disk: stop the jobs in flight now, they cannot write either
+        raise
+    except KeyboardInterrupt:
+        killed = True
+        log.warning("interrupted; run the same command again to resume")
+        print(f"interrupted: finished runs are kept in {rundir}; run the same command again to resume",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        if bar is not None:
+            bar.stop()
+        ex.close(kill=killed)
 
 
 def _undo(created: list[Path]) -> None:
