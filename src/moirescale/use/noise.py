@@ -258,7 +258,6 @@ def evaluate_noise(
     The whole noise table (one row per network and noise setting; MSE in scaled label units).
     """
     from moirescale.data.store import Store, open_store
-    from moirescale.data.torch_data import label_scaler
     from moirescale.train import load_checkpoint
     from moirescale.use.predict import check_checkpoint
 
@@ -268,20 +267,8 @@ def evaluate_noise(
     settings = noise_settings(levels, flips)
     st = store if isinstance(store, Store) else open_store(store)
     runs = _checkpoints_to_evaluate(rundir, select, n_train)
-    n_all = st.split_len("test")
-    n = n_all if n_test is None else min(int(n_test), n_all)
-    if n < 1:
-        raise UserError(f"{st.root}: the test split is empty")
-    per_copy = n * int(np.prod(st.image_shape)) * 4
-    if per_copy * (len(settings) + 1) > MAX_NOISY_BYTES:
-        raise UserError(
-            f"{len(settings)} noise settings on {n} test images would hold "
-            f"{per_copy * (len(settings) + 1) / 2**30:.1f} GiB in memory, above the limit of "
-            f"{MAX_NOISY_BYTES / 2**30:.0f} GiB; give fewer --levels/--flip or a smaller --n-test"
-        )
-    images, labels = st.read("test", np.arange(n))
-    y = label_scaler(st).scale(labels)  # the store's own label ranges, the units of every training MSE
-
+    images, y = _clean_test_set(st, n_test, len(settings))
+    n = len(images)
     table = read_noise(rundir)
     other = sorted(set(table["n_test"].astype(int)) - {n})
     if other:  # a row made on another test set is not comparable with these
@@ -314,6 +301,9 @@ def evaluate_noise(
         check_checkpoint(str(rundir / r["checkpoint"]), model, meta)
         ch = model_channels(meta, st)
         cols = _label_columns(rundir / r["checkpoint"], meta, r["target"], st)
+        same = {"run_id": r["run_id"], "arch": r["arch"], "width": r["width"], "n_layers": r["n_layers"],
+                "target": r["target"], "n_train": int(r["n_train"]), "realization": int(r["realization"]),
+                "n_test": n, "noise_seed": int(seed), "store_hash": store_hash}
         new = []
         clean_pred = None  # level 0 of every kind is the same clean test set: predict it once
         for kind, level in todo:
@@ -324,18 +314,33 @@ def evaluate_noise(
             else:
                 pred = predict_images(model, corrupted(kind, level, ch), batch_size)
             err = (pred - y[:, cols]) ** 2
-            new.append({
-                "run_id": r["run_id"], "arch": r["arch"], "width": r["width"], "n_layers": r["n_layers"],
-                "target": r["target"], "n_train": int(r["n_train"]), "realization": int(r["realization"]),
-                "noise_kind": kind, "noise_level": float(level), "mse": float(err.mean()),
-                **_per_label(err, cols, st.label_names), "n_test": n, "noise_seed": int(seed),
-                "store_hash": store_hash,
-            })
+            new.append({**same, "noise_kind": kind, "noise_level": float(level), "mse": float(err.mean()),
+                        **_per_label(err, cols, st.label_names)})
         table = pd.concat([table, pd.DataFrame(new, columns=NOISE_COLUMNS)], ignore_index=True)
         table = table.astype(NOISE_DTYPES)
         _write_noise(rundir, table)
         done.update((r["run_id"], k, v) for k, v in todo)
     return table
+
+
+def _clean_test_set(st: Any, n_test: int | None, n_settings: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n_test`` test images of store ``st`` (all: None) and their scaled labels; refused when the
+    ``n_settings`` noisy copies would not fit in memory."""
+    from moirescale.data.torch_data import label_scaler
+
+    n_all = st.split_len("test")
+    n = n_all if n_test is None else min(int(n_test), n_all)
+    if n < 1:
+        raise UserError(f"{st.root}: the test split is empty")
+    need = n * int(np.prod(st.image_shape)) * 4 * (n_settings + 1)
+    if need > MAX_NOISY_BYTES:
+        raise UserError(
+            f"{n_settings} noise settings on {n} test images would hold {need / 2**30:.1f} GiB in memory, "
+            f"above the limit of {MAX_NOISY_BYTES / 2**30:.0f} GiB; give fewer --levels/--flip or a smaller "
+            "--n-test"
+        )
+    images, labels = st.read("test", np.arange(n))
+    return images, label_scaler(st).scale(labels)  # the store's own label ranges, the units of every MSE
 
 
 def _check_same_noise(rundir: Path, table: pd.DataFrame, seed: int, store_hash: str, store: Path) -> None:
