@@ -383,3 +383,18 @@ def test_cli_noise(trained_run, tiny_store, tmp_path):
     assert "gaussian 0.2" in r.stdout and "clean" in r.stdout
     with pytest.raises(UserError, match="--levels"):
         _floats("0.1,abc", "--levels")
+
+
+def test_evaluate_noise_refuses_a_test_set_too_big_for_memory(trained_run, tiny_store, monkeypatch):
+    """The noisy copies of the test set are held in memory: over the limit, one message, nothing written."""
+    from moirescale.use import noise
+    from moirescale.use.noise import evaluate_noise, noise_table_path
+
+    path = noise_table_path(trained_run)
+    before = path.read_bytes() if path.exists() else None
+    monkeypatch.setattr(noise, "MAX_NOISY_BYTES", 1000)
+    with pytest.raises(UserError, match=r"5 noise settings on \d+ test images would hold .* GiB in memory"):
+        evaluate_noise(trained_run, tiny_store, levels=(0.1, 0.3), flips=(0.2,))
+    assert (path.read_bytes() if path.exists() else None) == before
+    monkeypatch.setattr(noise, "MAX_NOISY_BYTES", 10**12)
+    assert len(evaluate_noise(trained_run, tiny_store, levels=(0.1,), flips=(), n_test=2)) > 0
