@@ -5,7 +5,9 @@
 docs/results/paper-config.csv: one row per curve point (variant, arch, width, n_params, target, n_train, N_r,
 geometric-mean test MSE with its 95 % interval, mean steps run, the curve's budget-check ratio at its largest
 N_D). docs/results/paper-config-fits.csv: one row per curve (alpha_D with its 95 % bootstrap interval over
-realizations resampled jointly across the curve, points, N_D range, the budget check and whether it passed).
+realizations resampled jointly across the curve, points, N_D range, the budget check and whether it passed,
+and the geometric-mean MSE at the largest N_D beside the MSE of guessing the mean, the test labels' variance:
+``variance_left`` near 1 means the curve has learnt next to nothing, whatever its slope or check say).
 docs/results/paper-config-budget-pairs.csv: every budget check, run by run: the curve's run and the check's
 run on the same subset (realization, data seed), their steps and test MSEs and the ratio; the sweeps' own
 checks and the mid-curve checks and budget ladders run with `moirescale train` (studies/midcheck_*.sh,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +32,11 @@ from scipy import stats as sps
 
 from moirescale.analysis.convergence import convergence_table, curve_check, split_checks
 from moirescale.analysis.fits import fit_power_law
+from moirescale.data.store import open_store
+from moirescale.data.torch_data import label_scaler
 from moirescale.fsio import atomic_write
 from moirescale.results import BUDGET_CHECK_SUFFIX
-from moirescale.rundir import results_path
+from moirescale.rundir import dataset_path, results_path
 from moirescale.stats import load_results, realization_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +45,7 @@ POINT_COLUMNS = ["variant", "grid", "arch", "width", "n_params", "target", "n_tr
                  "gm_lo95", "gm_hi95", "steps_mean", "epochs_mean", "precision", "budget_ratio_at_largest"]
 FIT_COLUMNS = ["variant", "grid", "arch", "width", "n_params", "target", "alpha_d", "alpha_lo95",
                "alpha_hi95", "points", "n_train_min", "n_train_max", "budget_check_n_train", "budget_ratio",
-               "converged"]
+               "converged", "mse_at_largest", "mean_guess_mse", "variance_left"]
 PAIR_COLUMNS = ["variant", "arch", "width", "target", "n_train", "realization", "data_seed", "steps",
                 "test_mse", "steps_long", "test_mse_long", "ratio", "source_long"]
 PAIR_KEYS = ["arch", "n_layers", "width", "target", "n_train", "realization", "data_seed"]
@@ -63,8 +68,18 @@ def _none(v):
     return None if pd.isna(v) else v
 
 
+def mean_guess(rundir: Path) -> dict[str, float]:
+    """Each label's test MSE when the mean is guessed: its variance over the test split of the sweep's store,
+    in the scaled units of every MSE (1/12 for a uniform label)."""
+    with open_store(json.loads(dataset_path(rundir).read_text())["store"]) as st:
+        _, labels = st.read("test", channels=slice(0, 0))  # no image channel: the labels alone
+        var = label_scaler(st).scale(labels).var(0)
+        return {name: float(v) for name, v in zip(st.label_names, var, strict=True)}
+
+
 def summarize(rundir: Path) -> tuple[list[dict], list[dict]]:
     variant = rundir.name.removeprefix("paper-")
+    guess = mean_guess(rundir)
     df = load_results(rundir, by_grid=True)
     ok = df[df["status"] == "ok"]
     checks = convergence_table(ok)
@@ -95,12 +110,20 @@ def summarize(rundir: Path) -> tuple[list[dict], list[dict]]:
                          "n_train_min": int(min(ns)), "n_train_max": int(max(ns)),
                          "budget_check_n_train": check["n_train"] if check else None,
                          "budget_ratio": check["ratio"] if check else None,
-                         "converged": check["converged"] if check else None})
+                         "converged": check["converged"] if check else None,
+                         **_variance_left(points[-1]["gm_test_mse"], guess.get(meta["target"]))})
     for name, grids in LONGER_BUDGET.items():
         fit = _two_point_slope(curves, checks, variant, name, grids)
         if fit is not None:
-            fits.append(fit)
+            largest = curves[curves["grid"] == grids[1]]["test_mse"].to_numpy(float)
+            fits.append({**fit, **_variance_left(_gm_interval(largest)[0], guess.get(fit["target"]))})
     return points, fits
+
+
+def _variance_left(mse: float, guess: float | None) -> dict[str, float | None]:
+    """A curve's MSE at its largest N_D against the mean guess's (None for a target the store lacks)."""
+    left = None if guess is None else mse / guess
+    return {"mse_at_largest": mse, "mean_guess_mse": guess, "variance_left": left}
 
 
 def _two_point_slope(curves: pd.DataFrame, checks: list[dict], variant: str, name: str,
@@ -186,8 +209,9 @@ def _alpha_cell(f: dict | None) -> str:
 
 
 def print_curves(fits: list[dict]) -> None:
-    print("| variant | model | target | α_D [95 %] | points | N_D | budget check | converged |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | model | target | α_D [95 %] | points | N_D | budget check | converged "
+          "| MSE / mean guess at the largest N_D |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for f in fits:
         model = "features" if f["arch"] == "features" else f"{f['arch']} 3 × {int(f['width'])} ({f['grid']})"
         ratio = "—"
@@ -195,7 +219,7 @@ def print_curves(fits: list[dict]) -> None:
             ratio = f"{f['budget_ratio']:.2f} at {f['budget_check_n_train']}"
         print(f"| {f['variant']} | {model} | {f['target']} | {f['alpha_d']:.3f} [{f['alpha_lo95']:.3f}, "
               f"{f['alpha_hi95']:.3f}] | {f['points']} | {f['n_train_min']}–{f['n_train_max']} | {ratio} | "
-              f"{f['converged']} |")
+              f"{f['converged']} | {f['variance_left']:.3g} |")
 
 
 def print_answer(fits: list[dict]) -> None:
