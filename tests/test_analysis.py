@@ -308,3 +308,62 @@ def test_geomean_is_the_one_geometric_mean():
     assert S.geomean(pd.Series([4.0, np.nan, 0.0, -1.0, np.inf, 1.0])) == pytest.approx(2.0)  # > 0, finite
     assert math.isnan(S.geomean([]))
     assert S.geomean([0.0], empty=math.inf) == math.inf
+
+
+# ------------------------------------------------------------------------------------------ the mean guess
+
+
+def test_a_curve_at_the_mean_guess_is_marked_in_fits_advice_and_report(tmp_path):
+    """With each label's mean-guess MSE, every N_D curve carries its MSE at the largest N_D over it; a curve
+    above NEAR_MEAN_GUESS is said to have learnt next to nothing by advise and the report (issue 25: a flat
+    curve at the mean passes its budget check and fits a small alpha_D)."""
+    from moirescale.analysis import report as R
+
+    law = syn.joint_law(E=0.0, A=3.0, a=0.6, B=800.0, b=1.6)
+    rows = syn.synthetic_rows(law, widths=(4, 64), n_realizations=4, sigma=0.1, seed=5,
+                              targets=("theta", "J"))
+    df = pd.DataFrame(rows)
+    st = F.FitSettings(n_boot=100, n_boot_nonlinear=10)
+    plain = A.analyze(df, st)
+    assert all(m["variance_left"] is None for m, _ in plain.curves_d)
+    last = {(m["target"], m["width"]): math.exp(f.y[-1]) for m, f in plain.curves_d}  # gm at the largest N_D
+    guess = {"theta": 1.05 * last["theta", 4], "J": 20 * last["J", 4]}  # theta's width 4 is at the mean
+    an = A.analyze(df, st, mean_guess=guess)
+    got = {(m["target"], m["width"]): m["variance_left"] for m, _ in an.curves_d}
+    for (target, width), gm in last.items():
+        assert got[target, width] == pytest.approx(gm / guess[target], rel=1e-9)
+    assert got["theta", 4] > A.NEAR_MEAN_GUESS > max(got["theta", 64], got["J", 4], got["J", 64])
+    doc = an.to_dict()
+    for f in (f for f in doc["fits"] if f["variable"] == "n_train"):
+        assert f["mean_guess_mse"] == guess[f["target"]]
+    text = A.format_advice(A.advise(an, "theta", 0.5 * last["theta", 64]))
+    assert text.count("at the mean guess") == 1  # width 4 only
+    assert "at the mean guess" not in A.format_advice(A.advise(an, "J", 0.5 * last["J", 64]))
+    html = "".join(R._section_alpha_d(doc))
+    assert html.count("(at the mean guess)") == 1 and "MSE / mean guess at the largest N_D" in html
+    assert "mean guess" not in "".join(R._section_alpha_d(plain.to_dict()))  # unknown: no column
+
+
+def test_mean_guess_of_a_store_and_of_a_rundir(tiny_store, tmp_path):
+    """The mean guess is each label's variance over the test split in scaled units (labels only are read);
+    a run directory finds it through dataset.json and does without it when the store is gone."""
+    import json
+
+    from moirescale.data.store import open_store
+    from moirescale.data.torch_data import label_scaler
+    from moirescale.labels import mean_guess_mse
+
+    with open_store(tiny_store) as st:
+        got = mean_guess_mse(st)
+        _, labels = st.read("test")
+        want = label_scaler(st).scale(labels).var(0)
+        assert list(got) == list(st.label_names)
+        np.testing.assert_allclose(list(got.values()), want, rtol=1e-12)
+    assert all(0.02 < v < 0.2 for v in got.values())  # near 1/12: labels sampled over their ranges
+    run = tmp_path / "run"
+    run.mkdir()
+    assert A.rundir_mean_guess(run) == {}  # no dataset.json
+    (run / "dataset.json").write_text(json.dumps({"store": str(tiny_store)}))
+    assert A.rundir_mean_guess(run) == got
+    (run / "dataset.json").write_text(json.dumps({"store": str(tmp_path / "gone")}))
+    assert A.rundir_mean_guess(run) == {}

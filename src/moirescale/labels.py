@@ -134,3 +134,15 @@ def order_targets(targets: Iterable[str]) -> list[str]:
     have = {str(t) for t in targets}
     rest = sorted(have - {*LABELS, "all"})
     return [t for t in LABELS if t in have] + rest + (["all"] if "all" in have else [])
+
+
+def mean_guess_mse(store: Any) -> dict[str, float]:
+    """Each label's test MSE when its mean is guessed: its variance over the store's test split, in the scaled
+    units of every reported MSE (1/12 for a label sampled uniformly over its range). A curve that ends near it
+    has learnt next to nothing, whatever its slope says.
+
+    ``store``: a :class:`moirescale.data.store.Store` (only its labels are read, no image channel).
+    """
+    _, labels = store.read("test", channels=slice(0, 0))
+    var = LabelScaler.from_manifest(store.manifest).scale(labels).var(0)
+    return {name: float(v) for name, v in zip(store.label_names, var, strict=True)}

@@ -138,12 +138,16 @@ def fit(
 
 def _print_fits(an, path: Path | None) -> None:
     """The text summary of ``fit``: one line per alpha_D, then the counts."""
+    from moirescale.analysis.pipeline import NEAR_MEAN_GUESS
+
     for meta, f in an.curves_d:
         lo, hi = f.interval(1)
         model = model_label(meta["arch"], meta.get("n_layers"), meta.get("width"))
+        left = meta.get("variance_left")
+        note = "" if left is None or left < NEAR_MEAN_GUESS else f"; at the mean guess: {left:.2f} of its MSE"
         typer.echo(
             f"alpha_D {model:>14} {meta['target']:>5} {meta['schedule']:>10}: "
-            f"{f.alpha:.3f} [{lo:.3f}, {hi:.3f}]  ({f.n.size} points)"
+            f"{f.alpha:.3f} [{lo:.3f}, {hi:.3f}]  ({f.n.size} points{note})"
         )
     typer.echo(
         f"{len(an.curves_d)} alpha_D, {len(an.curves_m)} alpha_M, {len(an.size_trends)} alpha_D-vs-N_M, "

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ CURVE_D_KEYS = ["arch", "n_layers", "width", "n_params", "target", "schedule", "
 CURVE_M_KEYS = ["arch", "n_layers", "target", "n_train", "schedule", "grid", "noise_train"]
 FAMILY_KEYS = ["arch", "target", "schedule", "grid", "noise_train"]
 FITS_VERSION = 1
+# A data curve whose MSE at its largest N_D is above this fraction of the mean guess's has learnt next to
+# nothing (R^2 < 0.1): its alpha_D describes the approach to the mean, not a learning curve.
+NEAR_MEAN_GUESS = 0.9
 
 
 def _meta(keys: list[str], values: tuple) -> dict[str, Any]:
@@ -55,6 +59,7 @@ class Analysis:
     extrapolation: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     convergence: list[dict[str, Any]] = field(default_factory=list)  # budget checks (analysis/convergence.py)
+    mean_guess: dict[str, float] = field(default_factory=dict)  # label -> MSE of guessing its mean
 
     def to_dict(self) -> dict[str, Any]:
         """The ``fits.json`` document (schema in docs/analysis.md)."""
@@ -74,6 +79,9 @@ class Analysis:
                     "noise_train": meta["noise_train"],
                 }
                 d.update(fit.to_dict())
+                if variable == "n_train":
+                    d["mean_guess_mse"] = meta.get("mean_guess_mse")
+                    d["variance_left"] = meta.get("variance_left")
                 d["points"] = [
                     {"n": int(n), "gm": math.exp(y), "log_se": float(s)}
                     for n, y, s in zip(fit.n, fit.y, fit.sigma, strict=True)
@@ -136,17 +144,22 @@ def interval_covers(g: pd.DataFrame) -> str:
     return "training subset and initialisation"
 
 
-def analyze(df: pd.DataFrame, settings: FitSettings | None = None) -> Analysis:
+def analyze(
+    df: pd.DataFrame, settings: FitSettings | None = None, mean_guess: Mapping[str, float] | None = None
+) -> Analysis:
     """Statistics and every fit the results support. UserError if no curve at all can be fitted.
 
     Gather (per-point statistics of the curve rows), then compute: the N_D curves (alpha_D and their
     extrapolation), the model-size curves (alpha_M), and per family alpha_D vs N_M and the joint law.
+    ``mean_guess``: each label's MSE when its mean is guessed (:func:`moirescale.labels.mean_guess_mse`);
+    with it each N_D curve carries ``variance_left``, its MSE at the largest N_D over the mean guess's.
     """
     st = settings or FitSettings()
     curve_rows, _ = split_checks(df)  # budget-check rows are compared with their curve, never fitted
     stats = point_stats(curve_rows)
     check_bootstrap_budget(st, stats, curve_rows)
-    an = Analysis(stats=stats, settings=st, convergence=convergence_table(df))
+    an = Analysis(stats=stats, settings=st, convergence=convergence_table(df),
+                  mean_guess=dict(mean_guess or {}))
     _fit_data_curves(an, stats)
     _fit_size_curves(an, stats)
     _fit_families(an, stats)
@@ -213,7 +226,7 @@ def _fit_data_curves(an: Analysis, stats: pd.DataFrame) -> None:
             an.skipped.append({"what": "alpha_D", **meta, "reason": str(e)})
             continue
         fit.covers = interval_covers(g)
-        an.curves_d.append((meta, fit))
+        an.curves_d.append((meta | _variance_left(g, meta["target"], an.mean_guess), fit))
         # extrapolation: fit on the smaller N_D, predict the largest held out
         inside = np.ones(n.size, dtype=bool)
         if st.fit_range is not None:
@@ -233,6 +246,19 @@ def _fit_data_curves(an: Analysis, stats: pd.DataFrame) -> None:
                 an.extrapolation.append({"kind": "power_law", **meta, **r})
         except UserError as e:
             an.skipped.append({"what": "extrapolation", **meta, "reason": str(e)})
+
+
+def _variance_left(g: pd.DataFrame, target: str, mean_guess: Mapping[str, float]) -> dict[str, float | None]:
+    """A curve's geometric-mean MSE at its largest N_D over the MSE of guessing the mean (target ``all``: the
+    mean over the labels, as its MSE is); None where the mean guess is not known."""
+    if target == "all":
+        guess = float(np.mean(list(mean_guess.values()))) if mean_guess else None
+    else:
+        guess = mean_guess.get(target)
+    last = g.loc[g["n_train"].idxmax(), "gm"]
+    if guess is None or not guess > 0 or not math.isfinite(last):
+        return {"mean_guess_mse": guess, "variance_left": None}
+    return {"mean_guess_mse": guess, "variance_left": float(last) / guess}
 
 
 def _fit_size_curves(an: Analysis, stats: pd.DataFrame) -> None:
@@ -338,8 +364,25 @@ def _json_default(v: Any) -> Any:
 
 
 def analyze_rundir(rundir: str | os.PathLike[str], settings: FitSettings | None = None) -> Analysis:
-    """:func:`analyze` on ``RUNDIR/results.parquet``, each run in every grid of its config that holds it."""
-    return analyze(load_results(rundir, by_grid=True), settings)
+    """:func:`analyze` on ``RUNDIR/results.parquet``, each run in every grid of its config that holds it, with
+    the mean guess of the store the sweep trained on (when it is still there)."""
+    return analyze(load_results(rundir, by_grid=True), settings, rundir_mean_guess(rundir))
+
+
+def rundir_mean_guess(rundir: str | os.PathLike[str]) -> dict[str, float]:
+    """Each label's MSE when its mean is guessed, from the test labels of the store ``RUNDIR/dataset.json``
+    names; empty when there is no record or the store is gone or unreadable (the fits do not need it)."""
+    from moirescale.data.store import open_store
+    from moirescale.labels import mean_guess_mse
+
+    try:
+        store = rd.read_dataset(rundir).get("store")
+        if not store:
+            return {}
+        with open_store(store, checksum=False) as st:  # labels only; the sweep verified the store
+            return mean_guess_mse(st)
+    except (UserError, OSError, KeyError, ValueError):
+        return {}
 
 
 # ----------------------------------------------------------------------------------------------- advise
@@ -350,7 +393,8 @@ def advise(an: Analysis, target: str, mse: float, arch: str | None = None) -> di
     or, for a family with one model size, from its per-curve alpha_D fit.
     Intervals are bootstrap percentiles. Each model's answer carries its curve's budget check
     (``budget_check``: ratio and ``converged``, or None): an unconverged curve's slope is partly the step
-    budget's, so its N_D holds only for a run trained by the same budget rule."""
+    budget's, so its N_D holds only for a run trained by the same budget rule; and ``variance_left`` (its MSE
+    at the largest N_D over the mean guess's, or None): near 1 the curve has learnt next to nothing."""
     if not (mse > 0 and math.isfinite(mse)):
         raise UserError("--mse must be a positive number")
     answers: list[dict[str, Any]] = []
@@ -393,9 +437,11 @@ def advise(an: Analysis, target: str, mse: float, arch: str | None = None) -> di
                 )
             ans["possible"] = any(p["possible"] for p in ans["per_model"])
         checks = {m["n_params"]: curve_check(an.convergence, m) for m, _ in curves}
+        left = {m["n_params"]: m.get("variance_left") for m, _ in curves}
         for p in ans["per_model"]:
             p["extrapolated"] = bool(p["possible"] and p["n_train"] > obs_max)
             p["budget_check"] = checks.get(p["n_params"])
+            p["variance_left"] = left.get(p["n_params"])
         answers.append({**meta, **ans})
     return {"target": target, "mse": mse, "max_observed_n_train": obs_max, "answers": _clean_json(answers)}
 
@@ -453,6 +499,12 @@ def format_advice(adv: dict[str, Any]) -> str:
                 )
             else:
                 lines.append(f"  N_M = {p['n_params']:,}: unreachable (model-size floor above the target)")
+            left = p.get("variance_left")
+            if left is not None and left >= NEAR_MEAN_GUESS:
+                lines.append(
+                    f"    at the mean guess: its MSE at the largest N_D is {left:.2f} of the mean guess's: "
+                    "it has learnt next to nothing, its slope is no learning curve; do not plan by this N_D"
+                )
             check = p.get("budget_check")
             if check and not check["converged"]:
                 lines.append(

@@ -25,7 +25,7 @@ import pandas as pd
 
 from moirescale import rundir as rd
 from moirescale.analysis.fits import PAPER_ALPHA_MAX, PAPER_ALPHA_RANGE
-from moirescale.analysis.pipeline import Analysis
+from moirescale.analysis.pipeline import NEAR_MEAN_GUESS, Analysis
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_write
 from moirescale.models import model_label
@@ -170,6 +170,9 @@ def _fit_rows(fits: list[dict[str, Any]], variable: str) -> list[dict[str, Any]]
         r["range"] = f"{f['n_min']:,}&ndash;{f['n_max']:,}"
         if variable == "n_train":
             r["_paper"] = _paper_verdict(f["alpha"], f["alpha_lo"], f["alpha_hi"])
+            left = f.get("variance_left")
+            r["_left"] = "" if left is None else (
+                f"{left:.2f}" + (" (at the mean guess)" if left >= NEAR_MEAN_GUESS else ""))
         if f.get("floor") is not None:
             r["floor_s"] = f"{_fmt(f['floor'])} [{_fmt(f['floor_lo'])}, {_fmt(f['floor_hi'])}]"
         rows.append(r)
@@ -305,11 +308,20 @@ def _section_alpha_d(doc: dict[str, Any]) -> list[str]:
     ]
     if any(r.get("floor_s") for r in rows_d):
         cols.insert(6, ("floor_s", "floor E [95 %]"))
+    if any(r.get("_left") for r in rows_d):
+        cols.append(("_left", "MSE / mean guess at the largest N_D"))
     parts.append(
-        _table(rows_d, cols, left={"model", "target", "schedule"})
+        _table(rows_d, cols, left={"model", "target", "schedule", "_left"})
         if rows_d
         else "<p class='skip'>no alpha_D fits</p>"
     )
+    if any(r.get("_left", "").endswith("(at the mean guess)") for r in rows_d):
+        parts.append(
+            f"<p>A curve <em>at the mean guess</em> ends above {NEAR_MEAN_GUESS:.0%} of the MSE of guessing "
+            "each label's mean (the test labels' variance): it has learnt next to nothing, and its "
+            "&alpha;<sub>D</sub> describes the approach to the mean, not a learning curve, whatever its "
+            "budget check says.</p>"
+        )
     return parts
 
 
@@ -563,12 +575,12 @@ def fit_and_report(
     """
     from moirescale.analysis.figures import make_figures
     from moirescale.analysis.fits import FitSettings
-    from moirescale.analysis.pipeline import analyze, write_fits
+    from moirescale.analysis.pipeline import analyze, rundir_mean_guess, write_fits
     from moirescale.stats import config_run_grids, load_results, rows_by_grid
 
     df = load_results(rundir)  # as recorded: the report counts runs in it
     by_grid = rows_by_grid(df, config_run_grids(rundir))  # the analysis counts a shared run in each grid
-    an = analyze(by_grid, settings if settings is not None else FitSettings())
+    an = analyze(by_grid, settings if settings is not None else FitSettings(), rundir_mean_guess(rundir))
     write_fits(rundir, an)
     figs = make_figures(an, rundir, n_subsets=n_subsets)
     return write_report(an, rundir, figs, df, lead() if lead is not None else None), figs
