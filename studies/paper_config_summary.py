@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +31,10 @@ from scipy import stats as sps
 
 from moirescale.analysis.convergence import convergence_table, curve_check, split_checks
 from moirescale.analysis.fits import fit_power_law
-from moirescale.data.store import open_store
-from moirescale.data.torch_data import label_scaler
+from moirescale.analysis.pipeline import rundir_mean_guess
 from moirescale.fsio import atomic_write
 from moirescale.results import BUDGET_CHECK_SUFFIX
-from moirescale.rundir import dataset_path, results_path
+from moirescale.rundir import results_path
 from moirescale.stats import load_results, realization_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,18 +66,9 @@ def _none(v):
     return None if pd.isna(v) else v
 
 
-def mean_guess(rundir: Path) -> dict[str, float]:
-    """Each label's test MSE when the mean is guessed: its variance over the test split of the sweep's store,
-    in the scaled units of every MSE (1/12 for a uniform label)."""
-    with open_store(json.loads(dataset_path(rundir).read_text())["store"]) as st:
-        _, labels = st.read("test", channels=slice(0, 0))  # no image channel: the labels alone
-        var = label_scaler(st).scale(labels).var(0)
-        return {name: float(v) for name, v in zip(st.label_names, var, strict=True)}
-
-
 def summarize(rundir: Path) -> tuple[list[dict], list[dict]]:
     variant = rundir.name.removeprefix("paper-")
-    guess = mean_guess(rundir)
+    guess = rundir_mean_guess(rundir)  # each label's MSE when its mean is guessed
     df = load_results(rundir, by_grid=True)
     ok = df[df["status"] == "ok"]
     checks = convergence_table(ok)
