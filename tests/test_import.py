@@ -90,6 +90,9 @@ def test_import_store_is_a_store(png_store):
     assert scaler.names == ("brightness", "period")
     z = scaler.scale(y)
     assert z.shape == (24, 2) and z.min() >= 0 and z.max() <= 1
+    from moirescale.labels import mean_guess_mse  # the MSE of guessing each label's mean, by its own name
+
+    assert mean_guess_mse(store) == pytest.approx(dict(zip(scaler.names, z.var(0), strict=True)), rel=1e-12)
     r = cli("data", "show", str(out), "--out", str(root / "show.png"))
     assert r.returncode == 0 and (root / "show.png").is_file(), r.stderr
 
