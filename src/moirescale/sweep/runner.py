@@ -410,10 +410,10 @@ def _executor(
         from moirescale.sweep.executors import RayExecutor
 
         res = {g.name: g.resources.model_dump() for g in loaded.cfg.grids}
-        ray = RayExecutor(str(info["store"]), str(rundir), address=opts.address, workers=opts.workers,
-                          train_fn=train_fn, resources=res)
+        cluster = RayExecutor(str(info["store"]), str(rundir), address=opts.address, workers=opts.workers,
+                              train_fn=train_fn, resources=res)
         # twice the cluster's job slots: keep Ray's queue fed
-        return ray, max(1, int(ray.n_cpu) + int(4 * ray.n_gpu)) * 2, max(1, int(ray.n_cpu))
+        return cluster, max(1, int(cluster.n_cpu) + int(4 * cluster.n_gpu)) * 2, max(1, int(cluster.n_cpu))
     from moirescale.sweep.executors import LocalExecutor
 
     pool = LocalExecutor(str(info["store"]), str(rundir), workers=opts.workers, device=opts.device,
