@@ -138,13 +138,13 @@ def fit(
 
 def _print_fits(an, path: Path | None) -> None:
     """The text summary of ``fit``: one line per alpha_D, then the counts."""
-    from moirescale.analysis.pipeline import NEAR_MEAN_GUESS
+    from moirescale.analysis.pipeline import at_mean_guess
 
     for meta, f in an.curves_d:
         lo, hi = f.interval(1)
         model = model_label(meta["arch"], meta.get("n_layers"), meta.get("width"))
         left = meta.get("variance_left")
-        note = "" if left is None or left < NEAR_MEAN_GUESS else f"; at the mean guess: {left:.2f} of its MSE"
+        note = f"; at the mean guess: {left:.2f} of its MSE" if at_mean_guess(left) else ""
         typer.echo(
             f"alpha_D {model:>14} {meta['target']:>5} {meta['schedule']:>10}: "
             f"{f.alpha:.3f} [{lo:.3f}, {hi:.3f}]  ({f.n.size} points{note})"

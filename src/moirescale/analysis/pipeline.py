@@ -36,6 +36,11 @@ FITS_VERSION = 1
 NEAR_MEAN_GUESS = 0.9
 
 
+def at_mean_guess(variance_left: float | None) -> bool:
+    """Whether a curve's ``variance_left`` (None: unknown) says it has learnt next to nothing."""
+    return variance_left is not None and variance_left >= NEAR_MEAN_GUESS
+
+
 def _meta(keys: list[str], values: tuple) -> dict[str, Any]:
     out = {}
     for k, v in zip(keys, values, strict=True):
@@ -499,8 +504,7 @@ def format_advice(adv: dict[str, Any]) -> str:
                 )
             else:
                 lines.append(f"  N_M = {p['n_params']:,}: unreachable (model-size floor above the target)")
-            left = p.get("variance_left")
-            if left is not None and left >= NEAR_MEAN_GUESS:
+            if at_mean_guess(left := p.get("variance_left")):
                 lines.append(
                     f"    at the mean guess: its MSE at the largest N_D is {left:.2f} of the mean guess's: "
                     "it has learnt next to nothing, its slope is no learning curve; do not plan by this N_D"

@@ -25,7 +25,7 @@ import pandas as pd
 
 from moirescale import rundir as rd
 from moirescale.analysis.fits import PAPER_ALPHA_MAX, PAPER_ALPHA_RANGE
-from moirescale.analysis.pipeline import NEAR_MEAN_GUESS, Analysis
+from moirescale.analysis.pipeline import NEAR_MEAN_GUESS, Analysis, at_mean_guess
 from moirescale.errors import UserError
 from moirescale.fsio import atomic_write
 from moirescale.models import model_label
@@ -172,7 +172,7 @@ def _fit_rows(fits: list[dict[str, Any]], variable: str) -> list[dict[str, Any]]
             r["_paper"] = _paper_verdict(f["alpha"], f["alpha_lo"], f["alpha_hi"])
             left = f.get("variance_left")
             r["_left"] = "" if left is None else (
-                f"{left:.2f}" + (" (at the mean guess)" if left >= NEAR_MEAN_GUESS else ""))
+                f"{left:.2f}" + (" (at the mean guess)" if at_mean_guess(left) else ""))
         if f.get("floor") is not None:
             r["floor_s"] = f"{_fmt(f['floor'])} [{_fmt(f['floor_lo'])}, {_fmt(f['floor_hi'])}]"
         rows.append(r)
@@ -315,7 +315,7 @@ def _section_alpha_d(doc: dict[str, Any]) -> list[str]:
         if rows_d
         else "<p class='skip'>no alpha_D fits</p>"
     )
-    if any(r.get("_left", "").endswith("(at the mean guess)") for r in rows_d):
+    if any(at_mean_guess(r.get("variance_left")) for r in rows_d):
         parts.append(
             f"<p>A curve <em>at the mean guess</em> ends above {NEAR_MEAN_GUESS:.0%} of the MSE of guessing "
             "each label's mean (the test labels' variance): it has learnt next to nothing, and its "
