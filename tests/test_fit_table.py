@@ -90,6 +90,42 @@ def test_fit_table_huber_recovers_where_l2_does_not_and_report_draws_it(tmp_path
     assert after["settings"]["loss"] == "huber" and after["fits"][0]["alpha"] == pytest.approx(fh["alpha"])
 
 
+def test_a_table_given_its_mean_guess_marks_a_flat_curve_in_fit_report_and_advise(tmp_path):
+    """A table has no store, so no mean guess unless given: with ``--mean-guess`` a curve that ends at it is
+    marked by fit, and the --out DIR keeps it for report and advise (recorded in fits.json)."""
+    rng = np.random.default_rng(3)
+    flat = [{"n_train": n, "target": "J", "test_mse": 0.082 * n**-0.005 * math.exp(0.02 * rng.normal())}
+            for n in ND for _ in range(3)]
+    falling = [{"n_train": n, "target": "theta", "test_mse": 2.0 * n**-1.0} for n in ND for _ in range(3)]
+    table = tmp_path / "t.csv"
+    pd.DataFrame(flat + falling).to_csv(table, index=False)
+    out = tmp_path / "out"
+    r = _cli("fit", table, "--out", out, "--bootstrap", 100, "--mean-guess", "J=0.084",
+             "--mean-guess", "theta=0.083")
+    assert r.returncode == 0, r.stderr
+    (j_line,) = [x for x in r.stdout.splitlines() if " J " in x]
+    (t_line,) = [x for x in r.stdout.splitlines() if " theta " in x]
+    assert "at the mean guess" in j_line and "at the mean guess" not in t_line
+    doc = json.loads((out / "fits.json").read_text(), parse_constant=_strict)
+    assert doc["settings"]["extra"]["mean_guess"] == {"J": 0.084, "theta": 0.083}
+    by = {f["target"]: f for f in doc["fits"]}
+    last = np.exp(np.mean(np.log([r["test_mse"] for r in flat if r["n_train"] == ND[-1]])))
+    assert by["J"]["variance_left"] == pytest.approx(last / 0.084, rel=1e-9)
+    assert by["theta"]["variance_left"] == pytest.approx(2.0 / ND[-1] / 0.083, rel=1e-9)
+
+    r = _cli("report", out, "--bootstrap", 100, "--bootstrap-nonlinear", 20, "--subsets", 5)
+    assert r.returncode == 0, r.stderr
+    again = json.loads((out / "fits.json").read_text(), parse_constant=_strict)
+    assert again["settings"]["extra"] == doc["settings"]["extra"]  # the report keeps what fit recorded
+    assert {f["target"]: f["variance_left"] for f in again["fits"]} == pytest.approx(
+        {t: f["variance_left"] for t, f in by.items()})
+    assert "at the mean guess" in (out / "report.html").read_text()
+    r = _cli("advise", out, "--target", "J", "--mse", "0.05", "--bootstrap", 100)
+    assert r.returncode == 0, r.stderr
+    assert "at the mean guess" in r.stdout
+    assert "the model: " in r.stdout  # a table without n_params: its one model has no size (this crashed)
+
+
 def _csv(tmp_path, text):
     p = tmp_path / "t.csv"
     p.write_text(text)
@@ -110,9 +146,13 @@ GOOD = "n_train,test_mse\n" + "".join(f"{n},{1e3 * n**-1.5}\n" for n in ND[:4])
         (GOOD, ["--loss", "l1"], "--loss"),
         (GOOD, ["--loss", "huber", "--huber-delta", "0"], "--huber-delta"),
         (GOOD, None, "--out DIR"),
+        (GOOD, ["--mean-guess", "y"], "LABEL=MSE"),
+        (GOOD, ["--mean-guess", "y=0"], "finite MSE > 0"),
+        (GOOD, ["--mean-guess", "y=0.1", "--mean-guess", "y=0.2"], "twice"),
+        (GOOD, ["--mean-guess", "theta=0.08"], "the table's targets are y"),
     ],
     ids=["missing-column", "non-numeric", "non-positive", "non-finite", "empty", "bad-loss", "bad-delta",
-         "no-out"],
+         "no-out", "guess-no-value", "guess-zero", "guess-twice", "guess-unknown-label"],
 )
 def test_cli_refusals_are_one_line_exit_2_and_write_nothing(tmp_path, text, args, match):
     table = _csv(tmp_path, text)
@@ -127,6 +167,7 @@ def test_cli_refuses_out_for_a_run_dir_and_a_sweep_dir_as_out(tmp_path):
     results.append_rows(run, [{"run_id": "a", "arch": "fcn", "n_train": 224, "test_mse": 0.1,
                                "status": "ok"}])
     _refused(_cli("fit", run, "--out", tmp_path / "x"), "--out is for a TABLE")
+    _refused(_cli("fit", run, "--mean-guess", "theta=0.08"), "--mean-guess is for a TABLE")
     table = _csv(tmp_path, GOOD)
     _refused(_cli("fit", table, "--out", run), "already holds a sweep's results table")
     assert not (run / "fits.json").exists() and not (tmp_path / "x").exists()

@@ -42,6 +42,16 @@ HuberDelta = Annotated[
         help="Huber threshold, in standard errors of a point's mean log (default 1.345); --loss huber only.",
     ),
 ]
+MeanGuess = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mean-guess",
+        help="LABEL=MSE: the MSE of guessing LABEL's mean (its variance, in the units of test_mse); repeat "
+        "per label; for a TABLE (a run directory reads it from its store). A curve whose MSE at its largest "
+        "N_D is >= 0.9 of it is marked 'at the mean guess'.",
+        metavar="LABEL=MSE",
+    ),
+]
 MAX_BOOT = 100_000  # bootstrap replicates: more only costs memory (the interval is settled long before)
 MAX_SUBSETS = 10_000
 
@@ -105,20 +115,25 @@ def fit(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print fits.json on stdout instead of text.")
     ] = False,
+    mean_guess: MeanGuess = None,
 ) -> None:
     """Fit every scaling curve of RUNDIR (or of a TABLE) and write fits.json (RUNDIR/ or --out DIR/)."""
     from moirescale.analysis.pipeline import analyze, analyze_rundir, fits_json, write_fits
     from moirescale.analysis.table import check_out_dir, is_table, read_table, write_table
 
     settings = _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed, loss, huber_delta)
+    guess = _mean_guess(mean_guess)
     if is_table(rundir):
         if out is None and not as_json:
             raise UserError("fitting a TABLE needs --out DIR (where fits.json goes), or --json to print it")
         if out is not None:
             check_out_dir(out)
         df = read_table(rundir)
-        settings.extra = {"source": str(rundir)}
-        an = analyze(df, settings)
+        _check_guess_labels(guess, df)
+        settings.extra["source"] = str(rundir)
+        if guess:
+            settings.extra["mean_guess"] = guess  # in fits.json: report and advise of --out DIR read it
+        an = analyze(df, settings, guess)
         path = None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +142,8 @@ def fit(
     else:
         if out is not None:
             raise UserError("--out is for a TABLE (.csv/.parquet); a run directory keeps its own fits.json")
+        if guess:
+            raise UserError("--mean-guess is for a TABLE; a run directory reads each label's from its store")
         _check_outputs(rundir, (rd.FITS,))
         an = analyze_rundir(rundir, settings)
         path = write_fits(rundir, an)
@@ -134,6 +151,33 @@ def fit(
         typer.echo(fits_json(an))
         return
     _print_fits(an, path)
+
+
+def _mean_guess(items: list[str] | None) -> dict[str, float]:
+    """``--mean-guess LABEL=MSE`` (repeated) as {label: mse}; UserError for anything else."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        try:
+            mse = float(value)
+        except ValueError:
+            mse = float("nan")
+        if not sep or not name or not 0 < mse < float("inf"):
+            raise UserError(f"--mean-guess {item!r}: need LABEL=MSE with a finite MSE > 0, e.g. theta=0.083")
+        if name in out:
+            raise UserError(f"--mean-guess gives {name!r} twice")
+        check_target_name(name)
+        out[name] = mse
+    return out
+
+
+def _check_guess_labels(guess: dict[str, float], df) -> None:
+    """A mean guess for a label the table does not have is a typo: say which labels it has."""
+    have = sorted({str(t) for t in df["target"].unique()} - {"all"})
+    unknown = sorted(set(guess) - set(have))
+    if unknown:
+        raise UserError(f"--mean-guess for {', '.join(unknown)}: the table's targets are {', '.join(have)}")
 
 
 def _print_fits(an, path: Path | None) -> None:
@@ -184,8 +228,8 @@ def report(
         if loss == "huber" and huber_delta is None:
             huber_delta = before.get("huber_delta")
     settings = _settings(fit_range, floor, bootstrap, bootstrap_nonlinear, seed, loss, huber_delta)
-    if isinstance(before.get("extra"), dict) and "source" in before["extra"]:
-        settings.extra = {"source": before["extra"]["source"]}
+    if isinstance(before.get("extra"), dict):  # what fit TABLE recorded: its source and any --mean-guess
+        settings.extra = {k: v for k, v in before["extra"].items() if k in ("source", "mean_guess")}
     _check_outputs(rundir, (rd.FITS, rd.REPORT, rd.FIGURES))
     path, figs = fit_and_report(rundir, settings, n_subsets=subsets)
     drawn = [k for k, v in figs.items() if "png" in v]

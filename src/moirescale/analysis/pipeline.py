@@ -376,18 +376,28 @@ def analyze_rundir(rundir: str | os.PathLike[str], settings: FitSettings | None 
 
 def rundir_mean_guess(rundir: str | os.PathLike[str]) -> dict[str, float]:
     """Each label's MSE when its mean is guessed, from the test labels of the store ``RUNDIR/dataset.json``
-    names; empty when there is no record or the store is gone or unreadable (the fits do not need it)."""
+    names, or, for the ``--out DIR`` of ``fit TABLE``, as its ``--mean-guess`` recorded in fits.json; empty
+    when there is neither or the store is gone or unreadable (the fits do not need it)."""
     from moirescale.data.store import open_store
     from moirescale.labels import mean_guess_mse
 
     try:
         store = rd.read_dataset(rundir).get("store")
         if not store:
-            return {}
+            return _recorded_mean_guess(rundir)
         with open_store(store, checksum=False) as st:  # labels only; the sweep verified the store
             return mean_guess_mse(st)
     except (UserError, OSError, KeyError, ValueError):
         return {}
+
+
+def _recorded_mean_guess(rundir: str | os.PathLike[str]) -> dict[str, float]:
+    """The ``--mean-guess`` that ``fit TABLE`` recorded in ``RUNDIR/fits.json`` (only finite values > 0)."""
+    got = (recorded_settings(rundir).get("extra") or {}).get("mean_guess")
+    if not isinstance(got, dict):
+        return {}
+    return {str(k): float(v) for k, v in got.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf}
 
 
 # ----------------------------------------------------------------------------------------------- advise
@@ -497,13 +507,15 @@ def format_advice(adv: dict[str, Any]) -> str:
             )
         for p in a["per_model"]:
             extra = " (extrapolated beyond the data)" if p.get("extrapolated") else ""
+            # a table from elsewhere may have no n_params column: its one model has no size
+            model = f"N_M = {p['n_params']:,}" if p.get("n_params") is not None else "the model"
             if p["possible"]:
                 lines.append(
-                    f"  N_M = {p['n_params']:,}: N_D = {num(p['n_train'])} "
+                    f"  {model}: N_D = {num(p['n_train'])} "
                     f"(95% {num(p['n_train_lo'])} .. {num(p['n_train_hi'])}){extra}"
                 )
             else:
-                lines.append(f"  N_M = {p['n_params']:,}: unreachable (model-size floor above the target)")
+                lines.append(f"  {model}: unreachable (model-size floor above the target)")
             if at_mean_guess(left := p.get("variance_left")):
                 lines.append(
                     f"    at the mean guess: its MSE at the largest N_D is {left:.2f} of the mean guess's: "
