@@ -333,6 +333,68 @@ def _fresh(out: Path) -> None:
                 d.rmdir()
 
 
+def _check_inputs(out: Path, config: Path, variant: str | os.PathLike[str] | None,
+                  noise_n_test: int | None) -> Path | None:
+    """Refuse bad arguments before anything is written or removed; returns the checked variant config."""
+    from moirescale.sweep.config import load_config
+
+    if not config.is_file():
+        raise UserError(f"{config}: no such sweep config (run the demo from the repository root)")
+    load_config(config)
+    from moirescale.use.demo_variants import check_config
+
+    checked = None if variant is None else check_config(variant)
+    if noise_n_test is not None and noise_n_test < 1:
+        raise UserError(f"--noise-n-test must be >= 1, got {noise_n_test}")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"--out {out} exists and is not a directory")
+    if os.path.lexists(out):
+        real_dir(out)  # a link loop, a directory that cannot be opened: one line
+    return checked
+
+
+@contextlib.contextmanager
+def _stage(name: str, stamps: dict[str, float]) -> Iterator[None]:
+    """Time one stage into ``stamps`` (written to DIR/timing.json) and log it."""
+    t = time.perf_counter()
+    yield
+    stamps[name] = time.perf_counter() - t
+    _log(f"{name}: {stamps[name]:.0f} s")
+
+
+def _examples(out: Path, store: Path) -> None:
+    """The paper's Fig. 2 from the store, once."""
+    ex = rd.examples_path(out)
+    real_dir(out, rd.FIGURES)  # a link planted at RUNDIR/figures is refused, not followed
+    if ex.is_file():
+        _log(f"{ex}: already there")
+    else:
+        examples_figure(store, ex)
+        _log(f"wrote {ex}")
+
+
+def _second_variant(out: Path, config: Path, variant: Path) -> tuple[Path, Any]:
+    """The nuisance-free variant's stages into ``out/fss``; returns its folder and the report's lead."""
+    from moirescale.use import demo_variants as dv
+
+    var_dir = out / rd.DEMO_VARIANT
+    sides = [dv.side("default", config, out), dv.side(rd.DEMO_VARIANT, variant, var_dir)]
+    _log(f"the second dataset variant ({sides[1].description}) into {var_dir}")
+    dv.run_variant(sides[1], _log, ensure_dataset)
+    return var_dir, dv.lead(sides, out / rd.DEMO_COMPARE, _log)
+
+
+def _fit_and_report(out: Path, var_dir: Path | None, lead: Any) -> None:
+    """Fit and report, unless fits.json and report.html are newer than every result."""
+    if _up_to_date(out, var_dir):
+        _log("fits.json and report.html are newer than every result: kept")
+        return
+    from moirescale.analysis.report import fit_and_report
+
+    _log(f"fit and report {out}" + (" (with the two variants' d and alpha_D vs 4/d)" if lead else ""))
+    fit_and_report(out, lead=lead)
+
+
 def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAULT_CONFIG,
              fresh: bool = False, noise_select: str = "all", noise_n_test: int | None = 500,
              noise_n_train: str | int | None = "max",
@@ -349,85 +411,33 @@ def run_demo(out: str | os.PathLike[str], config: str | os.PathLike[str] = DEFAU
     variant : the second (nuisance-free) variant's sweep config (default configs/demo-fss.yaml), run into
         ``out/fss`` and compared with the first in the report; None: the first variant alone
     """
+    from moirescale.sweep.runner import run_sweep
     from moirescale.use.noise import evaluate_noise, summarize_noise
 
-    out = Path(out)
-    config = Path(config)
-    if not config.is_file():
-        raise UserError(f"{config}: no such sweep config (run the demo from the repository root)")
-    from moirescale.sweep.config import load_config
-
-    load_config(config)  # a bad config is refused before anything is written or removed
-    if variant is not None:
-        from moirescale.use.demo_variants import check_config
-
-        variant = check_config(variant)
-    if noise_n_test is not None and noise_n_test < 1:
-        raise UserError(f"--noise-n-test must be >= 1, got {noise_n_test}")
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise UserError(f"--out {out} exists and is not a directory")
-    if os.path.lexists(out):
-        real_dir(out)  # a link loop, a directory that cannot be opened: one line
+    out, config = Path(out), Path(config)
+    variant = _check_inputs(out, config, variant, noise_n_test)
     if fresh and out.exists():
         _fresh(out)
     claim_rundir(out)
     t0 = time.perf_counter()
     stamps: dict[str, float] = {}
-
-    def stage(name: str, t: float) -> None:
-        stamps[name] = time.perf_counter() - t
-        _log(f"{name}: {stamps[name]:.0f} s")
-
-    t = time.perf_counter()
-    store = ensure_dataset(config)
-    stage("dataset", t)
-
-    t = time.perf_counter()
-    from moirescale.sweep.runner import run_sweep
-
-    _log(f"sweep {config} into {out}")
-    run_sweep(config, out, progress=True)
-    stage("sweep", t)
-
-    t = time.perf_counter()
-    _log("noise robustness of the trained networks")
-    table = evaluate_noise(out, store, select=noise_select, n_test=noise_n_test, n_train=noise_n_train,
-                           progress=True)
-    summarize_noise(table)
-    stage("noise", t)
-
-    t = time.perf_counter()
-    ex = rd.examples_path(out)
-    real_dir(out, rd.FIGURES)  # a link planted at RUNDIR/figures is refused, not followed
-    if ex.is_file():
-        _log(f"{ex}: already there")
-    else:
-        examples_figure(store, ex)
-        _log(f"wrote {ex}")
-    stage("examples", t)
-
-    lead = None
-    var_dir = None
+    with _stage("dataset", stamps):
+        store = ensure_dataset(config)
+    with _stage("sweep", stamps):
+        _log(f"sweep {config} into {out}")
+        run_sweep(config, out, progress=True)
+    with _stage("noise", stamps):
+        _log("noise robustness of the trained networks")
+        summarize_noise(evaluate_noise(out, store, select=noise_select, n_test=noise_n_test,
+                                       n_train=noise_n_train, progress=True))
+    with _stage("examples", stamps):
+        _examples(out, store)
+    var_dir, lead = None, None
     if variant is not None:
-        from moirescale.use import demo_variants as dv
-
-        t = time.perf_counter()
-        var_dir = out / rd.DEMO_VARIANT
-        sides = [dv.side("default", config, out), dv.side(rd.DEMO_VARIANT, variant, var_dir)]
-        _log(f"the second dataset variant ({sides[1].description}) into {var_dir}")
-        dv.run_variant(sides[1], _log, ensure_dataset)
-        lead = dv.lead(sides, out / rd.DEMO_COMPARE, _log)
-        stage("variant", t)
-
-    t = time.perf_counter()
-    if _up_to_date(out, var_dir):
-        _log("fits.json and report.html are newer than every result: kept")
-    else:
-        from moirescale.analysis.report import fit_and_report
-
-        _log(f"fit and report {out}" + (" (with the two variants' d and alpha_D vs 4/d)" if lead else ""))
-        fit_and_report(out, lead=lead)
-    stage("fit+report", t)
+        with _stage("variant", stamps):
+            var_dir, lead = _second_variant(out, config, variant)
+    with _stage("fit+report", stamps):
+        _fit_and_report(out, var_dir, lead)
 
     total = time.perf_counter() - t0
     atomic_write(rd.timing_path(out), json.dumps({**stamps, "total": total}, indent=2) + "\n")
