@@ -5,10 +5,10 @@
     .venv/bin/python studies/error_by_label.py runs/paper-fss fcn512 theta 114688 --theta-bins 6 \
         --csv docs/results/paper-config-error-by-label.csv      # rows of this point replace its old ones
 
-Every finished realization of that grid point predicts the whole test split of the run's store; the table
-gives, per bin of D (5 equal bins of its range) and per value of θ_eff (or per K equal bins of its range,
-for the paper's ~87 values), the mean squared error of the target in scaled units (geometric mean over
-realizations), so a floor can be traced to the labels that cause it.
+The study's format of ``moirescale errors`` (:mod:`moirescale.use.error_map`, which does the work): per bin of
+D (5 equal bins of its range) and per value of θ_eff (or per K equal bins of its range, for the paper's ~87
+values), the mean squared error of the target in scaled units (geometric mean over realizations) and the bin's
+share of the squared error, so a floor can be traced to the labels that cause it.
 """
 
 from __future__ import annotations
@@ -16,29 +16,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from moirescale.data.store import open_store
-from moirescale.data.torch_data import label_scaler
 from moirescale.fsio import atomic_write
-from moirescale.labels import LABELS, target_index
-from moirescale.results import checkpointed_rows, read_results
-from moirescale.rundir import dataset_store
-from moirescale.stats import geomean
-from moirescale.train import load_checkpoint
-from moirescale.use.noise import model_channels, predict_images
+from moirescale.labels import LABELS
+from moirescale.use.error_map import MAX_BINS, error_by_label
 
 
-def predictions(rundir: Path, rows, store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels in physical units, scaled labels, predictions per realization (R, N, k)) on the test split."""
-    images, labels = store.read("test", np.arange(store.split_len("test")))
-    y = label_scaler(store).scale(labels)
-    preds = []
-    for _, r in rows.iterrows():
-        model, meta = load_checkpoint(rundir / r["checkpoint"])
-        preds.append(predict_images(model, np.ascontiguousarray(images[:, model_channels(meta, store)])))
-    return labels, y, np.stack(preds)
+def study_rows(table: pd.DataFrame) -> list[tuple[str, int, float, float]]:
+    """(bin name, images, MSE, share) of the D and θ_eff rows, named as this study's tables always were."""
+    out = []
+    for r in table.itertuples():
+        if r.label == "D":
+            name = f"D {r.lo:.2f}–{r.hi:.2f} meV"
+        elif r.label == "theta":
+            name = (f"θ_eff {r.lo:.4f}°" if r.lo == r.hi
+                    else f"θ_eff {r.lo:.2f}–{r.hi:.2f}° ({r.values} values)")
+        else:
+            continue
+        out.append((name, r.images, r.mse, r.share))
+    return sorted(out, key=lambda t: not t[0].startswith("D"))  # D first, as before
 
 
 def main() -> None:
@@ -51,44 +48,18 @@ def main() -> None:
     ap.add_argument("--theta-bins", type=int, default=0, help="K equal bins of θ_eff (0: one row per value)")
     ap.add_argument("--csv", type=Path, help="also write the rows to this CSV (replacing this point's rows)")
     a = ap.parse_args()
-    d = checkpointed_rows(read_results(a.run), a.run)
-    d = d[(d["grid"] == a.grid) & (d["target"] == a.target) & (d["n_train"] == a.n_train)]
-    if a.width is not None:
-        d = d[d["width"] == a.width]
-    if d.empty:
-        raise SystemExit(f"{a.run}: no checkpoint for {a.grid} {a.target} N_D={a.n_train}")
-    recorded = dataset_store(a.run)
-    if recorded is None:
-        raise SystemExit(f"{a.run}: the run directory does not name its dataset")
-    store = open_store(a.run / recorded)
-    labels, y, pred = predictions(a.run, d, store)
-    col = target_index(a.target)[0]
-    err = (pred[:, :, 0] - y[None, :, col]) ** 2  # (R, N)
-    print(f"{a.grid} {a.target} N_D={a.n_train}: {len(d)} realizations, {err.shape[1]} test images, "
-          f"MSE {geomean(err.mean(1)):.2e}")
+    table, head = error_by_label(a.run, a.target, a.n_train, grid=a.grid, width=a.width, n_bins=5,
+                                 per_label={"theta": a.theta_bins or MAX_BINS})
+    print(f"{a.grid} {a.target} N_D={a.n_train}: {head['realizations']} realizations, {head['images']} test "
+          f"images, MSE {head['mse']:.2e}")
     print("| bin | images | MSE | share of the total squared error |")
     print("|---|---|---|---|")
-    total = err.mean(0).sum()
-    bins = []
-    D = labels[:, LABELS.index("D")]
-    edges = np.linspace(D.min(), D.max(), 6)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        bins.append((f"D {lo:.2f}–{hi:.2f} meV", (D >= lo) & (D <= hi)))  # noqa: SIM300
-    th = np.round(labels[:, LABELS.index("theta")], 4)
-    if a.theta_bins:
-        edges = np.linspace(th.min(), th.max(), a.theta_bins + 1)
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            m = (th >= lo) & (th <= hi)
-            bins.append((f"θ_eff {lo:.2f}–{hi:.2f}° ({np.unique(th[m]).size} values)", m))
-    else:
-        bins += [(f"θ_eff {t:.4f}°", th == t) for t in np.unique(th)]
     rows = []
-    for name, m in bins:
-        share = err.mean(0)[m].sum() / total
-        print(f"| {name} | {m.sum()} | {geomean(err[:, m].mean(1)):.2e} | {share:.0%} |")
+    for name, images, mse, share in study_rows(table):
+        print(f"| {name} | {images} | {mse:.2e} | {share:.0%} |")
         rows.append({"run": a.run.name, "grid": a.grid, "target": a.target, "n_train": a.n_train,
-                     "realizations": len(d), "bin": name, "images": int(m.sum()),
-                     "gm_mse": f"{geomean(err[:, m].mean(1)):.4g}", "share": f"{share:.4f}"})
+                     "realizations": head["realizations"], "bin": name, "images": int(images),
+                     "gm_mse": f"{mse:.4g}", "share": f"{share:.4f}"})
     if a.csv is not None:
         write_rows(a.csv, rows)
 

@@ -116,7 +116,7 @@ def test_import_reruns_and_resumes_byte_identical(png_store, tmp_path):
 
 
 def test_folder_of_pngs_end_to_end(png_store, tmp_path):
-    """import -> train (labels of its own names) -> fit -> report -> predict."""
+    """import -> train (labels of its own names) -> fit -> report -> predict -> errors."""
     root, store = png_store
     run = tmp_path / "run"
     for target, n in (("brightness", 24), ("brightness", 48), ("brightness", 76), ("all", 48)):
@@ -149,6 +149,12 @@ def test_folder_of_pngs_end_to_end(png_store, tmp_path):
     assert r.returncode == 0, r.stderr
     truth = open_store(store).read("test", [0])[1][0]
     assert json.loads(r.stdout)["prediction"]["period"]["truth"] == pytest.approx(truth[1])
+    r = cli("errors", str(run), "--target", "all", "--n-train", "48", "--bins", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    where = json.loads(r.stdout)
+    assert {b["label"] for b in where["bins"]} == {"brightness", "period"}  # binned by the store's own labels
+    gm = np.exp(np.log(df[df["target"] == "all"]["test_mse"]).mean())
+    assert where["realizations"] == 2 and where["mse"] == pytest.approx(gm, rel=1e-4)
 
 
 def _refusal_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:

@@ -1,4 +1,4 @@
-"""`predict` and the noise evaluation on real checkpoints from a tiny real training on the tiny store."""
+"""`predict`, `noise` and `errors` on real checkpoints from a tiny real training on the tiny store."""
 
 from __future__ import annotations
 
@@ -398,3 +398,79 @@ def test_evaluate_noise_refuses_a_test_set_too_big_for_memory(trained_run, tiny_
     assert (path.read_bytes() if path.exists() else None) == before
     monkeypatch.setattr(noise, "MAX_NOISY_BYTES", 10**12)
     assert len(evaluate_noise(trained_run, tiny_store, levels=(0.1, 0.3), flips=(0.2,))) > 0  # now it fits
+
+
+# ------------------------------------------------------------------------------------------ errors by label
+
+
+def test_bin_errors_by_hand():
+    """Shares, geometric means over realizations and the per-value rows of a label with few values."""
+    from moirescale.use.error_map import bin_errors
+
+    err = np.array([[1.0, 2.0, 3.0, 4.0], [4.0, 2.0, 3.0, 1.0]])  # 2 realizations x 4 images
+    labels = np.array([[0.5, 0.0], [0.5, 0.1], [1.5, 0.9], [1.5, 1.0]])
+    t = bin_errors(err, labels, ("a", "b"), n_bins=2)
+    a, b = t[t["label"] == "a"], t[t["label"] == "b"]
+    # "a" takes two values, so one row each; "b" four values in two equal bins [0, 0.5), [0.5, 1.0]
+    assert a[["lo", "hi", "values", "images"]].values.tolist() == [[0.5, 0.5, 1, 2], [1.5, 1.5, 1, 2]]
+    assert b[["lo", "hi", "values", "images"]].values.tolist() == [[0.0, 0.5, 2, 2], [0.5, 1.0, 2, 2]]
+    # realization means in the first bin: 1.5 and 3.0 -> geometric mean sqrt(4.5); shares of 20 in all
+    assert a["mse"].tolist() == pytest.approx([4.5**0.5, (3.5 * 2.0) ** 0.5])
+    assert a["share"].tolist() == pytest.approx([9 / 20, 11 / 20]) and b["share"].sum() == pytest.approx(1)
+
+
+def test_errors_locate_the_error_of_real_checkpoints_and_refuse_bad_input(trained_run, tiny_store, tmp_path):
+    from moirescale.data.store import open_store
+    from moirescale.results import read_results
+    from moirescale.stats import geomean
+    from moirescale.use.error_map import error_by_label
+
+    table, head = error_by_label(trained_run, "theta", 128, per_label={"J": 3})
+    rows = read_results(trained_run)
+    recorded = geomean(rows[rows["target"] == "theta"]["test_mse"])
+    assert head["mse"] == pytest.approx(recorded, rel=1e-4)  # the whole split: the MSE training recorded
+    with open_store(tiny_store) as st:
+        n_test, names = st.split_len("test"), st.label_names
+    assert head["images"] == n_test and head["realizations"] == N_REAL
+    for _, g in table.groupby("label"):
+        assert g["images"].sum() == n_test and g["share"].sum() == pytest.approx(1)
+    assert set(table["label"]) == set(names) and len(table[table["label"] == "J"]) <= 3
+
+    csv = tmp_path / "e.csv"
+    r = _cli("errors", trained_run, "--target", "D", "--n-train", "128", "--bins", "2", "--csv", csv)
+    assert r.returncode == 0, r.stderr
+    got = pd.read_csv(csv)
+    assert list(got.columns[:5]) == ["grid", "model", "target", "n_train", "realizations"]
+    assert set(got["target"]) == {"D"}
+    assert got.groupby("label")["share"].sum().tolist() == pytest.approx([1] * 3)
+    r = _cli("errors", trained_run, "--target", "D", "--n-train", "128", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["realizations"] == N_REAL
+
+    for args, match in [(["--bins", "0"], "1 <= N"), (["--bins", "phi=3"], "the store's labels are"),
+                        (["--n-train", "999"], "no finished network"),
+                        (["--csv", tmp_path], "is a directory")]:
+        point = {"--target": "D", "--n-train": "128", args[0]: str(args[1])}  # --n-train 999 replaces 128
+        r = _cli("errors", trained_run, *[x for kv in point.items() for x in kv])
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and match in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv"]  # nothing else written
+
+
+def test_errors_name_the_choices_when_several_points_match(trained_run, tmp_path):
+    """Two models at one (target, N_D): refused with both named, before any checkpoint is loaded."""
+    import shutil
+
+    from moirescale.results import append_rows, read_results
+    from moirescale.use.error_map import error_by_label
+
+    run = tmp_path / "two"
+    shutil.copytree(trained_run, run)
+    rows = read_results(run)
+    other = rows[rows["target"] == "D"].copy()
+    other["width"], other["group_id"] = 64, "other"
+    other["run_id"] = [f"other-{i}" for i in range(len(other))]
+    append_rows(run, other.to_dict("records"))
+    with pytest.raises(UserError, match=r"2 grid points match \(FCN 2x32; FCN 2x64\)"):
+        error_by_label(run, "D", 128)
+    table, head = error_by_label(run, "D", 128, width=32)
+    assert head["model"] == "FCN 2x32"

@@ -1,4 +1,4 @@
-"""CLI sub-commands of this package (registered by moirescale.cli): predict, noise, demo."""
+"""CLI sub-commands of this package (registered by moirescale.cli): predict, noise, errors, demo."""
 
 from __future__ import annotations
 
@@ -81,6 +81,42 @@ def register(app: typer.Typer) -> None:
         )
         summarize_noise(table)
         print(f"wrote {rd.noise_path(rundir)} ({len(table)} rows)")
+
+    @app.command()
+    def errors(
+        rundir: Path = typer.Argument(..., help="Run directory (a sweep's or `moirescale train`'s)."),
+        target: str = typer.Option(..., "--target", help="The grid point's target (a label name or all)."),
+        n_train: int = typer.Option(..., "--n-train", help="The grid point's N_D."),
+        grid: str | None = typer.Option(None, "--grid", help="Only this grid of the sweep config."),
+        arch: str | None = typer.Option(None, "--arch", help="Only this architecture (fcn, resnet18, ...)."),
+        width: int | None = typer.Option(None, "--width", help="Only networks of this width."),
+        n_layers: int | None = typer.Option(None, "--n-layers", help="Only networks of this depth."),
+        bins: list[str] | None = typer.Option(
+            None, "--bins", help="Bins per label: N for every label, LABEL=N for one (repeat); default 5.",
+            metavar="N|LABEL=N",
+        ),
+        store: str | None = typer.Option(None, help="Dataset store (default: the run's)."),
+        csv: Path | None = typer.Option(None, "--csv", help="Also write the table to this CSV file."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    ) -> None:
+        """Where in label space one grid point's test error sits: its squared error binned by each label."""
+        from moirescale.use.error_map import error_by_label, parse_bins, print_errors, write_csv
+
+        n_bins, per_label = parse_bins(bins)
+        if csv is not None and csv.is_dir():
+            from moirescale.errors import UserError
+
+            raise UserError(f"--csv {csv} is a directory")
+        table, head = error_by_label(rundir, target, n_train, grid=grid, arch=arch, width=width,
+                                     n_layers=n_layers, n_bins=n_bins, per_label=per_label, store=store)
+        if csv is not None:
+            write_csv(csv, table, head)
+        if json_out:
+            import json
+
+            print(json.dumps({**head, "bins": table.to_dict("records")}, allow_nan=False, default=str))
+        else:
+            print_errors(table, head)
 
     @app.command()
     def demo(

@@ -300,7 +300,7 @@ def evaluate_noise(
         model.eval()
         check_checkpoint(str(rundir / r["checkpoint"]), model, meta)
         ch = model_channels(meta, st)
-        cols = _label_columns(rundir / r["checkpoint"], meta, r["target"], st)
+        cols = label_columns(rundir / r["checkpoint"], meta, r["target"], st)
         same = {"run_id": r["run_id"], "arch": r["arch"], "width": r["width"], "n_layers": r["n_layers"],
                 "target": r["target"], "n_train": int(r["n_train"]), "realization": int(r["realization"]),
                 "n_test": n, "noise_seed": int(seed), "store_hash": store_hash}
@@ -361,7 +361,7 @@ def _check_same_noise(rundir: Path, table: pd.DataFrame, seed: int, store_hash: 
         )
 
 
-def _label_columns(checkpoint: Path, meta: dict[str, Any], target: str, store: Any) -> list[int]:
+def label_columns(checkpoint: Path, meta: dict[str, Any], target: str, store: Any) -> list[int]:
     """The store's label columns a network regresses, checked against its checkpoint (its label names and
     number of outputs)."""
     from moirescale.labels import LABELS, target_index

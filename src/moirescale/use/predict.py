@@ -462,14 +462,20 @@ def _store_from_rundir(rundir: str | os.PathLike[str]) -> str | None:
     return rd.dataset_store(rundir)
 
 
-def find_store(rundir: str | os.PathLike[str], store: str | None = None) -> str:
-    """The training dataset of a run directory: ``store`` if given, else what the run directory records."""
+def find_store(
+    rundir: str | os.PathLike[str], store: str | None = None, trained_on: str | None = None
+) -> str:
+    """The training dataset of a run directory: ``store`` if given, else what the run directory records (a
+    sweep's), else ``trained_on`` (the store a checkpoint records, as ``moirescale train`` runs do) if it is
+    still there."""
     if store:
         from moirescale.data.store import read_manifest
 
         read_manifest(store)  # a --store that is not a dataset store is refused here, not deep inside
         return store
     found = _store_from_rundir(rundir)
+    if found is None and trained_on and Path(trained_on).is_dir():
+        found = str(trained_on)
     if found is None:
         raise UserError(f"{rundir}: the run directory does not name its dataset; pass --store DATASET_DIR")
     return found
