@@ -453,6 +453,8 @@ def test_errors_locate_the_error_of_real_checkpoints_and_refuse_bad_input(traine
         point = {"--target": "D", "--n-train": "128", args[0]: str(args[1])}  # --n-train 999 replaces 128
         r = _cli("errors", trained_run, *[x for kv in point.items() for x in kv])
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and match in r.stderr, r.stderr
+    r = _cli("errors", tmp_path / "none", "--target", "D", "--n-train", "128")
+    assert r.returncode == 2 and "no such run directory" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv"]  # nothing else written
 
 

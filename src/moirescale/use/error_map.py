@@ -125,6 +125,8 @@ def error_by_label(
     from moirescale.use.noise import label_columns, model_channels, predict_images
     from moirescale.use.predict import find_store
 
+    if not os.path.isdir(rundir):
+        raise UserError(f"{rundir}: no such run directory")
     if not isinstance(n_train, int) or n_train < 1:
         raise UserError(f"--n-train must be a whole number >= 1, got {n_train!r}")
     if not 1 <= n_bins <= MAX_BINS:
