@@ -116,7 +116,7 @@ def test_import_reruns_and_resumes_byte_identical(png_store, tmp_path):
 
 
 def test_folder_of_pngs_end_to_end(png_store, tmp_path):
-    """import -> train (labels of its own names) -> fit -> report -> predict -> errors."""
+    """import -> train (labels of its own names) -> fit -> report -> predict -> errors, noise."""
     root, store = png_store
     run = tmp_path / "run"
     for target, n in (("brightness", 24), ("brightness", 48), ("brightness", 76), ("all", 48)):
@@ -155,6 +155,9 @@ def test_folder_of_pngs_end_to_end(png_store, tmp_path):
     assert {b["label"] for b in where["bins"]} == {"brightness", "period"}  # binned by the store's own labels
     gm = np.exp(np.log(df[df["target"] == "all"]["test_mse"]).mean())
     assert where["realizations"] == 2 and where["mse"] == pytest.approx(gm, rel=1e-4)
+    # a `train` run records no dataset.json: errors (above) and noise find the store its checkpoints name
+    r = cli("noise", str(run), "--n-test", "8", "--levels", "0.1", "--flip", "", "--n-train", "48")
+    assert r.returncode == 0, r.stderr
 
 
 def _refusal_cases(tmp: Path) -> dict[str, tuple[list[str], str]]:

@@ -462,23 +462,32 @@ def _store_from_rundir(rundir: str | os.PathLike[str]) -> str | None:
     return rd.dataset_store(rundir)
 
 
-def find_store(
-    rundir: str | os.PathLike[str], store: str | None = None, trained_on: str | None = None
-) -> str:
+def find_store(rundir: str | os.PathLike[str], store: str | None = None) -> str:
     """The training dataset of a run directory: ``store`` if given, else what the run directory records (a
-    sweep's), else ``trained_on`` (the store a checkpoint records, as ``moirescale train`` runs do) if it is
-    still there."""
+    sweep's ``dataset.json``), else the store its first checkpoint was trained on (a ``moirescale train``
+    run's), if it is still there."""
     if store:
         from moirescale.data.store import read_manifest
 
         read_manifest(store)  # a --store that is not a dataset store is refused here, not deep inside
         return store
-    found = _store_from_rundir(rundir)
-    if found is None and trained_on and Path(trained_on).is_dir():
-        found = str(trained_on)
+    found = _store_from_rundir(rundir) or _trained_store(rundir)
     if found is None:
         raise UserError(f"{rundir}: the run directory does not name its dataset; pass --store DATASET_DIR")
     return found
+
+
+def _trained_store(rundir: str | os.PathLike[str]) -> str | None:
+    """The store a run directory's first checkpoint records (None: no checkpoint, or the store is gone)."""
+    from moirescale.results import checkpointed_rows, read_results
+
+    try:
+        d = checkpointed_rows(read_results(rundir), rundir)
+        _, meta = _load(str(d.iloc[0]["abs_ckpt"]), {})
+    except UserError:
+        return None
+    recorded = meta.get("store")
+    return str(recorded) if isinstance(recorded, str) and Path(recorded).is_dir() else None
 
 
 def _imported_meta(rundir: Path, cache: dict[str, Any]) -> dict[str, Any] | None:
