@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from moirescale.errors import UserError
+from moirescale.stats import geomean
 
 MAX_BINS = 1000
 CHUNK = 2048  # test images read and predicted at once: bounded memory whatever the store's size
@@ -69,9 +70,8 @@ def bin_errors(err: np.ndarray, labels: np.ndarray, names: Sequence[str], n_bins
     for j, name in enumerate(names):
         for lo, hi, m in _bins(labels[:, j], int((per_label or {}).get(name, n_bins))):
             n = int(m.sum())
-            by_real = err[:, m].mean(1) if n else np.full(err.shape[0], np.nan)
             rows.append({"label": name, "lo": lo, "hi": hi, "values": int(np.unique(labels[m, j]).size),
-                         "images": n, "mse": float(np.exp(np.log(by_real).mean())) if n else math.nan,
+                         "images": n, "mse": geomean(err[:, m].mean(1)) if n else math.nan,
                          "share": float(per_image[m].sum() / total) if total > 0 else math.nan})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -160,7 +160,7 @@ def error_by_label(
     head = {"rundir": str(rundir), "grid": grid_name if isinstance(grid_name, str) else None,
             "model": model_label(first["arch"], first.get("n_layers"), first.get("width")), "target": target,
             "n_train": n_train, "realizations": len(nets), "images": n,
-            "mse": float(np.exp(np.log(err.mean(1)).mean()))}
+            "mse": geomean(err.mean(1))}
     return bin_errors(err, labels, names, n_bins, per_label), head
 
 
