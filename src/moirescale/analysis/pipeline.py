@@ -393,7 +393,8 @@ def rundir_mean_guess(rundir: str | os.PathLike[str]) -> dict[str, float]:
 
 def _recorded_mean_guess(rundir: str | os.PathLike[str]) -> dict[str, float]:
     """The ``--mean-guess`` that ``fit TABLE`` recorded in ``RUNDIR/fits.json`` (only finite values > 0)."""
-    got = (recorded_settings(rundir).get("extra") or {}).get("mean_guess")
+    extra = recorded_settings(rundir).get("extra")
+    got = extra.get("mean_guess") if isinstance(extra, dict) else None
     if not isinstance(got, dict):
         return {}
     return {str(k): float(v) for k, v in got.items()
