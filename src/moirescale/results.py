@@ -172,6 +172,17 @@ def done_ids(rundir: str | os.PathLike[str], include_failed: bool = False) -> se
     return set(df.loc[df["status"].isin(keep), "run_id"])
 
 
+GRID_KEY = ("arch", "width", "n_layers", "target", "n_train")  # a grid point, where rows lack group_id
+
+
+def point_key(rows: pd.DataFrame) -> list[str]:
+    """The columns that group ``rows`` of a results table into grid points: ``group_id`` where every row has
+    one, else :data:`GRID_KEY`."""
+    if "group_id" in rows and rows["group_id"].notna().all():
+        return ["group_id"]
+    return list(GRID_KEY)
+
+
 def checkpointed_rows(
     df: pd.DataFrame, rundir: str | os.PathLike[str], **match: Any
 ) -> pd.DataFrame:

@@ -87,11 +87,10 @@ def _point_name(row: pd.Series) -> str:
 
 def _one_point(rundir: str | os.PathLike[str], **match: Any) -> pd.DataFrame:
     """The checkpointed ok rows of exactly one grid point; UserError naming the choices when several match."""
-    from moirescale.results import checkpointed_rows, read_results
+    from moirescale.results import checkpointed_rows, point_key, read_results
 
     d = checkpointed_rows(read_results(rundir), rundir, **match)
-    key = "group_id" if d["group_id"].notna().all() else ["arch", "n_layers", "width", "target", "n_train"]
-    groups = [g for _, g in d.groupby(key, dropna=False, sort=True)]
+    groups = [g for _, g in d.groupby(point_key(d), dropna=False, sort=True)]
     if len(groups) > 1:
         names = sorted({_point_name(g.iloc[0]) for g in groups})
         raise UserError(f"{rundir}: {len(groups)} grid points match ({'; '.join(names)}); choose one with "

@@ -38,7 +38,6 @@ FLIP_LEVELS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2)  # fraction of pixels wi
 KINDS = ("clean", "gaussian", "flip")  # the table stores "clean" as level 0 of each kind
 MAX_LEVELS = 64  # per noise kind: each level is a corrupted copy of the test set, seen by every network
 MAX_NOISY_BYTES = 4 << 30  # the corrupted test sets held together in memory
-GRID_KEY = ("arch", "width", "n_layers", "target", "n_train")
 NOISE_COLUMNS = [
     "run_id", "arch", "width", "n_layers", "target", "n_train", "realization",
     "noise_kind", "noise_level", "mse", "mse_theta", "mse_J", "mse_D", "n_test",
@@ -181,7 +180,7 @@ def _write_noise(rundir: str | os.PathLike[str], df: pd.DataFrame) -> Path:
 def _checkpoints_to_evaluate(rundir: Path, select: str, n_train: str | int | None = None) -> pd.DataFrame:
     """Rows of the results table whose checkpoints to evaluate: every ok one, or the best per grid point;
     at every N_D (``n_train`` None), at the largest N_D of each model and target ("max"), or at one N_D."""
-    from moirescale.results import checkpointed_rows, read_results
+    from moirescale.results import GRID_KEY, checkpointed_rows, point_key, read_results
 
     if select not in ("all", "best"):
         raise UserError(f"--select must be 'all' or 'best', got {select!r}")
@@ -200,7 +199,7 @@ def _checkpoints_to_evaluate(rundir: Path, select: str, n_train: str | int | Non
         if d.empty:
             raise UserError(f"{rundir}: no finished network with N_D = {n_train}")
     if select == "best":  # the realization with the lowest validation MSE of each grid point
-        key = "group_id" if d["group_id"].notna().all() else [*GRID_KEY]
+        key = point_key(d)
         d = d.sort_values("val_mse", kind="stable").groupby(key, dropna=False, sort=False).head(1)
     return d.sort_values([*GRID_KEY, "realization"]).reset_index(drop=True)
 

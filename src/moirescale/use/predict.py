@@ -309,16 +309,14 @@ def rank_groups(
 
     Columns: group key, target, val_gmean, n_members, run_ids, checkpoints (absolute paths).
     """
-    from moirescale.results import checkpointed_rows
+    from moirescale.results import checkpointed_rows, point_key
     from moirescale.stats import geomean
 
     if df.empty:
         raise UserError(f"{rundir}: no trained networks (no results.parquet rows); run a sweep first")
     d = checkpointed_rows(df, rundir, arch=arch, width=width, n_layers=n_layers, n_train=n_train)
-    key = "group_id" if "group_id" in d and d["group_id"].notna().all() else None
-    by = [key] if key else ["arch", "width", "n_layers", "target", "n_train"]
     rows = []
-    for _, g in d.groupby(by, dropna=False, sort=False):
+    for _, g in d.groupby(point_key(d), dropna=False, sort=False):
         first = g.iloc[0]
         rows.append({
             "arch": first["arch"], "width": first["width"], "n_layers": first["n_layers"],
@@ -479,30 +477,26 @@ def find_store(rundir: str | os.PathLike[str], store: str | None = None) -> str:
 
 def _trained_store(rundir: str | os.PathLike[str]) -> str | None:
     """The store a run directory's first checkpoint records (None: no checkpoint, or the store is gone)."""
+    recorded = (_first_meta(rundir, {}) or {}).get("store")
+    return str(recorded) if isinstance(recorded, str) and Path(recorded).is_dir() else None
+
+
+def _first_meta(rundir: str | os.PathLike[str], cache: dict[str, Any]) -> dict[str, Any] | None:
+    """The metadata of a run directory's first usable checkpoint, or None (nothing readable yet)."""
     from moirescale.results import checkpointed_rows, read_results
 
     try:
         d = checkpointed_rows(read_results(rundir), rundir)
-        _, meta = _load(str(d.iloc[0]["abs_ckpt"]), {})
+        return _load(str(d.iloc[0]["abs_ckpt"]), cache)[1]
     except UserError:
         return None
-    recorded = meta.get("store")
-    return str(recorded) if isinstance(recorded, str) and Path(recorded).is_dir() else None
 
 
 def _imported_meta(rundir: Path, cache: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint metadata of a run directory trained on an imported store (it records the store's
     ``pixel_map`` and ``label_names``), or None (a simulated store, or nothing readable yet)."""
-    from moirescale.results import checkpointed_rows, read_results
-
-    try:
-        d = checkpointed_rows(read_results(rundir), rundir)
-        if d.empty:
-            return None
-        _, meta = _load(str(d.iloc[0]["abs_ckpt"]), cache)
-    except UserError:
-        return None
-    return meta if isinstance(meta.get("pixel_map"), dict) and meta.get("label_names") else None
+    meta = _first_meta(rundir, cache)
+    return meta if meta and isinstance(meta.get("pixel_map"), dict) and meta.get("label_names") else None
 
 
 def read_imported_image(ref: str | os.PathLike[str], meta: dict[str, Any]) -> InputImage:
