@@ -26,11 +26,14 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (local executor)"),
         force: bool = typer.Option(False, "--force", help="adopt this config in a RUNDIR of another"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+        grid: list[str] = typer.Option(
+            None, "--grid", help="only this grid of the config (repeatable; RUNDIR keeps the whole config)"
+        ),
     ) -> None:
         """Run (or resume) every training a config declares; finished runs are skipped."""
         from moirescale.sweep.plan import SweepOptions
 
-        options = SweepOptions(executor, address, workers, retries, device, force)
+        options = SweepOptions(executor, address, workers, retries, device, force, tuple(grid or ()))
         if dry_run:
             from rich.console import Console
 

@@ -34,6 +34,20 @@ MAX_WORKERS = 4096  # jobs in flight on a Ray cluster
 MAX_RETRIES = 100
 
 
+def select_grids(loaded: LoadedConfig, names: Sequence[str]) -> LoadedConfig:
+    """The config restricted to the grids ``names`` (``sweep --grid``; empty: all of it), for planning and
+    running only: the run directory still records the whole config, so its other grids stay pending and a
+    later run without ``--grid`` finishes them. A grid's budget check comes with it."""
+    if not names:
+        return loaded
+    known = [g.name for g in loaded.cfg.grids]
+    if unknown := [n for n in dict.fromkeys(names) if n not in known]:
+        raise UserError(f"--grid {', '.join(unknown)}: not a grid of {loaded.path.name} "
+                        f"(its grids: {', '.join(known)})")
+    kept = [g for g in loaded.cfg.grids if g.name in set(names)]
+    return LoadedConfig(loaded.cfg.model_copy(update={"grids": kept}), loaded.path, loaded.raw, loaded.text)
+
+
 def max_local_workers() -> int:
     """The most worker processes a local sweep may start: 4 per CPU core (issue 29)."""
     return 4 * (os.cpu_count() or 1)
@@ -98,6 +112,7 @@ class SweepOptions:
     retries: int = 2  # retries of a failing job before it is recorded as failed
     device: str = "auto"  # auto, cpu or cuda (local executor)
     force: bool = False  # adopt this config in a RUNDIR that ran another
+    grids: tuple[str, ...] = ()  # run only these grids of the config (empty: all); checked by select_grids
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

@@ -31,7 +31,7 @@ from moirescale.errors import UserError
 from moirescale.fsio import atomic_write, is_empty, open_nofollow, real_dir, remove_stale_temps
 from moirescale.sweep.config import LoadedConfig, config_warnings, load_config
 from moirescale.sweep.expand import describe_spec, jobs, spec_run_ids
-from moirescale.sweep.plan import Plan, SweepOptions, check_store_size, no_store_error, plan
+from moirescale.sweep.plan import Plan, SweepOptions, check_store_size, no_store_error, plan, select_grids
 from moirescale.sweep.worker import (
     DEFAULT_TRAIN_FN,
     failed_rows,
@@ -344,7 +344,8 @@ def run_sweep(
         todo = jobs(loaded.cfg, done)
         n_runs = sum(len(s.realizations) for s in todo)
         if not todo:
-            print(f"nothing to do: all runs of {loaded.cfg.name} are in {results.table_path(rundir)}")
+            which = f"grid(s) {', '.join(opts.grids)} of " if opts.grids else ""
+            print(f"nothing to do: all runs of {which}{loaded.cfg.name} are in {results.table_path(rundir)}")
             Heartbeat(rundir, opts.executor).write([], 0, final=True)
             return SweepSummary(skipped=len(done))
         ex, max_in_flight, hb_workers = _executor(opts, loaded, info, rundir, train_fn)
@@ -466,7 +467,7 @@ def preflight(
     ``--dry-run`` runs exactly this, so it accepts what the run accepts (issue 11).
     """
     opts = options or SweepOptions()
-    loaded = load_config(config)
+    loaded = select_grids(load_config(config), opts.grids)
     try:
         rundir = Path(out).resolve()
         os.stat(rundir) if os.path.lexists(rundir) else None

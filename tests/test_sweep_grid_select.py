@@ -1,0 +1,84 @@
+"""``sweep --grid NAME``: run only some grids of a config into a run directory that records the whole config.
+
+Real training on the real ``tiny_store`` through the real ``moirescale`` command: the selected grid (with its
+budget check) runs first, the rest is pending in ``status`` and a later run without ``--grid`` trains only the
+rest; an unknown name is refused with one line, exit 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moirescale import results
+from moirescale.results import BUDGET_CHECK_SUFFIX
+
+CLI = [sys.executable, "-m", "moirescale.cli"]
+FAST = {"min_steps": 20, "min_epochs": 1}
+
+
+def _doc(store: Path) -> dict[str, Any]:
+    return {
+        "name": "pick",
+        "seed": 3,
+        "dataset": {"store": str(store)},
+        "recipes": {"fcn": {"lr": 3e-3, "batch_size": 32, "schedule_kw": FAST}},
+        "grids": [
+            {"name": "first", "model": {"arch": "fcn", "n_layers": 1, "width": 4},
+             "n_train": [32], "targets": ["J"], "realizations": 2},
+            {"name": "second", "model": {"arch": "fcn", "n_layers": 1, "width": 8},
+             "n_train": [32, 64], "targets": ["J"], "realizations": 2, "convergence_check": 2},
+        ],
+    }
+
+
+def _sweep(cfg: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "sweep", str(cfg), "--out", str(out), "--workers", "1", "--no-progress",
+                           *extra], capture_output=True, text=True, timeout=400)
+
+
+def test_grid_runs_only_that_grid_and_a_later_run_finishes_the_rest(tiny_store, tmp_path):
+    cfg = tmp_path / "pick.yaml"
+    cfg.write_text(yaml.safe_dump(_doc(tiny_store)))
+    out = tmp_path / "run"
+
+    p = _sweep(cfg, out, "--dry-run", "--grid", "second")
+    assert p.returncode == 0, p.stderr
+    assert "second" in p.stdout and "first" not in p.stdout  # the estimate is the selection's
+
+    p = _sweep(cfg, out, "--grid", "second")
+    assert p.returncode == 0, p.stderr
+    df = results.read_results(out)
+    grids = sorted(df["grid"].unique())
+    assert grids == ["second", "second" + BUDGET_CHECK_SUFFIX]  # the grid and its budget check, nothing else
+    assert len(df) == 2 * 2 + 2 and (df["status"] == "ok").all()
+    assert yaml.safe_load((out / "config.yaml").read_text()) == _doc(tiny_store)  # the whole config
+
+    st = subprocess.run([*CLI, "status", str(out)], capture_output=True, text=True, timeout=300)
+    assert st.returncode == 0, st.stderr
+    assert "first" in st.stdout  # still pending there
+
+    p = _sweep(cfg, out, "--grid", "second")
+    assert p.returncode == 0 and "nothing to do" in p.stdout and "second" in p.stdout
+
+    p = _sweep(cfg, out)  # no --grid: only what is left
+    assert p.returncode == 0, p.stderr
+    assert "(2 networks) to run, 6 runs already done" in p.stdout, p.stdout
+    df2 = results.read_results(out)
+    assert len(df2) == len(df) + 2
+    assert sorted(df2["grid"].unique()) == ["first", *grids]
+
+
+def test_unknown_grid_is_refused_before_anything_is_written(tiny_store, tmp_path):
+    cfg = tmp_path / "pick.yaml"
+    cfg.write_text(yaml.safe_dump(_doc(tiny_store)))
+    out = tmp_path / "run"
+    p = _sweep(cfg, out, "--grid", "second", "--grid", "thrid")
+    assert p.returncode == 2
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "thrid" in p.stderr and "first, second" in p.stderr  # names the choices
+    assert not out.exists()
