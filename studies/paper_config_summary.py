@@ -12,6 +12,12 @@ docs/results/paper-config-budget-pairs.csv: every budget check, run by run: the 
 run on the same subset (realization, data seed), their steps and test MSEs and the ratio; the sweeps' own
 checks and the mid-curve checks and budget ladders run with `moirescale train` (studies/midcheck_*.sh,
 studies/ladder_default.sh: runs/paper-*-midcheck); `steps_long / steps` is the budget factor.
+docs/results/paper-config-runs.csv: every trained network (ok rows of the results tables, one per run and
+grid), so the tables above can be recomputed without the run directories; the script merges the run
+directories' rows into it (a run directory's row replaces the same run's) and computes everything from it.
+Curves with no per-run rows (those finished before the fifteenth session, whose run directories were lost
+with their machine) are kept from the CSVs as they stand; a recomputed curve replaces a kept one only when it
+has at least as many points, and a recomputed point that reproduces a kept one is printed beside it.
 Everything is computed from the results tables (no fits.json needed), so a partial run gives a partial table.
 A run two grids share counts in both (`load_results(..., by_grid=True)`): the width-512 theta point at N_D
 114 688 with 40 epochs is the 20-epoch curve's budget check. The 40-epoch grids of one N_D each are joined
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +54,11 @@ FIT_COLUMNS = ["variant", "grid", "arch", "width", "n_params", "target", "alpha_
 PAIR_COLUMNS = ["variant", "arch", "width", "target", "n_train", "realization", "data_seed", "steps",
                 "test_mse", "steps_long", "test_mse_long", "ratio", "source_long"]
 PAIR_KEYS = ["arch", "n_layers", "width", "target", "n_train", "realization", "data_seed"]
+RUN_COLUMNS = ["variant", "grid", "arch", "n_layers", "width", "n_params", "target", "n_train", "seed",
+               "realization", "data_seed", "steps", "epochs", "precision", "test_mse"]
+RUN_KEY = ["variant", "grid", "arch", "n_layers", "width", "target", "n_train", "seed", "realization",
+           "data_seed"]
+CURVE_ID = ("variant", "grid", "width", "target")
 # Grids of one N_D each that make one curve at a longer budget (the fallback of issue 25's deliverable 2).
 LONGER_BUDGET = {"fcn512_theta_40ep": ("fcn512_theta_40ep_57k", "fcn512_theta_40ep_115k")}
 CURVE_KEYS = ["grid", "arch", "n_layers", "width", "target"]
@@ -66,11 +78,30 @@ def _none(v):
     return None if pd.isna(v) else v
 
 
-def summarize(rundir: Path) -> tuple[list[dict], list[dict]]:
-    variant = rundir.name.removeprefix("paper-")
-    guess = rundir_mean_guess(rundir)  # each label's MSE when its mean is guessed
+def variant_of(rundir: Path) -> str:
+    return rundir.name.removeprefix("paper-")
+
+
+def run_rows(rundir: Path) -> pd.DataFrame:
+    """The ok rows of a run directory (each run once per grid that declares it), in RUN_COLUMNS."""
     df = load_results(rundir, by_grid=True)
-    ok = df[df["status"] == "ok"]
+    ok = df[df["status"] == "ok"].assign(variant=variant_of(rundir))
+    ok = ok.assign(precision=ok["precision"].fillna("fp32"))
+    return ok[RUN_COLUMNS]
+
+
+def merge_runs(old: pd.DataFrame, new: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per-run rows kept in the CSV plus the run directories' (theirs win for the same run and grid)."""
+    frames = [f for f in (old, *new) if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    df = pd.concat(frames, ignore_index=True)
+    return df.drop_duplicates(RUN_KEY, keep="last").reset_index(drop=True)
+
+
+def summarize(variant: str, df: pd.DataFrame, guess: dict[str, float]) -> tuple[list[dict], list[dict]]:
+    """Points and fits of one variant's per-run rows; ``guess``: each label's mean-guess MSE."""
+    ok = df.assign(status="ok")
     checks = convergence_table(ok)
     curves, _ = split_checks(ok)
     points, fits = [], []
@@ -139,16 +170,13 @@ def _two_point_slope(curves: pd.DataFrame, checks: list[dict], variant: str, nam
             "converged": (not check["flagged"]) if check else None}
 
 
-def budget_pairs(rundir: Path) -> list[dict]:
-    """Every budget check of a sweep and of its mid-curve checks (RUNDIR-midcheck), run by run, paired with
-    the curve's run on the same subset."""
-    variant = rundir.name.removeprefix("paper-")
-    df = load_results(rundir, by_grid=True)
-    ok = df[df["status"] == "ok"]
-    curves, checks = split_checks(ok)
+def budget_pairs(variant: str, df: pd.DataFrame, rundir: Path | None = None) -> list[dict]:
+    """Every budget check of one variant's per-run rows and of its mid-curve checks (RUNDIR-midcheck, when
+    the run directory is here), run by run, paired with the curve's run on the same subset."""
+    curves, checks = split_checks(df)
     longs = [(checks, lambda r: str(r["grid"])[: -len(BUDGET_CHECK_SUFFIX)], lambda r: str(r["grid"]))]
-    mid = rundir.with_name(rundir.name + "-midcheck")
-    if results_path(mid).exists():  # `moirescale train` at 2x-8x the width-512 curve's budget: pairs with it
+    mid = None if rundir is None else rundir.with_name(rundir.name + "-midcheck")
+    if mid is not None and results_path(mid).exists():  # `moirescale train` at 2x-8x width 512's budget
         m = load_results(mid)
         longs.append((m[m["status"] == "ok"], lambda r: "fcn512", lambda r: f"runs/{mid.name}"))
     rows = []
@@ -233,18 +261,96 @@ def print_answer(fits: list[dict]) -> None:
             print(f"| {variant} | {target} | " + " | ".join(cells) + " |")
 
 
+def _value(v: str) -> object:
+    """A CSV cell back as the value the tables hold ('' is None; numbers; True/False)."""
+    if v in ("", "True", "False"):
+        return None if v == "" else v == "True"
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [{k: _value(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _curve(row: dict) -> tuple:
+    """A point's or fit's curve: (variant, grid, width, target)."""
+    return tuple(row[k] for k in CURVE_ID)
+
+
+def merge_points(kept: list[dict], fresh: list[dict]) -> list[dict]:
+    """A recomputed curve replaces the kept one when it has at least as many points; else the kept stays."""
+    n_kept, n_fresh = Counter(map(_curve, kept)), Counter(map(_curve, fresh))
+    new = {c for c, n in n_fresh.items() if n >= n_kept[c]}
+    return [r for r in kept if _curve(r) not in new] + [r for r in fresh if _curve(r) in new]
+
+
+def merge_fits(kept: list[dict], fresh: list[dict]) -> list[dict]:
+    """A recomputed fit replaces the kept one of its curve when it has at least as many points."""
+    best = {_curve(r): r for r in kept}
+    for r in fresh:
+        if r["points"] >= best.get(_curve(r), {"points": 0})["points"]:
+            best[_curve(r)] = r
+    return list(best.values())
+
+
+def merge_pairs(kept: list[dict], fresh: list[dict]) -> list[dict]:
+    """Budget pairs are per run: a recomputed pair replaces the kept one of the same run and source."""
+    key = ("variant", "arch", "width", "target", "n_train", "realization", "data_seed", "steps_long",
+           "source_long")
+    rows = {tuple(r[k] for k in key): r for r in kept}
+    rows.update({tuple(r[k] for k in key): r for r in fresh})
+    return list(rows.values())
+
+
+def _order(row: dict) -> tuple:
+    width = row.get("width")
+    return (row["variant"], str(row.get("grid") or row.get("arch")), -1 if width is None else float(width),
+            row["target"], row.get("n_train") or 0, row.get("realization") or 0)
+
+
+def print_reproduced(kept: list[dict], fresh: list[dict]) -> None:
+    """Recomputed points next to the same points as kept (the reruns of a lost run directory)."""
+    old = {(*_curve(r), r["n_train"]): r for r in kept}
+    for r in fresh:
+        k = old.get((*_curve(r), r["n_train"]))
+        if k is not None:
+            print(f"reproduced {'/'.join(map(str, _curve(r)))} N_D {r['n_train']}: "
+                  f"{r['gm_test_mse']:.4g} (N_r {r['n_r']}) vs {k['gm_test_mse']:.4g} kept (N_r {k['n_r']})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rundirs", nargs="*", type=Path,
                     default=[ROOT / "runs" / "paper-default", ROOT / "runs" / "paper-fss"])
     args = ap.parse_args()
+    here = [rd for rd in args.rundirs if results_path(rd).exists()]
+    old_runs = pd.read_csv(OUT / "paper-config-runs.csv") if (OUT / "paper-config-runs.csv").exists() \
+        else pd.DataFrame(columns=RUN_COLUMNS)
+    runs = merge_runs(old_runs, [run_rows(rd) for rd in here])
+    kept_fits = read_rows(OUT / "paper-config-fits.csv")
     points, fits, pairs = [], [], []
-    for rd in args.rundirs:
-        if results_path(rd).exists():
-            p, f = summarize(rd)
-            points += p
-            fits += f
-            pairs += budget_pairs(rd)
+    for variant, df in runs.groupby("variant", sort=False):
+        rundir = next((rd for rd in here if variant_of(rd) == variant), None)
+        guess = rundir_mean_guess(rundir) if rundir is not None else {
+            f["target"]: f["mean_guess_mse"] for f in kept_fits if f["variant"] == variant}
+        p, f = summarize(str(variant), df, guess)
+        points += p
+        fits += f
+        pairs += budget_pairs(str(variant), df, rundir)
+    kept_points = read_rows(OUT / "paper-config.csv")
+    print_reproduced(kept_points, points)
+    points = sorted(merge_points(kept_points, points), key=_order)
+    fits = sorted(merge_fits(kept_fits, fits), key=_order)
+    pairs = sorted(merge_pairs(read_rows(OUT / "paper-config-budget-pairs.csv"), pairs), key=_order)
+    write_csv(OUT / "paper-config-runs.csv", RUN_COLUMNS, runs.to_dict("records"))
     write_csv(OUT / "paper-config.csv", POINT_COLUMNS, points)
     write_csv(OUT / "paper-config-fits.csv", FIT_COLUMNS, fits)
     write_csv(OUT / "paper-config-budget-pairs.csv", PAIR_COLUMNS, pairs)
