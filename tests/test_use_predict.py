@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from moirescale.errors import UserError
 from moirescale.labels import LABELS, RANGES, LabelScaler
@@ -476,3 +477,29 @@ def test_errors_name_the_choices_when_several_points_match(trained_run, tmp_path
         error_by_label(run, "D", 128)
     table, head = error_by_label(run, "D", 128, width=32)
     assert head["model"] == "FCN 2x32"
+
+
+def test_errors_find_a_shared_run_under_either_grid(tiny_store, tmp_path):
+    """A run two grids of a sweep share is recorded under the first; ``--grid`` finds it under the second."""
+    fast = {"min_steps": 20, "min_epochs": 1}
+    doc = {"name": "shared", "seed": 1, "dataset": {"store": str(tiny_store)},
+           "recipes": {"fcn": {"lr": 3e-3, "batch_size": 32, "schedule_kw": fast}},
+           "grids": [{"name": "first", "model": {"arch": "fcn", "n_layers": 1, "width": 4}, "n_train": [64],
+                      "targets": ["D"], "realizations": 2},
+                     {"name": "again", "model": {"arch": "fcn", "n_layers": 1, "width": 4}, "n_train": [64],
+                      "targets": ["D"], "realizations": 2}]}
+    cfg = tmp_path / "shared.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    run = tmp_path / "run"
+    r = _cli("sweep", cfg, "--out", run, "--workers", "1", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    from moirescale.results import read_results
+    from moirescale.use.error_map import error_by_label
+
+    assert set(read_results(run)["grid"]) == {"first"}  # trained once, recorded under the first grid
+    by_first, head_first = error_by_label(run, "D", 64, grid="first")
+    by_again, head_again = error_by_label(run, "D", 64, grid="again")
+    assert head_again["grid"] == "again" and head_first["grid"] == "first"
+    assert head_again["realizations"] == head_first["realizations"] == 2
+    pd.testing.assert_frame_equal(by_first, by_again)  # the same networks
+    error_by_label(run, "D", 64)  # without --grid the shared run is one grid point, not two

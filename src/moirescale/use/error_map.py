@@ -86,10 +86,16 @@ def _point_name(row: pd.Series) -> str:
 
 
 def _one_point(rundir: str | os.PathLike[str], **match: Any) -> pd.DataFrame:
-    """The checkpointed ok rows of exactly one grid point; UserError naming the choices when several match."""
+    """The checkpointed ok rows of exactly one grid point; UserError naming the choices when several match.
+    With a ``grid``, a run is found under every grid of the sweep's config that declares it (a run two grids
+    share records only the first)."""
     from moirescale.results import checkpointed_rows, point_key, read_results
+    from moirescale.stats import config_run_grids, rows_by_grid
 
-    d = checkpointed_rows(read_results(rundir), rundir, **match)
+    df = read_results(rundir)
+    if match.get("grid") is not None:
+        df = rows_by_grid(df, config_run_grids(rundir))
+    d = checkpointed_rows(df, rundir, **match)
     groups = [g for _, g in d.groupby(point_key(d), dropna=False, sort=True)]
     if len(groups) > 1:
         names = sorted({_point_name(g.iloc[0]) for g in groups})
