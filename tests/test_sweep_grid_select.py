@@ -82,3 +82,36 @@ def test_unknown_grid_is_refused_before_anything_is_written(tiny_store, tmp_path
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "thrid" in p.stderr and "first, second" in p.stderr  # names the choices
     assert not out.exists()
+
+
+def test_status_of_a_live_grid_selection_counts_only_its_grids(tiny_store, tmp_path):
+    """A live ``sweep --grid`` (its heartbeat names the selection): status says so, and its ETA counts only
+    the selected grids' networks, not the whole config's."""
+    import os
+    import time
+
+    from rich.console import Console
+
+    from moirescale import rundir as rd
+    from moirescale.sweep.status import status_report
+
+    doc = _doc(tiny_store)
+    doc["grids"].append({**doc["grids"][0], "name": "third", "n_train": [64]})
+    cfg = tmp_path / "pick.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "run"
+    assert _sweep(cfg, out, "--grid", "first").returncode == 0  # rows, so there is a throughput
+    beat = {"pid": os.getpid(), "host": "here", "executor": "local", "workers": 1, "grids": ["second"],
+            "started_at": "2026-01-01T00:00:00+00:00", "updated_at": "now", "updated_unix": time.time(),
+            "finished": False, "queued": 3, "running": []}
+    rd.write_heartbeat(out, beat)
+    con = Console(record=True, width=200)
+    status_report(out, con)
+    text = con.export_text()
+    assert "grids second only" in text, text
+    assert "ETA for 6 networks of grids second" in text, text  # 2 x 2 + the check's 2; not third's 2
+
+    rd.write_heartbeat(out, {**beat, "grids": []})  # a sweep of the whole config: everything left
+    con = Console(record=True, width=200)
+    status_report(out, con)
+    assert "ETA for 8 networks:" in con.export_text()

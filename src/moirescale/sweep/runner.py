@@ -178,6 +178,7 @@ class Heartbeat:
     rundir: Path
     executor: str
     workers: int = 1
+    grids: tuple[str, ...] = ()  # the sweep's --grid selection (empty: the whole config)
     started_at: str = field(default_factory=now_iso)
     last: float = 0.0
 
@@ -187,6 +188,7 @@ class Heartbeat:
             "host": socket.gethostname(),
             "executor": self.executor,
             "workers": self.workers,
+            "grids": list(self.grids),
             "started_at": self.started_at,
             "updated_at": now_iso(),
             "updated_unix": time.time(),
@@ -353,7 +355,7 @@ def run_sweep(
                f"done; {ex.describe()}; log: {rd.log_path(rundir)}")
         log.info(msg)
         print(msg, flush=True)
-        hb = Heartbeat(rundir, opts.executor, workers=hb_workers)
+        hb = Heartbeat(rundir, opts.executor, workers=hb_workers, grids=opts.grids)
         started = True
         summary = _drive_then_close(ex, todo, the_plan, rundir, opts.retries, hb, max_in_flight,
                                     _progress(n_runs, progress))

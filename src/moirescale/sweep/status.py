@@ -32,7 +32,7 @@ from moirescale.sweep.expand import (
     spec_run_ids,
     unique_points,
 )
-from moirescale.sweep.plan import resolve_points
+from moirescale.sweep.plan import resolve_points, select_grids
 from moirescale.train.spec import group_id
 
 if TYPE_CHECKING:
@@ -173,8 +173,9 @@ def status_report(rundir: Path, console: Console | None = None) -> pd.DataFrame:
     console.print(f"unique runs: {n_done} done, {int((st['status'] == 'failed').sum())} failed, "
                   f"{len(uniq) - n_done} to do (of {len(uniq)})")
     if hb is not None:
+        only = f", grids {', '.join(_live_grids(loaded, hb))} only" if _live_grids(loaded, hb) else ""
         console.print(f"live sweep: pid {hb['pid']} on {hb['host']} ({hb['executor']}), started "
-                      f"{hb['started_at']}, {len(hb.get('running', []))} job(s) in flight, "
+                      f"{hb['started_at']}{only}, {len(hb.get('running', []))} job(s) in flight, "
                       f"{hb.get('queued', 0)} queued")
     else:
         console.print("no live sweep (not running, finished, or killed: rerun `moirescale sweep` to resume)")
@@ -286,7 +287,8 @@ def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[s
     resolved = resolve_points(
         unique_points(loaded.cfg), _image_shape(rundir, None), label_names=_label_names(rundir)
     )
-    left = jobs(loaded.cfg, results.done_ids(rundir))
+    live = _live_grids(loaded, hb)  # a live `sweep --grid` runs only those: its ETA is theirs
+    left = jobs(select_grids(loaded, live).cfg, results.done_ids(rundir))
     # Per family: estimated FLOPs done / wall seconds of the jobs that did them. A row's wall_time_s is its
     # share of its job (the job's time / its ensemble size), so a job's rows together add up to its time.
     flops: dict[str, float] = {}
@@ -306,6 +308,13 @@ def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[s
         eta += job_cost(resolved[group_id(s)], len(s.realizations)).flops / (per_worker * workers)
     n_left = sum(len(s.realizations) for s in left)
     tail = human_time(eta) if hb else f"- (no live sweep; with {workers} worker(s): {human_time(eta)})"
+    which = f" of grids {', '.join(live)}" if live else ""
     console.print(f"throughput: {rate:.1f} networks/h over {human_time(elapsed)}; "
-                  f"ETA for {n_left} networks: {tail}")
+                  f"ETA for {n_left} networks{which}: {tail}")
+
+
+def _live_grids(loaded: LoadedConfig, hb: dict[str, Any] | None) -> list[str]:
+    """The grids a live sweep was started with (``--grid``) that the config still has; empty: all."""
+    known = {g.name for g in loaded.cfg.grids}
+    return [g for g in (hb or {}).get("grids") or [] if isinstance(g, str) and g in known]
 
