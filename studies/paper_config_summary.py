@@ -326,6 +326,51 @@ def print_reproduced(kept: list[dict], fresh: list[dict]) -> None:
                   f"{r['gm_test_mse']:.4g} (N_r {r['n_r']}) vs {k['gm_test_mse']:.4g} kept (N_r {k['n_r']})")
 
 
+TREND_GRIDS = ("fcn4", "fcn_mid", "fcn512")  # the FCN 3 x n_n curves of one recipe (20 epochs)
+TREND_COLUMNS = ["variant", "target", "widths", "a_d", "a_lo95", "a_hi95", "b_d", "alphas", "all_converged"]
+
+
+def size_trend(fits: list[dict]) -> list[dict]:
+    """alpha_D against log10(N_M / 1e6) per variant and target over the FCN widths (the paper's Fig. 5 trend),
+    ``alpha_D = a_D log10(N_M / 1e6) + b_D``: weighted least squares with each curve's sigma from its 95 %
+    interval ((hi - lo) / 3.92) and a 95 % interval of a_D from those sigmas. The curves share their training
+    subsets (realization r has one subset at every width), which this treats as independent: an approximation
+    (the paired bootstrap of `moirescale fit` needs per-run rows the fourteenth session's machine took)."""
+    out = []
+    groups: dict[tuple, list[dict]] = {}
+    for f in fits:
+        if f["grid"] in TREND_GRIDS and f["arch"] == "fcn":
+            groups.setdefault((f["variant"], f["target"]), []).append(f)
+    for (variant, target), fs in groups.items():
+        fs = sorted(fs, key=lambda f: float(f["n_params"]))
+        if len(fs) < 3:
+            continue
+        x = np.log10(np.array([float(f["n_params"]) for f in fs]) / 1e6)
+        y = np.array([float(f["alpha_d"]) for f in fs])
+        sigma = np.array([(float(f["alpha_hi95"]) - float(f["alpha_lo95"])) / 3.92 for f in fs])
+        w = 1 / np.maximum(sigma, 1e-6) ** 2
+        xm = (w * x).sum() / w.sum()
+        sxx = (w * (x - xm) ** 2).sum()
+        slope = float((w * (x - xm) * (y - (w * y).sum() / w.sum())).sum() / sxx)
+        half = 1.96 / np.sqrt(sxx)
+        out.append({"variant": variant, "target": target,
+                    "widths": " ".join(str(int(f["width"])) for f in fs), "a_d": slope,
+                    "a_lo95": slope - half, "a_hi95": slope + half,
+                    "b_d": float((w * y).sum() / w.sum() - slope * xm),
+                    "alphas": " ".join(f"{v:.3f}" for v in y),
+                    "all_converged": all(f["converged"] is not False for f in fs)})
+    return out
+
+
+def print_trend(rows: list[dict]) -> None:
+    print("| variant | target | widths | α_D per width | a_D (α_D per decade of N_M) [95 %] "
+          "| every check passed |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['target']} | {r['widths']} | {r['alphas']} | {r['a_d']:.3f} "
+              f"[{r['a_lo95']:.3f}, {r['a_hi95']:.3f}] | {r['all_converged']} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("rundirs", nargs="*", type=Path,
@@ -354,9 +399,13 @@ def main() -> None:
     write_csv(OUT / "paper-config.csv", POINT_COLUMNS, points)
     write_csv(OUT / "paper-config-fits.csv", FIT_COLUMNS, fits)
     write_csv(OUT / "paper-config-budget-pairs.csv", PAIR_COLUMNS, pairs)
+    trend = size_trend(fits)
+    write_csv(OUT / "paper-config-size-trend.csv", TREND_COLUMNS, trend)
     print_curves(fits)
     print()
     print_answer(fits)
+    print()
+    print_trend(trend)
     print(f"{len(points)} points, {len(fits)} curves -> {OUT}/paper-config*.csv")
 
 
