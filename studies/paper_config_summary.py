@@ -37,7 +37,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from moirescale.analysis.convergence import convergence_table, curve_check, split_checks
-from moirescale.analysis.fits import fit_power_law
+from moirescale.analysis.fits import _wls_line, fit_power_law
 from moirescale.analysis.pipeline import rundir_mean_guess
 from moirescale.fsio import atomic_write
 from moirescale.results import BUDGET_CHECK_SUFFIX
@@ -349,14 +349,12 @@ def size_trend(fits: list[dict]) -> list[dict]:
         y = np.array([float(f["alpha_d"]) for f in fs])
         sigma = np.array([(float(f["alpha_hi95"]) - float(f["alpha_lo95"])) / 3.92 for f in fs])
         w = 1 / np.maximum(sigma, 1e-6) ** 2
-        xm = (w * x).sum() / w.sum()
-        sxx = (w * (x - xm) ** 2).sum()
-        slope = float((w * (x - xm) * (y - (w * y).sum() / w.sum())).sum() / sxx)
-        half = 1.96 / np.sqrt(sxx)
+        intercept, slope = (float(v) for v in _wls_line(x, y, w))
+        half = 1.96 / np.sqrt((w * (x - (w * x).sum() / w.sum()) ** 2).sum())  # known sigmas
         out.append({"variant": variant, "target": target,
                     "widths": " ".join(str(int(f["width"])) for f in fs), "a_d": slope,
                     "a_lo95": slope - half, "a_hi95": slope + half,
-                    "b_d": float((w * y).sum() / w.sum() - slope * xm),
+                    "b_d": intercept,
                     "alphas": " ".join(f"{v:.3f}" for v in y),
                     "all_converged": all(f["converged"] is not False for f in fs)})
     return out
