@@ -317,13 +317,21 @@ def _order(row: dict) -> tuple:
 
 
 def print_reproduced(kept: list[dict], fresh: list[dict]) -> None:
-    """Recomputed points next to the same points as kept (the reruns of a lost run directory)."""
+    """How many recomputed points equal the same points as kept (to the CSV's six digits), and any that
+    differ: a rerun of a lost run directory on a regenerated store should change nothing."""
     old = {(*_curve(r), r["n_train"]): r for r in kept}
+    same, diff = 0, []
     for r in fresh:
         k = old.get((*_curve(r), r["n_train"]))
-        if k is not None:
-            print(f"reproduced {'/'.join(map(str, _curve(r)))} N_D {r['n_train']}: "
-                  f"{r['gm_test_mse']:.4g} (N_r {r['n_r']}) vs {k['gm_test_mse']:.4g} kept (N_r {k['n_r']})")
+        if k is None:
+            continue
+        if _cell(float(r["gm_test_mse"])) == _cell(float(k["gm_test_mse"])) and r["n_r"] == k["n_r"]:
+            same += 1
+        else:
+            diff.append(f"{'/'.join(map(str, _curve(r)))} N_D {r['n_train']}: {r['gm_test_mse']:.6g} "
+                        f"(N_r {r['n_r']}) against {k['gm_test_mse']:.6g} kept (N_r {k['n_r']})")
+    print(f"{same} recomputed point(s) equal the kept ones; {len(diff)} differ"
+          + "".join(f"\n  {d}" for d in diff))
 
 
 TREND_GRIDS = ("fcn4", "fcn_mid", "fcn512")  # the FCN 3 x n_n curves of one recipe (20 epochs)
