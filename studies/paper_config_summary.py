@@ -62,6 +62,7 @@ CURVE_ID = ("variant", "grid", "width", "target")
 # Grids of one N_D each that make one curve at a longer budget (the fallback of issue 25's deliverable 2).
 LONGER_BUDGET = {"fcn512_theta_40ep": ("fcn512_theta_40ep_57k", "fcn512_theta_40ep_115k")}
 CURVE_KEYS = ["grid", "arch", "n_layers", "width", "target"]
+LARGEST = 114688  # the largest N_D (224 * 2^9): a curve that reaches it is whole
 
 
 def _gm_interval(mse: np.ndarray) -> tuple[float, float, float]:
@@ -218,7 +219,7 @@ def _alpha_cell(f: dict | None) -> str:
     if f is None:
         return "—"
     cell = f"{f['alpha_d']:.2f} [{f['alpha_lo95']:.2f}, {f['alpha_hi95']:.2f}]"
-    if f["grid"] not in LONGER_BUDGET and f["n_train_max"] < 114688:  # a curve still running
+    if f["grid"] not in LONGER_BUDGET and f["n_train_max"] < LARGEST:  # a curve still running
         cell += f" (so far: to N_D {f['n_train_max']})"
     if f.get("budget_ratio") is not None:
         cell += f" ({f['budget_ratio']:.2f}{'' if f['converged'] else ': not converged'})"
@@ -347,7 +348,7 @@ def size_trend(fits: list[dict]) -> list[dict]:
     out = []
     groups: dict[tuple, list[dict]] = {}
     for f in fits:
-        if f["grid"] in TREND_GRIDS and f["arch"] == "fcn":
+        if f["grid"] in TREND_GRIDS and f["arch"] == "fcn" and f["n_train_max"] == LARGEST:  # whole curves
             groups.setdefault((f["variant"], f["target"]), []).append(f)
     for (variant, target), fs in groups.items():
         fs = sorted(fs, key=lambda f: float(f["n_params"]))
