@@ -173,7 +173,8 @@ def status_report(rundir: Path, console: Console | None = None) -> pd.DataFrame:
     console.print(f"unique runs: {n_done} done, {int((st['status'] == 'failed').sum())} failed, "
                   f"{len(uniq) - n_done} to do (of {len(uniq)})")
     if hb is not None:
-        only = f", grids {', '.join(_live_grids(loaded, hb))} only" if _live_grids(loaded, hb) else ""
+        live = _live_grids(loaded, hb)
+        only = f", grids {', '.join(live)} only" if live else ""
         console.print(f"live sweep: pid {hb['pid']} on {hb['host']} ({hb['executor']}), started "
                       f"{hb['started_at']}{only}, {len(hb.get('running', []))} job(s) in flight, "
                       f"{hb.get('queued', 0)} queued")
