@@ -17,7 +17,7 @@ grid), so the tables above can be recomputed without the run directories; the sc
 directories' rows into it (a run directory's row replaces the same run's) and computes everything from it.
 Curves with no per-run rows (those finished before the fifteenth session, whose run directories were lost
 with their machine) are kept from the CSVs as they stand; a recomputed curve replaces a kept one only when it
-has at least as many points, and a recomputed point that reproduces a kept one is printed beside it.
+has at least as many points; it prints how many recomputed points equal the kept ones and any that differ.
 Everything is computed from the results tables (no fits.json needed), so a partial run gives a partial table.
 A run two grids share counts in both (`load_results(..., by_grid=True)`): the width-512 theta point at N_D
 114 688 with 40 epochs is the 20-epoch curve's budget check. The 40-epoch grids of one N_D each are joined
