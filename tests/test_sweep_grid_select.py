@@ -111,7 +111,54 @@ def test_status_of_a_live_grid_selection_counts_only_its_grids(tiny_store, tmp_p
     assert "grids second only" in text, text
     assert "ETA for 6 networks of grids second" in text, text  # 2 x 2 + the check's 2; not third's 2
 
+    rd.write_heartbeat(out, {**beat, "grids": ["third:J"]})  # one target of a grid
+    con = Console(record=True, width=200)
+    status_report(out, con)
+    assert "ETA for 2 networks of grids third:J" in con.export_text(), con.export_text()
+
+    rd.write_heartbeat(out, {**beat, "grids": ["third:D"]})  # a target the config no longer has: all of it
+    con = Console(record=True, width=200)
+    status_report(out, con)
+    assert "ETA for 8 networks:" in con.export_text()
+
     rd.write_heartbeat(out, {**beat, "grids": []})  # a sweep of the whole config: everything left
     con = Console(record=True, width=200)
     status_report(out, con)
     assert "ETA for 8 networks:" in con.export_text()
+
+
+def test_grid_target_runs_one_target_with_the_whole_grids_run_ids(tiny_store, tmp_path):
+    """``--grid second:D`` trains only D's points of the grid and D's budget check, under the same run ids as
+    the whole grid's (a grid's name is not part of a run id), so a later ``--grid second`` trains only J."""
+    doc = _doc(tiny_store)
+    doc["grids"][1]["targets"] = ["J", "D"]
+    cfg = tmp_path / "pick.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    part, whole = tmp_path / "part", tmp_path / "whole"
+
+    p = _sweep(cfg, part, "--grid", "second:D")
+    assert p.returncode == 0, p.stderr
+    df = results.read_results(part)
+    assert set(df["target"]) == {"D"} and len(df) == 2 * 2 + 2  # two N_D x N_r 2, and the check's 2
+    assert (df["grid"] == "second" + BUDGET_CHECK_SUFFIX).sum() == 2
+
+    assert _sweep(cfg, whole, "--grid", "second").returncode == 0
+    dw = results.read_results(whole)
+    assert set(dw["run_id"]) > set(df["run_id"])  # D's runs are the whole grid's D runs
+    assert set(dw.loc[dw["target"] == "D", "run_id"]) == set(df["run_id"])
+
+    p = _sweep(cfg, part, "--grid", "second")  # the rest of the grid: J only
+    assert p.returncode == 0, p.stderr
+    assert "(6 networks) to run, 6 runs already done" in p.stdout, p.stdout
+    assert set(results.read_results(part)["run_id"]) == set(dw["run_id"])
+
+
+def test_grid_target_that_the_grid_lacks_is_refused(tiny_store, tmp_path):
+    cfg = tmp_path / "pick.yaml"
+    cfg.write_text(yaml.safe_dump(_doc(tiny_store)))
+    out = tmp_path / "run"
+    p = _sweep(cfg, out, "--grid", "second:D")  # the grid's targets are [J]
+    assert p.returncode == 2
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "'D' is not a target of grid second" in p.stderr and "J" in p.stderr
+    assert not out.exists()

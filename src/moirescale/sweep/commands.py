@@ -27,7 +27,9 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="adopt this config in a RUNDIR of another"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
         grid: list[str] = typer.Option(
-            None, "--grid", help="only this grid of the config (repeatable; RUNDIR keeps the whole config)"
+            None, "--grid",
+            help="only this grid of the config, or GRID:TARGET for one of its targets (repeatable; "
+            "RUNDIR keeps the whole config)",
         ),
     ) -> None:
         """Run (or resume) every training a config declares; finished runs are skipped."""

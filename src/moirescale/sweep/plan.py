@@ -37,14 +37,37 @@ MAX_RETRIES = 100
 def select_grids(loaded: LoadedConfig, names: Sequence[str]) -> LoadedConfig:
     """The config restricted to the grids ``names`` (``sweep --grid``; empty: all of it), for planning and
     running only: the run directory still records the whole config, so its other grids stay pending and a
-    later run without ``--grid`` finishes them. A grid's budget check comes with it."""
+    later run without ``--grid`` finishes them. A grid's budget check comes with it.
+
+    ``GRID:TARGET`` selects one target of a grid (e.g. ``fcn512:D``; repeatable): the same runs as the whole
+    grid's for that target (a grid's name is not part of a run id), so its curve fills in the grid's own.
+    """
     if not names:
         return loaded
-    known = [g.name for g in loaded.cfg.grids]
-    if unknown := [n for n in dict.fromkeys(names) if n not in known]:
-        raise UserError(f"--grid {', '.join(unknown)}: not a grid of {loaded.path.name} "
-                        f"(its grids: {', '.join(known)})")
-    kept = [g for g in loaded.cfg.grids if g.name in set(names)]
+    grids = {g.name: g for g in loaded.cfg.grids}
+    wanted: dict[str, set[str] | None] = {}  # grid -> its selected targets (None: all)
+    for name in dict.fromkeys(names):
+        grid, sep, target = name.partition(":")
+        if grid not in grids:
+            raise UserError(f"--grid {name}: not a grid of {loaded.path.name} "
+                            f"(its grids: {', '.join(grids)})")
+        targets = grids[grid].targets
+        if sep and target not in targets and "all" not in targets:
+            raise UserError(f"--grid {name}: {target!r} is not a target of grid {grid} "
+                            f"(its targets: {', '.join(targets)})")
+        if not sep:
+            wanted[grid] = None
+        elif wanted.get(grid, set()) is not None:
+            wanted.setdefault(grid, set()).add(target)  # type: ignore[union-attr]
+    kept = []
+    for g in loaded.cfg.grids:
+        if g.name not in wanted:
+            continue
+        only = wanted[g.name]
+        if only is not None:
+            pick = [t for t in g.targets if t in only] if "all" not in g.targets else sorted(only)
+            g = g.model_copy(update={"targets": pick})
+        kept.append(g)
     return LoadedConfig(loaded.cfg.model_copy(update={"grids": kept}), loaded.path, loaded.raw, loaded.text)
 
 

@@ -315,7 +315,12 @@ def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[s
 
 
 def _live_grids(loaded: LoadedConfig, hb: dict[str, Any] | None) -> list[str]:
-    """The grids a live sweep was started with (``--grid``) that the config still has; empty: all."""
-    known = {g.name for g in loaded.cfg.grids}
-    return [g for g in (hb or {}).get("grids") or [] if isinstance(g, str) and g in known]
+    """The grids (or ``GRID:TARGET``) a live sweep was started with (``--grid``) that the config still has;
+    empty: all."""
+    targets = {g.name: g.targets for g in loaded.cfg.grids}
 
+    def known(name: str) -> bool:
+        grid, sep, target = name.partition(":")
+        return grid in targets and (not sep or target in targets[grid] or "all" in targets[grid])
+
+    return [g for g in (hb or {}).get("grids") or [] if isinstance(g, str) and known(g)]
