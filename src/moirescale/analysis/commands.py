@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from moirescale import rundir as rd
-from moirescale.errors import UserError
+from moirescale.errors import UserError, split_option
 from moirescale.labels import check_target_name
 from moirescale.models import model_label
 
@@ -156,15 +156,16 @@ def fit(
 def _mean_guess(items: list[str] | None) -> dict[str, float]:
     """``--mean-guess LABEL=MSE`` (repeated) as {label: mse}; UserError for anything else."""
     out: dict[str, float] = {}
+    form = "LABEL=MSE with a finite MSE > 0"
     for item in items or []:
-        name, sep, value = item.partition("=")
-        name = name.strip()
+        name, value = split_option(item, "--mean-guess", form, "theta=0.083")
+        assert name is not None
         try:
             mse = float(value)
         except ValueError:
             mse = float("nan")
-        if not sep or not name or not 0 < mse < float("inf"):
-            raise UserError(f"--mean-guess {item!r}: need LABEL=MSE with a finite MSE > 0, e.g. theta=0.083")
+        if not 0 < mse < float("inf"):
+            raise UserError(f"--mean-guess {item!r}: need {form}, e.g. theta=0.083")
         if name in out:
             raise UserError(f"--mean-guess gives {name!r} twice")
         check_target_name(name)

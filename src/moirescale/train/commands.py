@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from moirescale import rundir as rd
-from moirescale.errors import UserError
+from moirescale.errors import UserError, split_option
 from moirescale.limits import MAX_REALIZATIONS
 
 if TYPE_CHECKING:
@@ -18,9 +18,8 @@ if TYPE_CHECKING:
 def _parse_opts(items: list[str] | None) -> dict[str, object]:
     out: dict[str, object] = {}
     for item in items or []:
-        key, sep, val = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--schedule-opt needs KEY=VALUE, got {item!r}")
+        key, val = split_option(item, "--schedule-opt", "KEY=VALUE", "min_epochs=40")
+        assert key is not None
         try:
             out[key] = int(val)
         except ValueError:

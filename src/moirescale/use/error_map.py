@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from moirescale.errors import UserError
+from moirescale.errors import UserError, split_option
 from moirescale.stats import geomean
 
 MAX_BINS = 1000
@@ -32,16 +32,17 @@ COLUMNS = ("label", "lo", "hi", "values", "images", "mse", "share")
 def parse_bins(items: Sequence[str] | None, default: int = 5) -> tuple[int, dict[str, int]]:
     """``--bins`` values: ``N`` (every label) and ``LABEL=N`` (one label); returns (default, per label)."""
     per: dict[str, int] = {}
+    form = f"N or LABEL=N with 1 <= N <= {MAX_BINS}"
     for item in items or []:
-        name, sep, value = item.rpartition("=")
+        name, value = split_option(item, "--bins", form, "5, theta=6", bare=True)
         try:
             n = int(value)
         except ValueError:
             n = 0
-        if not 1 <= n <= MAX_BINS or (sep and not name.strip()):
-            raise UserError(f"--bins {item!r}: need N or LABEL=N with 1 <= N <= {MAX_BINS} (e.g. 5, theta=6)")
-        if sep:
-            per[name.strip()] = n
+        if not 1 <= n <= MAX_BINS:
+            raise UserError(f"--bins {item!r}: need {form}, e.g. 5, theta=6")
+        if name is not None:
+            per[name] = n
         else:
             default = n
     return default, per
