@@ -459,6 +459,30 @@ def test_errors_locate_the_error_of_real_checkpoints_and_refuse_bad_input(traine
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.csv"]  # nothing else written
 
 
+def test_errors_on_a_train_run_directory_loads_each_checkpoint_once(trained_run, tmp_path, monkeypatch):
+    """A ``moirescale train`` run directory names its store only in its checkpoints: ``errors`` reads it from
+    the checkpoint it already loaded (each network's checkpoint is loaded exactly once)."""
+    import shutil
+
+    import moirescale.train as mt
+    from moirescale.use.error_map import error_by_label
+
+    run = tmp_path / "trained"
+    shutil.copytree(trained_run, run)
+    (run / "dataset.json").unlink()  # what `moirescale train` writes: no dataset record
+    loads: list[str] = []
+    real = mt.load_checkpoint
+
+    def counted(path, *a, **k):
+        loads.append(str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(mt, "load_checkpoint", counted)
+    table, head = error_by_label(run, "theta", 128)
+    assert head["realizations"] == N_REAL and not table.empty
+    assert len(loads) == N_REAL == len(set(loads)), loads
+
+
 def test_errors_name_the_choices_when_several_points_match(trained_run, tmp_path):
     """Two models at one (target, N_D): refused with both named, before any checkpoint is loaded."""
     import shutil

@@ -140,7 +140,7 @@ def error_by_label(
     rows = _one_point(rundir, target=target, n_train=n_train, grid=grid, arch=arch, width=width,
                       n_layers=n_layers)
     loaded = [(path, *load_checkpoint(path)) for path in rows["abs_ckpt"]]
-    with open_store(find_store(rundir, store)) as st:
+    with open_store(find_store(rundir, store, meta=loaded[0][2])) as st:  # its checkpoint is loaded
         unknown = sorted(set(per_label or {}) - set(st.label_names))
         if unknown:
             raise UserError(f"--bins for {', '.join(unknown)}: the store's labels are "

@@ -460,24 +460,28 @@ def _store_from_rundir(rundir: str | os.PathLike[str]) -> str | None:
     return rd.dataset_store(rundir)
 
 
-def find_store(rundir: str | os.PathLike[str], store: str | None = None) -> str:
+def find_store(
+    rundir: str | os.PathLike[str], store: str | None = None, meta: dict[str, Any] | None = None
+) -> str:
     """The training dataset of a run directory: ``store`` if given, else what the run directory records (a
     sweep's ``dataset.json``), else the store its first checkpoint was trained on (a ``moirescale train``
-    run's), if it is still there."""
+    run's), if it is still there. ``meta``: a checkpoint's metadata the caller already loaded (read instead
+    of loading the first checkpoint again)."""
     if store:
         from moirescale.data.store import read_manifest
 
         read_manifest(store)  # a --store that is not a dataset store is refused here, not deep inside
         return store
-    found = _store_from_rundir(rundir) or _trained_store(rundir)
+    found = _store_from_rundir(rundir) or _trained_store(rundir, meta)
     if found is None:
         raise UserError(f"{rundir}: the run directory does not name its dataset; pass --store DATASET_DIR")
     return found
 
 
-def _trained_store(rundir: str | os.PathLike[str]) -> str | None:
-    """The store a run directory's first checkpoint records (None: no checkpoint, or the store is gone)."""
-    recorded = (_first_meta(rundir, {}) or {}).get("store")
+def _trained_store(rundir: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> str | None:
+    """The store a run directory's first checkpoint (or ``meta``) records (None: no checkpoint, or the store
+    is gone)."""
+    recorded = (meta if meta is not None else _first_meta(rundir, {}) or {}).get("store")
     return str(recorded) if isinstance(recorded, str) and Path(recorded).is_dir() else None
 
 
