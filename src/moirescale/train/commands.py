@@ -82,23 +82,12 @@ def train(
     ),
 ) -> None:
     """Train N_r realizations of one model on N_D samples and append one row per network to the run table."""
-    from moirescale.results import append_rows, check_appendable
+    from moirescale.results import append_rows
     from moirescale.rundir import CHECKPOINTS
     from moirescale.train.run import discard_resume, run_spec
     from moirescale.train.spec import TrainSpec
 
-    if not data.is_dir():
-        raise UserError(f"--data {data}: no such dataset store directory")
-    if not 1 <= realizations <= MAX_REALIZATIONS:
-        raise UserError(f"--realizations must be between 1 and {MAX_REALIZATIONS}, got {realizations}")
-    if resume_every is not None and not 0 <= resume_every < float("inf"):
-        raise UserError(f"--resume-every must be a number of seconds >= 0, got {resume_every}")
-    if not 0 <= first_realization < 10**6:
-        raise UserError(f"--first-realization must be in [0, 10^6), got {first_realization}")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    _refuse_store_as_out(data, out)
-    check_appendable(out)
+    _check_args(data, out, realizations, first_realization, resume_every)
     target, channels = _store_defaults(data, target, channels)
     kw = {"n_layers": n_layers, "width": width, "heads": heads, "patch": patch}
     spec = TrainSpec(
@@ -136,15 +125,37 @@ def train(
                     on_store=on_store, keep_states=True, **every)
     append_rows(out, rows)
     discard_resume(spec, out / CHECKPOINTS)  # recorded: a rerun would not need the states
-    ok = [r["test_mse"] for r in rows if r["status"] == "ok"]
-    n_div = sum(r["status"] == "diverged" for r in rows)
+    typer.echo(_summary_line(rows, out))
+
+
+def _check_args(
+    data: Path, out: Path, realizations: int, first_realization: int, resume_every: float | None
+) -> None:
+    """What ``train`` refuses before it reads anything (one line each, exit 2)."""
+    from moirescale.results import check_appendable
+
+    if not data.is_dir():
+        raise UserError(f"--data {data}: no such dataset store directory")
+    if not 1 <= realizations <= MAX_REALIZATIONS:
+        raise UserError(f"--realizations must be between 1 and {MAX_REALIZATIONS}, got {realizations}")
+    if resume_every is not None and not 0 <= resume_every < float("inf"):
+        raise UserError(f"--resume-every must be a number of seconds >= 0, got {resume_every}")
+    if not 0 <= first_realization < 10**6:
+        raise UserError(f"--first-realization must be in [0, 10^6), got {first_realization}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    _refuse_store_as_out(data, out)
+    check_appendable(out)
+
+
+def _summary_line(rows: list[dict], out: Path) -> str:
+    """One line: the networks trained, how many diverged, N_M and the geometric-mean test MSE."""
     from moirescale.stats import geomean
 
-    gm = geomean(ok)
-    typer.echo(
-        f"{len(rows)} networks ({len(ok)} ok, {n_div} diverged), N_M={rows[0]['n_params']}, "
-        f"geometric-mean test MSE {gm:.4g} -> {rd.results_path(out)}"
-    )
+    ok = [r["test_mse"] for r in rows if r["status"] == "ok"]
+    n_div = sum(r["status"] == "diverged" for r in rows)
+    return (f"{len(rows)} networks ({len(ok)} ok, {n_div} diverged), N_M={rows[0]['n_params']}, "
+            f"geometric-mean test MSE {geomean(ok):.4g} -> {rd.results_path(out)}")
 
 
 def _estimate_line(rs: ResolvedSpec) -> str:
