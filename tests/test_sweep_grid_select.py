@@ -162,3 +162,26 @@ def test_grid_target_that_the_grid_lacks_is_refused(tiny_store, tmp_path):
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "'D' is not a target of grid second" in p.stderr and "J" in p.stderr
     assert not out.exists()
+
+
+def _started_grids(out: Path) -> list[str]:
+    """The grids of the jobs in the order the sweep started them (its log's ``start GRID ...`` lines)."""
+    from moirescale import rundir as rd
+
+    lines = rd.log_path(out).read_text().splitlines()
+    return [ln.split(" start ", 1)[1].split()[0] for ln in lines if " start " in ln]
+
+
+def test_longest_first_starts_the_costliest_job_first(tiny_store, tmp_path):
+    """``--longest-first`` starts the jobs by estimated cost (the costliest first: grid second's N_D 64
+    check, at twice the budget); without it, the config's order. Both train the same runs."""
+    cfg = tmp_path / "pick.yaml"
+    cfg.write_text(yaml.safe_dump(_doc(tiny_store)))
+    plain, longest = tmp_path / "plain", tmp_path / "longest"
+    assert _sweep(cfg, plain).returncode == 0
+    p = _sweep(cfg, longest, "--longest-first")
+    assert p.returncode == 0, p.stderr
+    assert _started_grids(plain) == ["first", "second", "second", "second" + BUDGET_CHECK_SUFFIX]
+    assert _started_grids(longest)[0] == "second" + BUDGET_CHECK_SUFFIX
+    assert _started_grids(longest)[-1] == "first"  # width 4 at N_D 32: the cheapest
+    assert set(results.read_results(plain)["run_id"]) == set(results.read_results(longest)["run_id"])

@@ -31,11 +31,17 @@ def register(app: typer.Typer) -> None:
             help="only this grid of the config, or GRID:TARGET for one of its targets (repeatable; "
             "RUNDIR keeps the whole config)",
         ),
+        longest_first: bool = typer.Option(
+            False, "--longest-first",
+            help="start the jobs by estimated cost, largest first (default: the config's order); on several "
+            "workers a sweep with a few long jobs ends sooner",
+        ),
     ) -> None:
         """Run (or resume) every training a config declares; finished runs are skipped."""
         from moirescale.sweep.plan import SweepOptions
 
-        options = SweepOptions(executor, address, workers, retries, device, force, tuple(grid or ()))
+        options = SweepOptions(executor, address, workers, retries, device, force, tuple(grid or ()),
+                               longest_first)
         if dry_run:
             from rich.console import Console
 

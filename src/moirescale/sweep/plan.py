@@ -136,6 +136,7 @@ class SweepOptions:
     device: str = "auto"  # auto, cpu or cuda (local executor)
     force: bool = False  # adopt this config in a RUNDIR that ran another
     grids: tuple[str, ...] = ()  # run only these grids of the config (empty: all); checked by select_grids
+    longest_first: bool = False  # start jobs by estimated cost, largest first (else in the config's order)
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

@@ -288,6 +288,16 @@ def drive(
     return summary
 
 
+def longest_first(todo: list[TrainSpec], the_plan: Plan) -> list[TrainSpec]:
+    """The jobs by the dry run's estimated CPU time, largest first (ties in the config's order): on K workers
+    the last jobs to start are short ones, so a sweep whose cost sits in a few long jobs (a large model's
+    largest N_D and its budget check) ends sooner than in the config's order (longest-processing-time
+    scheduling)."""
+    from moirescale.sweep.estimate import job_cost
+
+    return sorted(todo, key=lambda s: -job_cost(the_plan.of(s), len(s.realizations)).cpu_s)
+
+
 def saved_state_ids(rundir: Path) -> set[str]:
     """The run ids that name a training state in ``RUNDIR/checkpoints`` (each a group's first network)."""
     return {p.name.removesuffix(rd.RESUME_SUFFIX) for p in rd.saved_state_files(rundir)}
@@ -344,6 +354,8 @@ def run_sweep(
         if n_stale := discard_done_states(rundir, saved_state_ids(rundir) & done):  # a kill after the rows
             log.info("removed %d training state(s) of runs already recorded", n_stale)  # and before this
         todo = jobs(loaded.cfg, done)
+        if opts.longest_first:
+            todo = longest_first(todo, the_plan)
         n_runs = sum(len(s.realizations) for s in todo)
         if not todo:
             which = f"grid(s) {', '.join(opts.grids)} of " if opts.grids else ""
