@@ -185,3 +185,29 @@ def test_longest_first_starts_the_costliest_job_first(tiny_store, tmp_path):
     assert _started_grids(longest)[0] == "second" + BUDGET_CHECK_SUFFIX
     assert _started_grids(longest)[-1] == "first"  # width 4 at N_D 32: the cheapest
     assert set(results.read_results(plain)["run_id"]) == set(results.read_results(longest)["run_id"])
+
+
+def test_select_grids_combines_whole_grids_and_targets(tiny_store, tmp_path):
+    """A grid named whole wins over its GRID:TARGET; several targets of a grid keep the grid's own order;
+    the config's grid order is kept; 'all' (one network for every label) is a target like any other."""
+    import pytest
+
+    from moirescale.errors import UserError
+    from moirescale.sweep.config import load_config
+    from moirescale.sweep.plan import select_grids
+
+    doc = _doc(tiny_store)
+    doc["grids"][0]["targets"] = ["theta", "J", "D"]
+    doc["grids"][1]["targets"] = ["J", "all"]
+    cfg = tmp_path / "pick.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    loaded = load_config(cfg)
+
+    def picked(*names: str) -> list[tuple[str, list[str]]]:
+        return [(g.name, list(g.targets)) for g in select_grids(loaded, names).cfg.grids]
+
+    assert picked("first:D", "first:theta") == [("first", ["theta", "D"])]
+    assert picked("first:D", "first") == [("first", ["theta", "J", "D"])]
+    assert picked("second:all", "first:J") == [("first", ["J"]), ("second", ["all"])]
+    with pytest.raises(UserError, match="'D' is not a target of grid second"):
+        select_grids(loaded, ["second:D"])

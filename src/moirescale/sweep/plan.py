@@ -45,29 +45,26 @@ def select_grids(loaded: LoadedConfig, names: Sequence[str]) -> LoadedConfig:
     if not names:
         return loaded
     grids = {g.name: g for g in loaded.cfg.grids}
-    wanted: dict[str, set[str] | None] = {}  # grid -> its selected targets (None: all)
+    whole: set[str] = set()  # grids selected with all their targets
+    some: dict[str, set[str]] = {}  # grid -> the targets selected by GRID:TARGET
     for name in dict.fromkeys(names):
         grid, sep, target = name.partition(":")
         if grid not in grids:
             raise UserError(f"--grid {name}: not a grid of {loaded.path.name} "
                             f"(its grids: {', '.join(grids)})")
-        targets = grids[grid].targets
-        if sep and target not in targets and "all" not in targets:
+        if sep and target not in grids[grid].targets:  # 'all' too is a target: one network for every label
             raise UserError(f"--grid {name}: {target!r} is not a target of grid {grid} "
-                            f"(its targets: {', '.join(targets)})")
-        if not sep:
-            wanted[grid] = None
-        elif wanted.get(grid, set()) is not None:
-            wanted.setdefault(grid, set()).add(target)  # type: ignore[union-attr]
+                            f"(its targets: {', '.join(grids[grid].targets)})")
+        if sep:
+            some.setdefault(grid, set()).add(target)
+        else:
+            whole.add(grid)
     kept = []
     for g in loaded.cfg.grids:
-        if g.name not in wanted:
-            continue
-        only = wanted[g.name]
-        if only is not None:
-            pick = [t for t in g.targets if t in only] if "all" not in g.targets else sorted(only)
-            g = g.model_copy(update={"targets": pick})
-        kept.append(g)
+        if g.name in whole:
+            kept.append(g)
+        elif g.name in some:
+            kept.append(g.model_copy(update={"targets": [t for t in g.targets if t in some[g.name]]}))
     return LoadedConfig(loaded.cfg.model_copy(update={"grids": kept}), loaded.path, loaded.raw, loaded.text)
 
 

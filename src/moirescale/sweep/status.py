@@ -321,6 +321,6 @@ def _live_grids(loaded: LoadedConfig, hb: dict[str, Any] | None) -> list[str]:
 
     def known(name: str) -> bool:
         grid, sep, target = name.partition(":")
-        return grid in targets and (not sep or target in targets[grid] or "all" in targets[grid])
+        return grid in targets and (not sep or target in targets[grid])
 
     return [g for g in (hb or {}).get("grids") or [] if isinstance(g, str) and known(g)]
