@@ -91,6 +91,13 @@ def run_rows(rundir: Path) -> pd.DataFrame:
     return ok[RUN_COLUMNS]
 
 
+def read_runs(path: Path) -> pd.DataFrame:
+    """The per-run CSV (empty if there is none yet), its floats read back exactly as written."""
+    if not path.exists():
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    return pd.read_csv(path)  # pandas >= 3 reads floats round-trip by default (the test checks it)
+
+
 def merge_runs(old: pd.DataFrame, new: list[pd.DataFrame]) -> pd.DataFrame:
     """Per-run rows kept in the CSV plus the run directories' (theirs win for the same run and grid)."""
     frames = [f for f in (old, *new) if not f.empty]
@@ -200,16 +207,20 @@ def budget_pairs(variant: str, df: pd.DataFrame, rundir: Path | None = None) -> 
     return rows
 
 
-def _cell(v) -> object:
-    return f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)
+def _cell(v, exact: bool = False) -> object:
+    """A CSV cell: floats to 6 significant digits, or ``exact`` (the shortest text that reads back the same
+    float: the per-run rows are the data every table is recomputed from, so they must not round)."""
+    if isinstance(v, float):
+        return repr(v) if exact else f"{v:.6g}"
+    return "" if v is None else v
 
 
-def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+def write_csv(path: Path, columns: list[str], rows: list[dict], exact: bool = False) -> None:
     buf = io.StringIO()
     wr = csv.DictWriter(buf, columns, lineterminator="\n")
     wr.writeheader()
     for r in rows:
-        wr.writerow({k: _cell(v) for k, v in r.items()})
+        wr.writerow({k: _cell(v, exact) for k, v in r.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buf.getvalue())
 
@@ -384,15 +395,16 @@ def main() -> None:
                     default=[ROOT / "runs" / "paper-default", ROOT / "runs" / "paper-fss"])
     args = ap.parse_args()
     here = [rd for rd in args.rundirs if results_path(rd).exists()]
-    old_runs = pd.read_csv(OUT / "paper-config-runs.csv") if (OUT / "paper-config-runs.csv").exists() \
-        else pd.DataFrame(columns=RUN_COLUMNS)
+    old_runs = read_runs(OUT / "paper-config-runs.csv")
     runs = merge_runs(old_runs, [run_rows(rd) for rd in here])
     kept_fits = read_rows(OUT / "paper-config-fits.csv")
     points, fits, pairs = [], [], []
     for variant, df in runs.groupby("variant", sort=False):
         rundir = next((rd for rd in here if variant_of(rd) == variant), None)
-        guess = rundir_mean_guess(rundir) if rundir is not None else {
-            f["target"]: f["mean_guess_mse"] for f in kept_fits if f["variant"] == variant}
+        kept_guess = {f["target"]: f["mean_guess_mse"] for f in kept_fits
+                      if f["variant"] == variant and f["mean_guess_mse"] is not None}
+        # the store's test labels when it is here (a restored snapshot may come without it), else the kept
+        guess = {**kept_guess, **(rundir_mean_guess(rundir) or {} if rundir is not None else {})}
         p, f = summarize(str(variant), df, guess)
         points += p
         fits += f
@@ -402,7 +414,7 @@ def main() -> None:
     points = sorted(merge_points(kept_points, points), key=_order)
     fits = sorted(merge_fits(kept_fits, fits), key=_order)
     pairs = sorted(merge_pairs(read_rows(OUT / "paper-config-budget-pairs.csv"), pairs), key=_order)
-    write_csv(OUT / "paper-config-runs.csv", RUN_COLUMNS, runs.to_dict("records"))
+    write_csv(OUT / "paper-config-runs.csv", RUN_COLUMNS, runs.to_dict("records"), exact=True)
     write_csv(OUT / "paper-config.csv", POINT_COLUMNS, points)
     write_csv(OUT / "paper-config-fits.csv", FIT_COLUMNS, fits)
     write_csv(OUT / "paper-config-budget-pairs.csv", PAIR_COLUMNS, pairs)

@@ -51,3 +51,16 @@ def test_cells_read_back_as_values_and_runs_merge_by_run():
     new = pd.DataFrame([{**row, "test_mse": 0.2}])
     merged = summary.merge_runs(old, [new])
     assert len(merged) == 2 and sorted(merged["test_mse"]) == [0.1, 0.2]
+
+
+def test_per_run_rows_read_back_exactly(tmp_path):
+    """The per-run CSV is what every table is recomputed from without the run directories: its MSEs read back
+    as the same floats (the curve tables round to 6 digits; these must not)."""
+    mse = [0.005470093535950522, 1 / 3, 2.0000000000000004e-05]
+    blank = dict.fromkeys(summary.RUN_COLUMNS, 1)
+    rows = [blank | {"test_mse": m, "realization": i} for i, m in enumerate(mse)]
+    path = tmp_path / "runs.csv"
+    summary.write_csv(path, summary.RUN_COLUMNS, rows, exact=True)
+    assert summary.read_runs(path)["test_mse"].tolist() == mse
+    summary.write_csv(path, summary.RUN_COLUMNS, rows)
+    assert summary.read_runs(path)["test_mse"].tolist() != mse  # 6 digits: what the curve tables write
