@@ -16,8 +16,9 @@ docs/results/paper-config-runs.csv: every trained network (ok rows of the result
 grid), so the tables above can be recomputed without the run directories; the script merges the run
 directories' rows into it (a run directory's row replaces the same run's) and computes everything from it.
 Curves with no per-run rows (those finished before the fifteenth session, whose run directories were lost
-with their machine) are kept from the CSVs as they stand; a recomputed curve replaces a kept one only when it
-has at least as many points; it prints how many recomputed points equal the kept ones and any that differ.
+with their machine) are kept from the CSVs as they stand; a recomputed point replaces the kept one of the same
+curve and N_D, and a recomputed fit the kept one when it reaches a larger N_D (or as large with as many
+points); it prints how many recomputed points equal the kept ones and any that differ.
 Everything is computed from the results tables (no fits.json needed), so a partial run gives a partial table.
 A run two grids share counts in both (`load_results(..., by_grid=True)`): the width-512 theta point at N_D
 114 688 with 40 epochs is the 20-epoch curve's budget check. The 40-epoch grids of one N_D each are joined
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -298,17 +298,24 @@ def _curve(row: dict) -> tuple:
 
 
 def merge_points(kept: list[dict], fresh: list[dict]) -> list[dict]:
-    """A recomputed curve replaces the kept one when it has at least as many points; else the kept stays."""
-    n_kept, n_fresh = Counter(map(_curve, kept)), Counter(map(_curve, fresh))
-    new = {c for c, n in n_fresh.items() if n >= n_kept[c]}
-    return [r for r in kept if _curve(r) not in new] + [r for r in fresh if _curve(r) in new]
+    """Point by point: a recomputed point replaces the kept one of its curve and N_D; kept points at other N_D
+    stay (a curve being retrained keeps its old points until their retrains land), with the recomputed
+    curve's budget-check ratio."""
+    ratio = {_curve(r): r["budget_ratio_at_largest"] for r in fresh
+             if r.get("budget_ratio_at_largest") is not None}
+    done = {(_curve(r), r["n_train"]) for r in fresh}
+    old = [r if _curve(r) not in ratio else {**r, "budget_ratio_at_largest": ratio[_curve(r)]}
+           for r in kept if (_curve(r), r["n_train"]) not in done]
+    return old + list(fresh)
 
 
 def merge_fits(kept: list[dict], fresh: list[dict]) -> list[dict]:
-    """A recomputed fit replaces the kept one of its curve when it has at least as many points."""
+    """A recomputed fit replaces the kept one of its curve when it reaches a larger N_D, or the same with at
+    least as many points (the study's question is the slope to the largest N_D)."""
     best = {_curve(r): r for r in kept}
     for r in fresh:
-        if r["points"] >= best.get(_curve(r), {"points": 0})["points"]:
+        b = best.get(_curve(r))
+        if b is None or (r["n_train_max"], r["points"]) >= (b["n_train_max"], b["points"]):
             best[_curve(r)] = r
     return list(best.values())
 

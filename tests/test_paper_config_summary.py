@@ -21,21 +21,24 @@ def _point(grid: str, width: int | None, target: str, n: int, mse: float) -> dic
             "gm_test_mse": mse, "n_r": 5}
 
 
-def test_a_curve_is_replaced_only_by_one_at_least_as_complete():
+def test_points_are_replaced_point_by_point():
     kept = [_point("fcn_mid", 16, "theta", n, 0.1) for n in (224, 448, 896)]
     kept += [_point("fcn4", 4, "J", 224, 0.08)]
-    partial = [_point("fcn_mid", 16, "theta", n, 0.2) for n in (224, 448)]
+    partial = [_point("fcn_mid", 16, "theta", n, 0.2) | {"budget_ratio_at_largest": 0.7} for n in (448, 1792)]
     out = summary.merge_points(kept, partial)
-    assert out == kept  # two recomputed points do not replace three kept ones
-    whole = [_point("fcn_mid", 16, "theta", n, 0.3) for n in (224, 448, 896, 1792)]
-    out = summary.merge_points(kept, whole)
-    assert sorted(r["gm_test_mse"] for r in out) == [0.08, 0.3, 0.3, 0.3, 0.3]  # fcn4 kept, fcn_mid replaced
+    got = {(r["grid"], r["n_train"]): r["gm_test_mse"] for r in out}
+    assert got == {("fcn_mid", 224): 0.1, ("fcn_mid", 448): 0.2, ("fcn_mid", 896): 0.1,
+                   ("fcn_mid", 1792): 0.2, ("fcn4", 224): 0.08}  # recomputed win, the kept stay elsewhere
+    assert {r.get("budget_ratio_at_largest") for r in out if r["grid"] == "fcn_mid"} == {0.7}
+    assert summary.merge_points(kept, []) == kept
 
 
 def test_fits_keep_the_fuller_curve_and_pairs_merge_by_run():
-    kept = [{**_point("fcn_mid", 16, "theta", 0, 0), "points": 7, "alpha_d": 0.11}]
+    kept = [{**_point("fcn_mid", 16, "theta", 0, 0), "points": 7, "alpha_d": 0.11, "n_train_max": 57344}]
     assert summary.merge_fits(kept, [{**kept[0], "points": 5, "alpha_d": 0.5}])[0]["alpha_d"] == 0.11
     assert summary.merge_fits(kept, [{**kept[0], "points": 10, "alpha_d": 0.2}])[0]["alpha_d"] == 0.2
+    further = {**kept[0], "points": 6, "alpha_d": 0.3, "n_train_max": 114688}  # fewer points, a larger N_D
+    assert summary.merge_fits(kept, [further])[0]["alpha_d"] == 0.3
     pair = {"variant": "default", "arch": "fcn", "width": 512, "target": "theta", "n_train": 14336,
             "realization": 0, "data_seed": 1, "steps_long": 4480, "source_long": "runs/x", "ratio": 0.7}
     ladder = {**pair, "steps_long": 8960, "ratio": 0.5}  # the same run at another budget is another pair
