@@ -411,7 +411,8 @@ def main() -> None:
         kept_guess = {f["target"]: f["mean_guess_mse"] for f in kept_fits
                       if f["variant"] == variant and f["mean_guess_mse"] is not None}
         # the store's test labels when it is here (a restored snapshot may come without it), else the kept
-        guess = {**kept_guess, **(rundir_mean_guess(rundir) or {} if rundir is not None else {})}
+        from_store = rundir_mean_guess(rundir) if rundir is not None else None
+        guess = {**kept_guess, **(from_store or {})}
         p, f = summarize(str(variant), df, guess)
         points += p
         fits += f

@@ -13,7 +13,7 @@ from moirescale.use.error_map import parse_bins
 
 def test_split_option_returns_stripped_key_and_value():
     assert split_option(" theta = 0.083 ", "--x", "K=V", "a=1") == ("theta", "0.083")
-    assert split_option("7", "--x", "N or K=N", "5", bare=True) == (None, "7")
+    assert parse_bins([" 7 "]) == (7, {})  # a bare N (no key) is --bins' own form
     assert split_option("a=b=c", "--x", "K=V", "a=1") == ("a", "b=c")  # the first '=' splits
 
 

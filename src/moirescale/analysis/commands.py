@@ -159,7 +159,6 @@ def _mean_guess(items: list[str] | None) -> dict[str, float]:
     form = "LABEL=MSE with a finite MSE > 0"
     for item in items or []:
         name, value = split_option(item, "--mean-guess", form, "theta=0.083")
-        assert name is not None
         try:
             mse = float(value)
         except ValueError:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from moirescale.errors import UserError
 from moirescale.labels import LABELS
 from moirescale.limits import check_training_size, physical_memory
-from moirescale.sweep.config import GenerateSpec, LoadedConfig
+from moirescale.sweep.config import GenerateSpec, LoadedConfig, SweepConfig
 from moirescale.sweep.expand import Point, unique_points
 from moirescale.train.spec import TrainSpec, group_id
 
@@ -44,17 +44,12 @@ def select_grids(loaded: LoadedConfig, names: Sequence[str]) -> LoadedConfig:
     """
     if not names:
         return loaded
-    grids = {g.name: g for g in loaded.cfg.grids}
     whole: set[str] = set()  # grids selected with all their targets
     some: dict[str, set[str]] = {}  # grid -> the targets selected by GRID:TARGET
     for name in dict.fromkeys(names):
+        if problem := grid_choice_problem(loaded.cfg, name, loaded.path.name):
+            raise UserError(f"--grid {name}: {problem}")
         grid, sep, target = name.partition(":")
-        if grid not in grids:
-            raise UserError(f"--grid {name}: not a grid of {loaded.path.name} "
-                            f"(its grids: {', '.join(grids)})")
-        if sep and target not in grids[grid].targets:  # 'all' too is a target: one network for every label
-            raise UserError(f"--grid {name}: {target!r} is not a target of grid {grid} "
-                            f"(its targets: {', '.join(grids[grid].targets)})")
         if sep:
             some.setdefault(grid, set()).add(target)
         else:
@@ -66,6 +61,18 @@ def select_grids(loaded: LoadedConfig, names: Sequence[str]) -> LoadedConfig:
         elif g.name in some:
             kept.append(g.model_copy(update={"targets": [t for t in g.targets if t in some[g.name]]}))
     return LoadedConfig(loaded.cfg.model_copy(update={"grids": kept}), loaded.path, loaded.raw, loaded.text)
+
+
+def grid_choice_problem(cfg: SweepConfig, name: str, where: str = "the config") -> str | None:
+    """What is wrong with ``GRID`` or ``GRID:TARGET`` as a choice among the config's grids (None: nothing).
+    ``all`` too is a target (one network for every label), not a wildcard."""
+    targets = {g.name: g.targets for g in cfg.grids}
+    grid, sep, target = name.partition(":")
+    if grid not in targets:
+        return f"not a grid of {where} (its grids: {', '.join(targets)})"
+    if sep and target not in targets[grid]:
+        return f"{target!r} is not a target of grid {grid} (its targets: {', '.join(targets[grid])})"
+    return None
 
 
 def max_local_workers() -> int:

@@ -32,7 +32,7 @@ from moirescale.sweep.expand import (
     spec_run_ids,
     unique_points,
 )
-from moirescale.sweep.plan import resolve_points, select_grids
+from moirescale.sweep.plan import grid_choice_problem, resolve_points, select_grids
 from moirescale.train.spec import group_id
 
 if TYPE_CHECKING:
@@ -317,10 +317,5 @@ def _throughput(rundir: Path, loaded: LoadedConfig, df: pd.DataFrame, hb: dict[s
 def _live_grids(loaded: LoadedConfig, hb: dict[str, Any] | None) -> list[str]:
     """The grids (or ``GRID:TARGET``) a live sweep was started with (``--grid``) that the config still has;
     empty: all."""
-    targets = {g.name: g.targets for g in loaded.cfg.grids}
-
-    def known(name: str) -> bool:
-        grid, sep, target = name.partition(":")
-        return grid in targets and (not sep or target in targets[grid])
-
-    return [g for g in (hb or {}).get("grids") or [] if isinstance(g, str) and known(g)]
+    names = (hb or {}).get("grids") or []
+    return [g for g in names if isinstance(g, str) and grid_choice_problem(loaded.cfg, g) is None]

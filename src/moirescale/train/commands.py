@@ -19,7 +19,6 @@ def _parse_opts(items: list[str] | None) -> dict[str, object]:
     out: dict[str, object] = {}
     for item in items or []:
         key, val = split_option(item, "--schedule-opt", "KEY=VALUE", "min_epochs=40")
-        assert key is not None
         try:
             out[key] = int(val)
         except ValueError:

@@ -34,7 +34,7 @@ def parse_bins(items: Sequence[str] | None, default: int = 5) -> tuple[int, dict
     per: dict[str, int] = {}
     form = f"N or LABEL=N with 1 <= N <= {MAX_BINS}"
     for item in items or []:
-        name, value = split_option(item, "--bins", form, "5, theta=6", bare=True)
+        name, value = split_option(item, "--bins", form, "5, theta=6") if "=" in item else (None, item)
         try:
             n = int(value)
         except ValueError:
